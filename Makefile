@@ -1,0 +1,51 @@
+# GemHub: `make run` starts the platform on 127.0.0.1:8000, `make test` runs every test.
+SHELL := /bin/bash
+# Single-user servers run as per-user unix accounts, which cannot execute a Python under
+# /root (pyenv): the venv is made from the system interpreter.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install install-test run test test-unit clean help
+
+help:
+	@echo "make run      install everything and start GemHub at http://127.0.0.1:8000"
+	@echo "make test     install everything (and test tools) and run all tests"
+	@echo "make install  the shared, idempotent install step"
+
+install: $(VENV)/.stamp-install node_modules/.stamp-install
+
+$(VENV)/bin/python:
+	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
+	  else echo "python3-venv is missing: apt-get install python3-venv" >&2; exit 1; fi; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-install: $(VENV)/bin/python pyproject.toml setup.py
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+node_modules/.stamp-install: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install-test: install $(VENV)/.stamp-test
+	@bash tests/install-system-deps.sh
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-install
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run: install
+	$(PY) -m gemhub.hub_config.run
+
+test: install-test
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: install-test
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules var

@@ -1,0 +1,1 @@
+"""The ``gemhub`` command line client."""

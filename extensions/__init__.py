@@ -1,0 +1,1 @@
+"""Single-user side of GemHub (server extension and JupyterLab UI)."""

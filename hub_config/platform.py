@@ -1,0 +1,45 @@
+"""Load the platform configuration the way jupyterhub_config.py and `make run` both need it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from gemhub.hub_config import configurer, state
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def config_path(env: Mapping[str, str]) -> Path | None:
+    """GEMHUB_CONFIG, else ./gemhub.yaml when present, else none (defaults only)."""
+    if env.get("GEMHUB_CONFIG"):
+        return Path(env["GEMHUB_CONFIG"])
+    local = Path.cwd() / "gemhub.yaml"
+    return local if local.exists() else None
+
+
+def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configurer.Inputs]:
+    path = config_path(env)
+    user: Any = {}
+    if path is not None:
+        with open(path) as f:
+            user = yaml.safe_load(f) or {}
+    cfg = configurer.merge_platform(user, env)
+    root = state.prepare(cfg["state_dir"])
+    ports = state.ports(root, ("hub", "proxy_api", "quota"))
+    inputs = configurer.Inputs(
+        repo_dir=str(REPO_DIR),
+        state_dir=str(root),
+        python=sys.executable,
+        hub_port=ports["hub"],
+        proxy_api_port=ports["proxy_api"],
+        service_ports={"quota": ports["quota"]},
+        service_tokens={"quota": state.secret(root, "quota-service.token")},
+        admin_password=state.secret(root, "admin-password", env.get("GEMHUB_ADMIN_PASSWORD"), 12),
+        admin_token=env.get("GEMHUB_ADMIN_TOKEN", ""),
+    )
+    return cfg, inputs

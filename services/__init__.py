@@ -1,0 +1,1 @@
+"""GemHub hub services (each a HubOAuth-authenticated tornado application)."""

@@ -1,0 +1,1 @@
+"""Everything that turns a workload request into a running workload."""

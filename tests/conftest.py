@@ -1,0 +1,69 @@
+"""Shared fixtures: one real hub for the whole session, and a factory for hubs with other settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hubproc import Hub, unique_name  # noqa: E402
+
+ARTIFACTS = Path(os.environ.get("GEMHUB_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def _workdir() -> Path:
+    # Not pytest's tmp_path: its root is 0700, and per-user servers must traverse the state dir.
+    d = Path(tempfile.mkdtemp(prefix="gemhub-test-"))
+    d.chmod(0o755)
+    return d
+
+
+@pytest.fixture(scope="session")
+def hub():
+    h = Hub(_workdir())
+    h.start()
+    yield h
+    h.stop()
+    _keep_log(h, "hub-shared")
+
+
+@pytest.fixture
+def make_hub(request):
+    """make_hub(overrides) -> a started Hub with gemhub.yaml overrides, stopped after the test."""
+    made: list[Hub] = []
+
+    def factory(overrides: dict | None = None, start: bool = True) -> Hub:
+        h = Hub(_workdir(), overrides)
+        made.append(h)
+        return h.start() if start else h
+
+    yield factory
+    for i, h in enumerate(made):
+        h.stop()
+        _keep_log(h, f"{request.node.name}-{i}")
+
+
+def _keep_log(h: Hub, name: str) -> None:
+    """Keep the hub's log as a test artifact and remove its working directory."""
+    if h.log_path.exists():
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(h.log_path, ARTIFACTS / f"{name}.log")
+    shutil.rmtree(h.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def user(hub):
+    """A fresh hub user: (name, token)."""
+    return hub.create_user(unique_name())

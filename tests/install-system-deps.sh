@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# What the tests need from the system: Chromium (browser e2e), the OpenSSH client and sshpass.
+# Installed from Debian when running as root; otherwise the tests that need them skip and say why.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v sshpass >/dev/null || need+=(sshpass)
+command -v unshare >/dev/null || need+=(util-linux)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2
+  exit 0
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

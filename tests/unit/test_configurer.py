@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gemhub.hub_config import configurer
+from gemhub.hub_config.configurer import ConfigError, Inputs, build_config, merge_platform
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "gemhub.example.yaml"
+
+INPUTS = Inputs(
+    repo_dir="/repo", state_dir="/state", python="/venv/bin/python", hub_port=8081,
+    proxy_api_port=8001, service_ports={"quota": 9101}, service_tokens={"quota": "qtok"},
+    admin_password="pw", admin_token="",
+)
+
+
+def test_example_file_is_exactly_the_defaults():
+    assert merge_platform(yaml.safe_load(EXAMPLE.read_text()), {}) == merge_platform({}, {})
+
+
+def test_defaults_give_local_spawner_and_native_auth():
+    c = build_config(merge_platform({}, {}), INPUTS)
+    assert c["JupyterHub"]["port"] == 8000
+    assert c["JupyterHub"]["spawner_class"].endswith("LocalGemSpawner")
+    assert c["JupyterHub"]["authenticator_class"].endswith("GemAuthenticator")
+    assert c["JupyterHub"]["db_url"] == "sqlite:////state/db/jupyterhub.sqlite"
+    assert c["GemAuthenticator"]["admin_password"] == "pw"
+    assert c["Authenticator"]["admin_users"] == {"admin"}
+    assert c["LocalGemSpawner"]["quota_url"] == "http://127.0.0.1:9101/services/quota/"
+    quota = c["JupyterHub"]["services"][0]
+    assert quota["name"] == "quota" and quota["api_token"] == "qtok"
+    assert "--QuotaService.db_url=sqlite:////state/db/quota.sqlite" in quota["command"]
+    assert "api_tokens" not in c["JupyterHub"]
+
+
+def test_environment_overrides():
+    cfg = merge_platform({"hub": {"port": 9000}}, {"GEMHUB_PORT": "8123", "GEMHUB_STATE_DIR": "/x"})
+    assert cfg["hub"]["port"] == 8123 and cfg["state_dir"] == "/x"
+    with pytest.raises(ConfigError, match="GEMHUB_PORT"):
+        merge_platform({}, {"GEMHUB_PORT": "eighty"})
+
+
+def test_admin_token_becomes_an_admin_api_token():
+    inputs = Inputs(**{**INPUTS.__dict__, "admin_token": "T"})
+    assert build_config(merge_platform({}, {}), inputs)["JupyterHub"]["api_tokens"] == {"T": "admin"}
+
+
+@pytest.mark.parametrize(
+    "user, message",
+    [
+        ({"hub": {"prot": 1}}, "unknown key 'hub.prot'"),
+        ({"hub": {"port": "8000"}}, "hub.port must be a whole number"),
+        ({"hub": {"port": 70000}}, "between 1 and 65535"),
+        ({"auth": {"open_signup": "yes"}}, "auth.open_signup must be true or false"),
+        ({"spawner": {"cgroups": "sometimes"}}, "spawner.cgroups"),
+        ({"spawner": {"default_preset": "X9"}}, "not one of the presets"),
+        ({"presets": [{"name": "A"}, {"name": "A"}], "spawner": {"default_preset": "A"}}, "unique"),
+        ({"spawner": {"runtime": "kubernetes"}}, "not available"),
+        ({"hub": []}, "hub must be a mapping"),
+    ],
+)
+def test_bad_platform_files_are_refused_with_the_key(user, message):
+    with pytest.raises(ConfigError, match=message):
+        merge_platform(user, {})
+
+
+def test_oauth_selects_the_oauthenticator_class():
+    cfg = merge_platform(
+        {"auth": {"type": "github", "oauth": {"client_id": "id", "client_secret": "s",
+                                              "callback_url": "http://h/hub/oauth_callback",
+                                              "allow_all": True}}}, {})
+    c = build_config(cfg, INPUTS)
+    assert c["JupyterHub"]["authenticator_class"] == "oauthenticator.github.GitHubOAuthenticator"
+    assert "GemAuthenticator" not in c
+
+
+def test_configuration_is_not_mutated():
+    cfg = merge_platform({}, {})
+    before = yaml.safe_dump(cfg)
+    build_config(cfg, INPUTS)
+    assert yaml.safe_dump(cfg) == before
+    assert configurer.DEFAULTS["hub"]["port"] == 8000
