@@ -1,0 +1,212 @@
+"""``GemService``: the traitlets Application every GemHub service is built on.
+
+It reads the JUPYTERHUB_* environment the hub gives managed services, opens the service's
+database (running its Alembic migrations), serves a tornado app under the service prefix,
+stops cleanly on SIGINT/SIGTERM and, on Linux, dies with the hub (PR_SET_PDEATHSIG) so a
+hub killed with -9 and restarted does not find the port taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ctypes
+import ctypes.util
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import jinja2
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from traitlets import Bool, Integer, Unicode, default
+from traitlets.config import Application
+
+from . import metrics
+from .auth import OAuthCallbackHandler, make_hub_auth
+from .db import make_engine, make_sessionmaker, run_migrations
+from .handlers import HealthHandler, NotFoundHandler, OpenAPIHandler
+from .openapi import OpenAPIRegistry
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent (the hub) dies."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+class GemService(Application):
+    """Base of the GemHub services; subclasses define handlers, models and migrations."""
+
+    @default("log_level")
+    def _default_log_level(self):
+        return logging.INFO
+
+    @default("log_format")
+    def _default_log_format(self):
+        return "[%(name)s %(asctime)s %(levelname)s] %(message)s"
+
+    service_name = Unicode(
+        help="Name of the service as registered in the hub (JUPYTERHUB_SERVICE_NAME)."
+    ).tag(config=True)
+
+    @default("service_name")
+    def _default_service_name(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME", self.name)
+
+    ip = Unicode("127.0.0.1", help="Address to listen on.").tag(config=True)
+    port = Integer(0, help="Port to listen on (0: any free port, logged at start).").tag(config=True)
+    state_dir = Unicode(help="GemHub state directory (GEMHUB_STATE_DIR, default ./var).").tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return os.path.abspath(os.environ.get("GEMHUB_STATE_DIR", "var"))
+
+    db_url = Unicode(
+        help="SQLAlchemy URL of the service's database (default SQLite <state_dir>/db/<name>.sqlite)."
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self):
+        return f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite"
+
+    base_url = Unicode(
+        help="URL prefix the service is served under (JUPYTERHUB_SERVICE_PREFIX)."
+    ).tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{self.service_name}/")
+
+    hub_prefix = Unicode(help="URL prefix of the hub's pages (JUPYTERHUB_BASE_URL + hub/).").tag(config=True)
+
+    @default("hub_prefix")
+    def _default_hub_prefix(self):
+        return url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
+
+    cookie_secret = Unicode(
+        help="Secret signing the service's OAuth and xsrf cookies (random per process by default)."
+    ).tag(config=True)
+
+    @default("cookie_secret")
+    def _default_cookie_secret(self):
+        return secrets.token_hex(32)
+
+    die_with_hub = Bool(
+        True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."
+    ).tag(config=True)
+
+    aliases = {"port": "GemService.port", "db-url": "GemService.db_url", "state-dir": "GemService.state_dir"}
+
+    # -- to override -------------------------------------------------------------------
+    migrations_dir: Path | None = None
+    templates_dir: Path | None = None
+    audit_model: type | None = None
+
+    def api_handlers(self) -> list[tuple]:
+        """(path relative to the base URL, handler class[, kwargs]) of the service."""
+        return []
+
+    def openapi(self) -> OpenAPIRegistry:
+        return OpenAPIRegistry(f"GemHub {self.service_name} service")
+
+    # -- setup -------------------------------------------------------------------------
+    def init_db(self):
+        self.engine = make_engine(self.db_url)
+        if self.migrations_dir is not None:
+            run_migrations(self.engine, self.migrations_dir)
+        self.sessionmaker = make_sessionmaker(self.engine, self.audit_model)
+
+    def extra_settings(self) -> dict:
+        return {}
+
+    def make_app(self, hub_auth=None) -> web.Application:
+        """The tornado application (``hub_auth`` is replaced by a fake in unit tests)."""
+        if not hasattr(self, "sessionmaker"):
+            self.init_db()
+        base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
+        if hub_auth is None:
+            hub_auth = make_hub_auth(base)
+        routes = [
+            (url_path_join(base, "health"), HealthHandler),
+            (url_path_join(base, "metrics"), metrics.MetricsHandler),
+            (url_path_join(base, "oauth_callback"), OAuthCallbackHandler),
+            (url_path_join(base, "api/v1/openapi.json"), OpenAPIHandler),
+        ]
+        for entry in self.api_handlers():
+            routes.append((url_path_join(base, entry[0]), *entry[1:]))
+        jinja_env = None
+        if self.templates_dir is not None:
+            jinja_env = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(str(self.templates_dir)), autoescape=True
+            )
+        name = self.service_name
+        settings = dict(
+            hub_auth=hub_auth,
+            service_name=name,
+            service_base_url=base,
+            api_base_url=url_path_join(base, "api/v1"),
+            hub_prefix=self.hub_prefix,
+            sessionmaker=self.sessionmaker,
+            jinja_env=jinja_env,
+            openapi=self.openapi(),
+            cookie_secret=self.cookie_secret,
+            login_url=url_path_join(self.hub_prefix, "login"),
+            default_handler_class=NotFoundHandler,
+            log_function=lambda handler: self._log_request(handler),
+            service_app=self,
+        )
+        settings.update(self.extra_settings())
+        return web.Application(routes, **settings)
+
+    def _log_request(self, handler):
+        metrics.record_request(self.service_name, handler)
+        status = handler.get_status()
+        log = self.log.warning if status >= 500 else self.log.info if status >= 400 else self.log.debug
+        log("%d %s %s %.1fms", status, handler.request.method, handler.request.uri,
+            1000 * handler.request.request_time())
+
+    # -- run ---------------------------------------------------------------------------
+    async def serve(self):
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, sig)
+        app = self.make_app()
+        server = HTTPServer(app, xheaders=True)
+        sockets = bind_sockets(self.port, self.ip)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        self.log.info("%s service listening on http://%s:%d%s", self.service_name, self.ip, port, self.base_url)
+        try:
+            await self._stopping.wait()
+        finally:
+            server.stop()
+            try:
+                await asyncio.wait_for(server.close_all_connections(), 5)
+            except asyncio.TimeoutError:
+                self.log.warning("connections still open at exit")
+            self.engine.dispose()
+            self.log.info("%s service stopped", self.service_name)
+
+    def stop(self, sig=None):
+        if sig is not None:
+            self.log.info("received %s, stopping", signal.Signals(sig).name)
+        self._stopping.set()
+
+    def start(self):
+        if self.die_with_hub:
+            die_with_parent(signal.SIGTERM)
+        self.init_db()
+        asyncio.run(self.serve())

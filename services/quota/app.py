@@ -1,0 +1,113 @@
+"""The quota service: workspaces, projects and members (``python -m gemhub.services.quota.app``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from traitlets import Any, default
+
+from gemhub.services.common.app import GemService
+from gemhub.services.common.openapi import OpenAPIRegistry
+
+from . import handlers as h
+from .hubapi import HubAPI
+from .models import AuditEvent
+
+HERE = Path(__file__).resolve().parent
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^/]*$"}
+WORKSPACE = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "personal": {"type": "boolean"},
+    "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"}}}
+PROJECT = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"}, "workspace_id": {"type": "integer"},
+    "created": {"type": "string"}}}
+MEMBER = {"type": "object", "properties": {
+    "username": {"type": "string"}, "role": {"type": "string"}, "created": {"type": "string"}}}
+ROLE = {"type": "string", "enum": ["owner", "admin", "member"]}
+PAGE = {"offset": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 0}}
+
+
+def page_of(schema: dict) -> dict:
+    return {"type": "object", "properties": {"items": {"type": "array", "items": schema},
+                                             "_pagination": {"type": "object"}}}
+
+
+class QuotaService(GemService):
+    name = "quota"
+    description = "GemHub quota service: workspaces, projects and members"
+
+    migrations_dir = HERE / "migrations"
+    templates_dir = HERE / "templates"
+    audit_model = AuditEvent
+
+    aliases = {**GemService.aliases, "port": "QuotaService.port"}
+
+    hub_api = Any(help="Client of the hub REST API (default: HubAPI with the service's own token).").tag(config=True)
+
+    @default("hub_api")
+    def _default_hub_api(self):
+        return HubAPI(log=self.log)
+
+    def api_handlers(self):
+        ws, pr = r"workspaces/(\d+)", r"projects/(\d+)"
+        return [
+            ("", h.IndexPage),
+            (ws, h.WorkspacePage),
+            ("api/v1/workspaces", h.WorkspacesAPI),
+            (f"api/v1/{ws}", h.WorkspaceAPI),
+            (f"api/v1/{ws}/members", h.MembersAPI),
+            (rf"api/v1/{ws}/members/([^/]+)", h.MemberAPI),
+            (f"api/v1/{ws}/projects", h.ProjectsAPI),
+            (f"api/v1/{ws}/{pr}", h.ProjectAPI),
+            ("api/v1/resolve", h.ResolveAPI),
+        ]
+
+    def extra_settings(self):
+        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set()}
+
+    def openapi(self) -> OpenAPIRegistry:
+        r = OpenAPIRegistry("GemHub quota service")
+        wsid = "/workspaces/{ws_id}"
+        r.add("get", "/workspaces", "The caller's workspaces", response=page_of(WORKSPACE),
+              query={**PAGE, "include_projects": {"type": "boolean"}})
+        r.add("post", "/workspaces", "Create a workspace (the caller becomes its owner)", status=201,
+              request={"type": "object", "required": ["name"], "properties": {"name": NAME}},
+              response=WORKSPACE, errors=(400, 401, 409))
+        r.add("get", wsid, "A workspace", response=WORKSPACE)
+        r.add("patch", wsid, "Rename a workspace", response=WORKSPACE, errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
+        r.add("delete", wsid, "Delete a workspace (refused while a server of it runs)", status=204,
+              errors=(401, 403, 404, 409))
+        r.add("get", f"{wsid}/members", "Members of a workspace", response=page_of(MEMBER))
+        r.add("post", f"{wsid}/members", "Invite a user", status=201, response=MEMBER,
+              errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "required": ["username"],
+                       "properties": {"username": {"type": "string", "minLength": 1}, "role": ROLE}})
+        r.add("get", wsid + "/members/{username}", "A member", response=MEMBER)
+        r.add("patch", wsid + "/members/{username}", "Change a member's role", response=MEMBER,
+              errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "required": ["role"], "properties": {"role": ROLE}})
+        r.add("delete", wsid + "/members/{username}", "Remove a member", status=204,
+              errors=(401, 403, 404, 409))
+        r.add("get", f"{wsid}/projects", "Projects of a workspace", response=page_of(PROJECT), query=PAGE)
+        r.add("post", f"{wsid}/projects", "Create a project", status=201, response=PROJECT,
+              errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
+        r.add("get", wsid + "/projects/{project_id}", "A project", response=PROJECT)
+        r.add("patch", wsid + "/projects/{project_id}", "Rename a project", response=PROJECT,
+              errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
+        r.add("delete", wsid + "/projects/{project_id}", "Delete a project (refused while a server of it runs)",
+              status=204, errors=(401, 403, 404, 409))
+        r.add("get", "/resolve", "Resolve workspace/project names for a user (the spawner's call)",
+              query={"user": {"type": "string"}, "workspace": {"type": "string"}, "project": {"type": "string"}},
+              response={"type": "object", "properties": {"workspace": {"type": "object"},
+                                                         "project": {"type": "object"}}})
+        return r
+
+
+main = QuotaService.launch_instance
+
+if __name__ == "__main__":
+    main()

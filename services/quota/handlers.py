@@ -1,0 +1,237 @@
+"""HTTP adapters of the quota service (thin: rules live in domain.py/workspaces.py)."""
+
+from __future__ import annotations
+
+from gemhub.services.common.errors import BadRequest, Conflict
+from gemhub.services.common.handlers import APIHandler, PageHandler
+
+from . import domain
+from .hubapi import spawn_background
+from .models import Membership, Workspace
+from .workspaces import Workspaces, member_json, project_json, workspace_json
+
+
+class QuotaMixin:
+    """Shared by API and page handlers: the acting user's view of the workspaces."""
+
+    def workspaces(self) -> Workspaces:
+        if not hasattr(self, "_workspaces"):
+            actor = self.acting_user()
+            ws = Workspaces(self.db, actor, self.settings["state_dir"])
+            seen = self.settings["seen_users"]
+            if actor not in seen:
+                personal = ws.ensure_personal()
+                seen.add(actor)
+                self.sync_group(personal.id)
+            self._workspaces = ws
+        return self._workspaces
+
+    def sync_group(self, ws_id: int) -> None:
+        """Mirror the workspace's members into hub group ws-<id>, in the background."""
+        hub = self.settings["hub_api"]
+        sessionmaker = self.settings["sessionmaker"]
+
+        def members():
+            with sessionmaker() as s:
+                if s.get(Workspace, ws_id) is None:
+                    return None
+                return [m.username for m in s.query(Membership).filter_by(workspace_id=ws_id)]
+
+        spawn_background(hub.sync_group(ws_id, members))
+
+    async def refuse_if_running(self, ws_id: int, project_id: int | None = None) -> None:
+        servers = await self.settings["hub_api"].running_servers()
+        for s in servers:
+            opts = s["user_options"]
+            if str(opts.get("workspace_id")) != str(ws_id):
+                continue
+            if project_id is not None and str(opts.get("project_id")) != str(project_id):
+                continue
+            what = f"project {project_id}" if project_id is not None else f"workspace {ws_id}"
+            label = f"{s['user']}/{s['server']}" if s["server"] else s["user"]
+            raise Conflict(f"{what} is in use by the running server of {label}; stop it first")
+
+
+class QuotaAPIHandler(QuotaMixin, APIHandler):
+    def truthy(self, name: str) -> bool:
+        return (self.get_query_argument(name, "") or "").lower() in ("1", "true", "yes")
+
+
+class WorkspacesAPI(QuotaAPIHandler):
+    async def get(self):
+        offset, limit = self.page_args()
+        store = self.workspaces()
+        rows, total = store.mine(offset, limit)
+        items = []
+        for ws, role in rows:
+            item = workspace_json(ws, role)
+            if self.truthy("include_projects"):
+                item["projects"] = [project_json(p) for p in store.projects(ws)[0]]
+            items.append(item)
+        self.write_json(self.paginated(items, offset, limit, total))
+
+    async def post(self):
+        body = self.json_body()
+        ws = self.workspaces().create(body.get("name"))
+        self.sync_group(ws.id)
+        self.write_json(workspace_json(ws, domain.OWNER), 201)
+
+
+class WorkspaceAPI(QuotaAPIHandler):
+    async def get(self, ws_id):
+        ws, role = self.workspaces().get(int(ws_id))
+        self.write_json(workspace_json(ws, role))
+
+    async def patch(self, ws_id):
+        body = self.json_body()
+        if "name" not in body:
+            raise BadRequest("nothing to change: send {\"name\": ...}")
+        store = self.workspaces()
+        ws = store.rename(int(ws_id), body["name"])
+        self.write_json(workspace_json(ws, store.role_in(ws)))
+
+    async def delete(self, ws_id):
+        store = self.workspaces()
+        ws, _ = store.get(int(ws_id), domain.DELETE)
+        if ws.personal:
+            raise Conflict("a personal workspace cannot be deleted")
+        await self.refuse_if_running(ws.id)
+        store.delete(ws.id)
+        self.sync_group(int(ws_id))
+        self.set_status(204)
+        self.finish()
+
+
+class MembersAPI(QuotaAPIHandler):
+    async def get(self, ws_id):
+        store = self.workspaces()
+        ws, _ = store.get(int(ws_id))
+        items = [member_json(m) for m in store.members(ws)]
+        self.write_json(self.paginated(items, 0, len(items) or 1, len(items)))
+
+    async def post(self, ws_id):
+        body = self.json_body()
+        store = self.workspaces()
+        ws, role = store.get(int(ws_id))
+        username = domain.validate_username(body.get("username"))
+        new_role = domain.validate_role(body.get("role", domain.MEMBER))
+        domain.check_member_change(store.actor, role, username, None, new_role, 2)
+        if store.role_in(ws, username) is None and not await self.settings["hub_api"].user_exists(username):
+            raise BadRequest(f"there is no user named {username!r}")
+        m = store.add_member(ws.id, username, new_role)
+        self.sync_group(ws.id)
+        self.write_json(member_json(m), 201)
+
+
+class MemberAPI(QuotaAPIHandler):
+    async def get(self, ws_id, username):
+        store = self.workspaces()
+        ws, _ = store.get(int(ws_id))
+        self.write_json(member_json(store.member(ws, username)))
+
+    async def patch(self, ws_id, username):
+        body = self.json_body()
+        if "role" not in body:
+            raise BadRequest("nothing to change: send {\"role\": ...}")
+        m = self.workspaces().change_member(int(ws_id), username, body["role"])
+        self.write_json(member_json(m))
+
+    async def delete(self, ws_id, username):
+        self.workspaces().remove_member(int(ws_id), username)
+        self.sync_group(int(ws_id))
+        self.set_status(204)
+        self.finish()
+
+
+class ProjectsAPI(QuotaAPIHandler):
+    async def get(self, ws_id):
+        offset, limit = self.page_args()
+        store = self.workspaces()
+        ws, _ = store.get(int(ws_id))
+        items, total = store.projects(ws, offset, limit)
+        self.write_json(self.paginated([project_json(p) for p in items], offset, limit, total))
+
+    async def post(self, ws_id):
+        body = self.json_body()
+        p = self.workspaces().create_project(int(ws_id), body.get("name"))
+        self.write_json(project_json(p), 201)
+
+
+class ProjectAPI(QuotaAPIHandler):
+    async def get(self, ws_id, project_id):
+        store = self.workspaces()
+        ws, _ = store.get(int(ws_id))
+        self.write_json(project_json(store.project(ws, int(project_id))))
+
+    async def patch(self, ws_id, project_id):
+        body = self.json_body()
+        if "name" not in body:
+            raise BadRequest("nothing to change: send {\"name\": ...}")
+        p = self.workspaces().rename_project(int(ws_id), int(project_id), body["name"])
+        self.write_json(project_json(p))
+
+    async def delete(self, ws_id, project_id):
+        store = self.workspaces()
+        ws, _ = store.get(int(ws_id), domain.MANAGE_PROJECTS)
+        p = store.project(ws, int(project_id))
+        await self.refuse_if_running(ws.id, p.id)
+        store.delete_project(ws.id, p.id)
+        self.set_status(204)
+        self.finish()
+
+
+class ResolveAPI(QuotaAPIHandler):
+    """workspace/project by name or id (omitted: the personal workspace / project "default")."""
+
+    async def get(self):
+        store = self.workspaces()
+        ws_ref = self.get_query_argument("workspace", None)
+        pr_ref = self.get_query_argument("project", None)
+        if ws_ref is None or not ws_ref.strip():
+            ws = store.ensure_personal()
+        else:
+            ws, _ = store.find(ws_ref)
+        if pr_ref is None or not pr_ref.strip():
+            pr_ref = domain.DEFAULT_PROJECT
+        p = store.project(ws, pr_ref)
+        self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal},
+                         "project": {"id": p.id, "name": p.name}})
+
+
+# -- HTML pages ------------------------------------------------------------------------
+class QuotaPage(QuotaMixin, PageHandler):
+    pass
+
+
+class IndexPage(QuotaPage):
+    async def get(self):
+        if await self.login_or_user() is None:
+            return
+        store = self.workspaces()
+        rows, _ = store.mine(0, 10_000)
+        items = []
+        for ws, role in rows:
+            item = workspace_json(ws, role)
+            item["project_count"] = store.projects(ws, 0, 0)[1]
+            items.append(item)
+        self.finish(self.render_page("index.html", workspaces=items, actor=store.actor))
+
+
+class WorkspacePage(QuotaPage):
+    async def get(self, ws_id):
+        if await self.login_or_user() is None:
+            return
+        store = self.workspaces()
+        ws, role = store.get(int(ws_id))
+        perms = domain.PERMISSIONS[role]
+        self.finish(self.render_page(
+            "workspace.html",
+            ws=workspace_json(ws, role),
+            role=role,
+            can={p: p in perms for p in (domain.RENAME, domain.DELETE, domain.MANAGE_MEMBERS,
+                                         domain.MANAGE_PROJECTS, domain.CREATE_PROJECT)},
+            projects=[project_json(p) for p in store.projects(ws, 0, 10_000)[0]],
+            members=[member_json(m) for m in store.members(ws)],
+            roles=domain.ROLES,
+            actor=store.actor,
+        ))

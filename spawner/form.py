@@ -1,0 +1,161 @@
+"""The spawn page's options form and the parsing of its submission (pure).
+
+Element names are stable (tests and the browser flows use them):
+``select name="workspace"``, ``select name="project"``, ``input type="radio" name="preset"``.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any, Iterable, Mapping
+
+from gemhub.spawner.presets import Catalog, format_memory
+from gemhub.spawner.request import RequestError
+
+MANAGE_URL = "services/quota/"
+
+_SCRIPT = """
+<script>
+(function () {
+  var ws = document.getElementById("gemhub-workspace");
+  var pr = document.getElementById("gemhub-project");
+  if (!ws || !pr) { return; }
+  function filter() {
+    var first = null, keep = false;
+    for (var i = 0; i < pr.options.length; i++) {
+      var o = pr.options[i];
+      var show = o.getAttribute("data-workspace") === ws.value;
+      o.hidden = !show; o.disabled = !show;
+      if (show && first === null) { first = o; }
+      if (show && o.selected) { keep = true; }
+    }
+    if (!keep && first !== null) { first.selected = true; }
+  }
+  ws.addEventListener("change", filter);
+  filter();
+})();
+</script>
+"""
+
+
+def _projects(ws: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(ws.get("projects") or [])
+
+
+def _default_project(projects: list[Mapping[str, Any]], wanted: Mapping[str, Any]) -> str:
+    """Name of the project to preselect: the previous one (by id, else name), else "default"."""
+    names = [str(p.get("name")) for p in projects]
+    for p in projects:
+        if wanted.get("project_id") is not None and str(p.get("id")) == str(wanted["project_id"]):
+            return str(p.get("name"))
+    if wanted.get("project") is not None and str(wanted["project"]) in names:
+        return str(wanted["project"])
+    if "default" in names:
+        return "default"
+    return names[0] if names else ""
+
+
+def _selected_workspace(workspaces: list[Mapping[str, Any]], previous: Mapping[str, Any]) -> str:
+    """Name of the workspace to preselect: the previous one (by id, else name), else personal."""
+    for w in workspaces:
+        if previous.get("workspace_id") is not None and str(w.get("id")) == str(previous["workspace_id"]):
+            return str(w.get("name"))
+    for w in workspaces:
+        if previous.get("workspace") is not None and str(w.get("name")) == str(previous["workspace"]):
+            return str(w.get("name"))
+    personal = [w for w in workspaces if w.get("personal")]
+    return str((personal or workspaces or [{"name": ""}])[0].get("name"))
+
+
+def render_form(
+    workspaces: Iterable[Mapping[str, Any]],
+    catalog: Catalog,
+    previous: Mapping[str, Any] | None = None,
+    base_url: str = "/",
+) -> str:
+    """HTML for JupyterHub's spawn page (inserted inside its <form>).
+
+    Option values are workspace and project *names* (what users type in the REST API too);
+    each project option carries its workspace's name in ``data-workspace`` for the filter.
+    """
+    previous = previous or {}
+    workspaces = list(workspaces)
+    sel_ws = _selected_workspace(workspaces, previous)
+    sel_preset = previous.get("preset") if previous.get("preset") in catalog.names() else catalog.default
+    manage = escape(base_url.rstrip("/") + "/" + MANAGE_URL)
+
+    out = ['<div class="gemhub-spawn-options">']
+    out.append('<div class="form-group mb-3">')
+    out.append('<label for="gemhub-workspace" class="form-label">Workspace</label>')
+    out.append('<select class="form-select form-control" id="gemhub-workspace" name="workspace">')
+    for w in workspaces:
+        name = str(w.get("name"))
+        label = escape(name)
+        if w.get("personal"):
+            label += " (personal)"
+        selected = " selected" if name == sel_ws else ""
+        out.append(f'<option value="{escape(name)}"{selected}>{label}</option>')
+    out.append("</select>")
+    out.append(f' <a href="{manage}" target="_blank">Manage workspaces</a>')
+    out.append("</div>")
+
+    out.append('<div class="form-group mb-3">')
+    out.append('<label for="gemhub-project" class="form-label">Project</label>')
+    out.append('<select class="form-select form-control" id="gemhub-project" name="project">')
+    for w in workspaces:
+        ws_name = str(w.get("name"))
+        projects = _projects(w)
+        chosen = _default_project(projects, previous if ws_name == sel_ws else {})
+        for p in projects:
+            pname = str(p.get("name"))
+            selected = " selected" if ws_name == sel_ws and pname == chosen else ""
+            out.append(
+                f'<option value="{escape(pname)}" data-workspace="{escape(ws_name)}"{selected}>'
+                f"{escape(pname)}</option>"
+            )
+    out.append("</select>")
+    out.append("</div>")
+
+    out.append('<fieldset class="form-group mb-3"><legend class="form-label">Spec preset</legend>')
+    for p in catalog.presets:
+        pid = f"gemhub-preset-{escape(p.name)}"
+        checked = " checked" if p.name == sel_preset else ""
+        cpu = f"{p.cpu:g} CPU"
+        desc = f" — {escape(p.description)}" if p.description else ""
+        out.append(
+            f'<div class="form-check"><input class="form-check-input" type="radio" name="preset"'
+            f' id="{pid}" value="{escape(p.name)}"{checked}>'
+            f'<label class="form-check-label" for="{pid}"><strong>{escape(p.display_name)}</strong>'
+            f" · {cpu} · {format_memory(p.memory)} memory{desc}</label></div>"
+        )
+    out.append("</fieldset>")
+    out.append("</div>")
+    out.append(_SCRIPT)
+    return "\n".join(out)
+
+
+def _one(formdata: Mapping[str, Any], key: str) -> str | None:
+    values = formdata.get(key)
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or len(values) != 1 or not isinstance(values[0], str):
+        raise RequestError(f"the form field {key!r} must have exactly one value")
+    return values[0].strip() or None
+
+
+def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
+    """user_options from the submitted form (a dict of lists of strings)."""
+    # JupyterHub passes every body field, its own "_xsrf" included.
+    unknown = sorted(k for k in formdata if k not in ("workspace", "project", "preset")
+                     and not k.startswith("_"))
+    if unknown:
+        raise RequestError(f"unknown form field(s): {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    for key in ("workspace", "project", "preset"):
+        value = _one(formdata, key)
+        if value is not None:
+            out[key] = value  # names, as the form offers them
+    return out
+

@@ -1,0 +1,241 @@
+"""Resource limits for local workloads with cgroups (v1 or v2).
+
+v1 (this machine): one directory per workload under each of the memory, cpu and pids
+hierarchies (``/sys/fs/cgroup/<controller>/gemhub/<unit>``); v2 when the unified hierarchy
+has those controllers (``/sys/fs/cgroup/gemhub/<unit>``). The launcher joins the cgroup
+before it execs the server, so every process of the workload (terminals included) is in
+it, and ``kill()`` can end them all. Path and limit-file logic is pure; only
+:meth:`Cgroup.create`, :meth:`Cgroup.kill` and :meth:`Cgroup.remove` touch the filesystem.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ROOT = "/sys/fs/cgroup"
+PARENT = "gemhub"
+V1_CONTROLLERS = ("memory", "cpu", "pids")
+CFS_PERIOD_US = 100_000
+MODES = ("auto", "required", "off")
+
+
+class CgroupError(RuntimeError):
+    """cgroups were required but cannot be used, or a limit could not be written."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int  # bytes
+    cpu: float  # cores
+    pids: int | None = None
+
+
+def unit_name(unix_user: str, server_name: str = "") -> str:
+    """Directory name of a workload's cgroup (one per user server)."""
+    raw = f"{unix_user}-{server_name}" if server_name else unix_user
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:200]
+
+
+def detect(root: str = ROOT) -> str | None:
+    """'v2', 'v1' or None: the hierarchy we can use to limit memory, cpu and pids."""
+    controllers = os.path.join(root, "cgroup.controllers")
+    if os.path.exists(controllers):
+        try:
+            with open(controllers) as f:
+                have = set(f.read().split())
+        except OSError:
+            have = set()
+        if {"memory", "cpu", "pids"} <= have and os.access(root, os.W_OK):
+            return "v2"
+    if all(os.access(os.path.join(root, c), os.W_OK) for c in V1_CONTROLLERS):
+        return "v1"
+    return None
+
+
+def paths(version: str, unit: str, root: str = ROOT, parent: str = PARENT) -> list[str]:
+    if version == "v1":
+        return [os.path.join(root, c, parent, unit) for c in V1_CONTROLLERS]
+    if version == "v2":
+        return [os.path.join(root, parent, unit)]
+    raise ValueError(f"unknown cgroup version {version!r}")
+
+
+def limit_files(version: str, unit_paths: list[str], limits: Limits) -> list[tuple[str, str]]:
+    """(file, value) pairs that apply ``limits`` to a unit's directories."""
+    quota = max(1000, int(round(limits.cpu * CFS_PERIOD_US)))
+    out: list[tuple[str, str]] = []
+    if version == "v1":
+        by = {os.path.basename(os.path.dirname(os.path.dirname(p))): p for p in unit_paths}
+        out.append((os.path.join(by["memory"], "memory.limit_in_bytes"), str(limits.memory)))
+        out.append((os.path.join(by["cpu"], "cpu.cfs_period_us"), str(CFS_PERIOD_US)))
+        out.append((os.path.join(by["cpu"], "cpu.cfs_quota_us"), str(quota)))
+        if limits.pids:
+            out.append((os.path.join(by["pids"], "pids.max"), str(limits.pids)))
+    else:
+        (p,) = unit_paths
+        out.append((os.path.join(p, "memory.max"), str(limits.memory)))
+        out.append((os.path.join(p, "memory.swap.max"), "0"))
+        out.append((os.path.join(p, "cpu.max"), f"{quota} {CFS_PERIOD_US}"))
+        if limits.pids:
+            out.append((os.path.join(p, "pids.max"), str(limits.pids)))
+    return out
+
+
+def parent_cpu_weight(version: str, units: int) -> tuple[str, str]:
+    """(file, value) for the parent cgroup's CPU weight with ``units`` servers in it.
+
+    The parent competes with the host's other processes as *one* entity (v1: each top-level
+    task or cgroup has cpu.shares 1024). With a fixed weight, ten busy servers together would
+    get the CPU share of a single process; scaling the weight with the number of servers
+    gives each server the share of one ordinary process, like an unconfined server has.
+    """
+    n = max(1, units)
+    if version == "v1":
+        return "cpu.shares", str(min(262144, 1024 * n))
+    return "cpu.weight", str(min(10000, 100 * n))
+
+
+def _write(path: str, value: str, optional: bool = False) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        if optional:
+            log.debug("cgroup: cannot write %s=%s: %s", path, value, e)
+            return
+        raise CgroupError(f"cannot write {value} to {path}: {e}") from None
+
+
+def _enable_v2_controllers(root: str, parent: str) -> None:
+    for d in (root, os.path.join(root, parent)):
+        os.makedirs(d, exist_ok=True)
+        _write(os.path.join(d, "cgroup.subtree_control"), "+memory +cpu +pids", optional=True)
+
+
+@dataclass
+class Cgroup:
+    version: str
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [os.path.join(p, "cgroup.procs") for p in self.paths]
+
+    def create(self, limits: Limits) -> "Cgroup":
+        if self.version == "v2":
+            root = os.path.dirname(os.path.dirname(self.paths[0]))
+            _enable_v2_controllers(root, os.path.basename(os.path.dirname(self.paths[0])))
+        for p in self.paths:
+            os.makedirs(p, exist_ok=True)
+        for path, value in limit_files(self.version, self.paths, limits):
+            _write(path, value, optional=path.endswith("memory.swap.max"))
+        self.rebalance()
+        return self
+
+    def _cpu_parent(self) -> str | None:
+        if self.version == "v2":
+            return os.path.dirname(self.paths[0]) if self.paths else None
+        for p in self.paths:
+            if os.path.basename(os.path.dirname(os.path.dirname(p))) == "cpu":
+                return os.path.dirname(p)
+        return None
+
+    def rebalance(self) -> None:
+        """Scale the parent's CPU weight with the number of servers (see parent_cpu_weight)."""
+        parent = self._cpu_parent()
+        if parent is None:
+            return
+        try:
+            units = sum(1 for e in os.scandir(parent) if e.is_dir(follow_symlinks=False))
+        except OSError:
+            return
+        name, value = parent_cpu_weight(self.version, units)
+        _write(os.path.join(parent, name), value, optional=True)
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for f in self.procs_files:
+            try:
+                with open(f) as fh:
+                    found.update(int(x) for x in fh.read().split())
+            except FileNotFoundError:
+                continue
+        return found
+
+    def kill(self, timeout: float = 5.0) -> set[int]:
+        """SIGKILL every process in the cgroup until none is left; returns the pids killed."""
+        killed: set[int] = set()
+        deadline = time.monotonic() + timeout
+        if self.version == "v2" and os.path.exists(os.path.join(self.paths[0], "cgroup.kill")):
+            killed = self.pids()
+            _write(os.path.join(self.paths[0], "cgroup.kill"), "1", optional=True)
+        while True:
+            left = self.pids()
+            if not left:
+                return killed
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                log.warning("cgroup %s still has processes %s after SIGKILL", self.paths[0], sorted(left))
+                return killed
+            time.sleep(0.02)
+
+    def remove(self) -> None:
+        for p in self.paths:
+            for _ in range(50):
+                try:
+                    os.rmdir(p)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        log.warning("cannot remove cgroup %s: %s", p, e)
+                        break
+                    time.sleep(0.02)
+        self.rebalance()
+
+    def to_state(self) -> dict[str, Any]:
+        return {"version": self.version, "paths": list(self.paths)}
+
+    @classmethod
+    def from_state(cls, state: Any) -> "Cgroup | None":
+        if not isinstance(state, dict) or state.get("version") not in ("v1", "v2"):
+            return None
+        return cls(version=state["version"], paths=[str(p) for p in state.get("paths", [])])
+
+
+def plan(mode: str, unit: str, root: str = ROOT, is_root: bool | None = None) -> Cgroup | None:
+    """The cgroup to use for a workload under ``mode`` (auto | required | off), or None.
+
+    ``auto`` without usable cgroups logs a warning and runs without limits;
+    ``required`` raises CgroupError instead.
+    """
+    if mode not in MODES:
+        raise CgroupError(f"cgroups must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "off":
+        return None
+    if is_root is None:
+        is_root = os.geteuid() == 0
+    version = detect(root) if is_root else None
+    if version is None:
+        why = "the hub is not running as root" if not is_root else (
+            f"no writable memory/cpu/pids cgroup controllers under {root}")
+        if mode == "required":
+            raise CgroupError(f"cgroups are required but unavailable: {why}")
+        log.warning("cgroups unavailable (%s): servers run WITHOUT memory/CPU limits", why)
+        return None
+    return Cgroup(version=version, paths=paths(version, unit, root))

@@ -1,0 +1,64 @@
+import re
+
+import pytest
+
+from gemhub.spawner.form import options_from_form, render_form
+from gemhub.spawner.presets import Catalog
+from gemhub.spawner.request import RequestError
+
+CAT = Catalog.from_config([{"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
+                            "description": "development"},
+                           {"name": "S1", "cpu": 2, "memory": "4G"}], "B1")
+WS = [
+    {"id": 1, "name": "alice", "personal": True, "projects": [{"id": 1, "name": "default"},
+                                                              {"id": 2, "name": "exp"}]},
+    {"id": 5, "name": "team <b>", "personal": False, "projects": [{"id": 7, "name": "default"}]},
+]
+
+
+def test_render_defaults():
+    html = render_form(WS, CAT)
+    assert '<select class="form-select form-control" id="gemhub-workspace" name="workspace">' in html
+    assert 'name="project"' in html
+    assert '<option value="alice" selected>alice (personal)</option>' in html
+    assert '<option value="default" data-workspace="alice" selected>default</option>' in html
+    assert '<option value="exp" data-workspace="alice">exp</option>' in html
+    assert '<option value="default" data-workspace="team &lt;b&gt;">default</option>' in html
+    assert 'type="radio" name="preset" id="gemhub-preset-B1" value="B1" checked' in html
+    assert "2G memory" in html and "development" in html and "1 CPU" in html
+    assert 'href="/services/quota/"' in html and "Manage workspaces" in html
+    assert "team &lt;b&gt;" in html  # escaped
+
+
+def test_render_previous_selection():
+    html = render_form(WS, CAT, {"workspace_id": 1, "project_id": 2, "preset": "S1"}, "/base/")
+    assert '<option value="exp" data-workspace="alice" selected>exp</option>' in html
+    assert 'value="S1" checked' in html
+    assert 'href="/base/services/quota/"' in html
+
+
+def test_options_from_form():
+    assert options_from_form({"workspace": ["team"], "project": ["exp"], "preset": ["S1"],
+                              "_xsrf": ["t"]}) == {"workspace": "team", "project": "exp", "preset": "S1"}
+    # names stay text even when they look like numbers
+    assert options_from_form({"workspace": ["5"]}) == {"workspace": "5"}
+    assert options_from_form({}) == {}
+    assert options_from_form({"workspace": ["team"], "project": [""]}) == {"workspace": "team"}
+
+
+@pytest.mark.parametrize("data", [{"workspace": ["1", "2"]}, {"image": ["x"]}, {"preset": []}])
+def test_options_from_form_rejects(data):
+    with pytest.raises(RequestError):
+        options_from_form(data)
+
+
+def test_render_previous_by_name_and_team():
+    html = render_form(WS, CAT, {"workspace": "team <b>", "project": "default"})
+    assert '<option value="team &lt;b&gt;" selected>team &lt;b&gt;</option>' in html
+    assert '<option value="default" data-workspace="team &lt;b&gt;" selected>default</option>' in html
+    assert '<option value="default" data-workspace="alice">default</option>' in html
+
+
+def test_render_no_workspaces():
+    html = render_form([], CAT)
+    assert 'name="workspace"' in html and 'name="preset"' in html
