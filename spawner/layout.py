@@ -1,6 +1,6 @@
 """The state directory's paths and the /gemini layout of a workload (pure: no I/O).
 
-CONTRACT.md fixes the layout; every other component asks this module for a path
+ARCHITECTURE.md §5 fixes the layout; every other component asks this module for a path
 instead of joining strings itself (the quota service imports :func:`project_dirs`).
 """
 

@@ -52,7 +52,7 @@ class _OfflineQuota:
 
 class LocalGemSpawner(Spawner):
     state_dir = Unicode(
-        "var", help="GemHub state directory (layout in docs/CONTRACT.md)."
+        "var", help="GemHub state directory (its layout is in gemhub.spawner.layout)."
     ).tag(config=True)
     presets = List(
         Dict(),
