@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
 def lab_file(page, hub_url, user, path):
-    """Read a file the way the Lab front end does (contents API, the browser's own session)."""
-    r = page.request.get(f"{hub_url}/user/{user}/api/contents/{path}?content=1&type=file")
+    """Read a file of /gemini/code the way the Lab front end does (contents API, the browser's session)."""
+    r = page.request.get(f"{hub_url}/user/{user}/api/contents/code/{path}?content=1&type=file")
     return r.status, (r.json().get("content") if r.ok else r.text())
 
 
