@@ -7,13 +7,9 @@ without it, where LocalGemSpawner falls back to the personal workspace.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,81 +20,10 @@ import pytest
 from gemhub.spawner.local import accounts, cgroups
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hubproc import REPO, VENV_BIN, Hub, unique_name  # noqa: E402
+from hubproc import Hub, unique_name  # noqa: E402
 
 pytestmark = [pytest.mark.integration]
 ROOT = os.geteuid() == 0
-
-
-def _quota_installed() -> bool:
-    try:
-        return importlib.util.find_spec("gemhub.services.quota.app") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-QUOTA = _quota_installed()
-
-
-class NoQuotaHub(Hub):
-    """The shipped configuration minus the quota service (until that service exists)."""
-
-    def start(self, timeout: float = 60) -> "NoQuotaHub":
-        wrapper = self.workdir / "noquota_config.py"
-        wrapper.write_text("\n".join([
-            f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})",
-            "c.JupyterHub.services = []",
-            "c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if r['name'] != 'gemhub-quota']",
-            "for r in c.JupyterHub.load_roles:",
-            "    r['scopes'] = [s for s in r.get('scopes', []) if 'service=quota' not in s]",
-            "c.LocalGemSpawner.quota_url = ''",
-        ]) + "\n")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(wrapper)], cwd=self.workdir, env=self.env(),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.api_url}/", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(self.log_tail())
-
-
-def _workdir() -> Path:
-    d = Path(tempfile.mkdtemp(prefix="gemhub-test-"))
-    d.chmod(0o755)
-    return d
-
-
-if not QUOTA:
-
-    @pytest.fixture(scope="module")
-    def hub():  # noqa: F811 (shadows conftest's until the quota service exists)
-        h = NoQuotaHub(_workdir()).start()
-        yield h
-        h.stop()
-        shutil.rmtree(h.workdir, ignore_errors=True)
-
-    @pytest.fixture
-    def make_hub():  # noqa: F811
-        made: list[Hub] = []
-
-        def factory(overrides=None, start=True):
-            h = NoQuotaHub(_workdir(), overrides)
-            made.append(h)
-            return h.start() if start else h
-
-        yield factory
-        for h in made:
-            h.stop()
-            shutil.rmtree(h.workdir, ignore_errors=True)
 
 
 def unix_processes(unix_user: str) -> list[psutil.Process]:
