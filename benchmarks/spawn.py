@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from hubproc import VENV_BIN, Hub  # noqa: E402
+from hubproc import Hub  # noqa: E402
 
 BASELINE = "baseline"
 GEMHUB = "gemhub"
@@ -74,34 +73,8 @@ class BenchHub(Hub):
             ]
         self.wrapper = self.workdir / "bench_config.py"
         self.wrapper.write_text("\n".join(lines) + "\n")
-
-    def start(self, timeout: float = 90) -> "BenchHub":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(self.wrapper)],
-            cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float) -> None:
-        if self.with_quota:
-            return super().wait_ready(timeout)
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.api_url}/", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"hub not ready after {timeout}s\n{self.log_tail()}")
+        self.hub_config = self.wrapper
+        self.wait_for_quota = with_quota
 
     # -- measurements --------------------------------------------------------------------
     def spawn_and_wait(self, name: str, timeout: float = 120) -> float:
@@ -167,7 +140,7 @@ def start_hubs(kinds: tuple[str, ...], with_quota: bool, workdir: Path) -> dict[
     """Both hubs start together (idle hubs cost nothing during the other one's measurements)."""
     hubs = {kind: BenchHub(workdir / kind, kind, with_quota and kind == GEMHUB) for kind in kinds}
     with ThreadPoolExecutor(len(hubs)) as pool:
-        futures = [pool.submit(h.start) for h in hubs.values()]
+        futures = [pool.submit(h.start, 90) for h in hubs.values()]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         stop_hubs(hubs, workdir)
