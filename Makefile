@@ -14,7 +14,7 @@ help:
 	@echo "make test     install everything (and test tools) and run all tests"
 	@echo "make install  the shared, idempotent install step"
 
-install: $(VENV)/.stamp-install node_modules/.stamp-install
+install: $(VENV)/.stamp-install node_modules/.stamp-install $(VENV)/.stamp-labextension
 
 $(VENV)/bin/python:
 	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -29,6 +29,21 @@ $(VENV)/.stamp-install: $(VENV)/bin/python pyproject.toml setup.py
 
 node_modules/.stamp-install: package.json
 	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The JupyterLab extension (GPU panel): TypeScript built with jlpm/@jupyter/builder into a
+# prebuilt (federated) extension, installed into the venv's share/jupyter/labextensions.
+# Rebuilt only when its sources change; the build output is never committed.
+LABEXT := extensions/labextension
+LABEXT_SRC := $(wildcard $(LABEXT)/src/*.ts $(LABEXT)/style/*) $(LABEXT)/package.json \
+  $(LABEXT)/tsconfig.json $(LABEXT)/yarn.lock $(LABEXT)/.yarnrc.yml
+LABEXT_DEST := $(VENV)/share/jupyter/labextensions/@gemhub/lab
+
+$(VENV)/.stamp-labextension: $(VENV)/.stamp-install $(LABEXT_SRC)
+	cd $(LABEXT) && export PATH="$(abspath $(VENV)/bin):$$PATH" && \
+	  jlpm install --immutable >/dev/null && jlpm build
+	rm -rf $(LABEXT_DEST) && mkdir -p $(dir $(LABEXT_DEST))
+	cp -r $(LABEXT)/build/labextension $(LABEXT_DEST)
 	@touch $@
 
 install-test: install $(VENV)/.stamp-test
