@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from gemhub.hub_config.auth import authenticator_config
+from gemhub.lab.mirrors import MirrorError, Mirrors
 
 DEFAULTS: dict[str, Any] = {
     "hub": {"ip": "127.0.0.1", "port": 8000, "base_url": "/", "log_level": "INFO"},
@@ -45,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
          "description": "training"},
     ],
     "services": {"quota": {"port": 0, "database_url": ""}},
+    "lab": {"pip_index_url": "", "pip_trusted_host": "", "apt_mirror": ""},
+    "culling": {"enabled": True, "timeout": 3600, "accelerator_timeout": 1800, "every": 300, "max_age": 0},
 }
 
 # Keys whose value is a free-form mapping (validated by their own consumer).
@@ -119,6 +122,7 @@ def _check(cfg: Mapping[str, Any]) -> None:
         )
     if cfg["spawner"]["cgroups"] not in ("auto", "required", "off"):
         raise ConfigError("spawner.cgroups must be one of auto, required, off")
+    _check_lab(cfg)
     names = [p.get("name") for p in cfg["presets"]]
     if not names or any(not isinstance(n, str) or not n for n in names):
         raise ConfigError("presets: every preset needs a name")
@@ -129,6 +133,47 @@ def _check(cfg: Mapping[str, Any]) -> None:
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
             f" ({', '.join(names)})"
         )
+
+
+def _check_lab(cfg: Mapping[str, Any]) -> None:
+    try:
+        Mirrors.from_config(cfg["lab"])
+    except MirrorError as e:
+        raise ConfigError(str(e)) from None
+    culling = cfg["culling"]
+    for key in ("timeout", "every"):
+        if culling[key] <= 0:
+            raise ConfigError(f"culling.{key} must be a positive number of seconds, not {culling[key]}")
+    for key in ("accelerator_timeout", "max_age"):
+        if culling[key] < 0:
+            raise ConfigError(f"culling.{key} must be 0 (off) or a positive number of seconds, not {culling[key]}")
+
+
+def accelerated_presets(presets: list[Mapping[str, Any]]) -> list[str]:
+    """Names of the presets that ask for accelerators (spec text other than "0")."""
+    return [p["name"] for p in presets if str(p.get("accelerator", "0")).strip() not in ("", "0")]
+
+
+def culler_service(cfg: Mapping[str, Any], inputs: Inputs) -> tuple[dict[str, Any], dict[str, Any]]:
+    """jupyterhub-idle-culler (GemHub's arbiter, gemhub.lab.culling) and its role. It always
+    runs: with culling.enabled false it only enforces the workspaces' run-time limits."""
+    c = cfg["culling"]
+    command = [
+        inputs.python, "-m", "gemhub.lab.culling",
+        f"--timeout={c['timeout']}", f"--cull-every={c['every']}", f"--max-age={c['max_age']}",
+        f"--accelerator-timeout={c['accelerator_timeout']}",
+        f"--cull-idle={'True' if c['enabled'] else 'False'}", "--cull-users=False",
+    ]
+    command += [f"--accelerated-preset={name}" for name in accelerated_presets(cfg["presets"])]
+    service = {"name": "idle-culler", "command": command, "cwd": inputs.state_dir}
+    role = {
+        "name": "gemhub-idle-culler",
+        "services": ["idle-culler"],
+        # admin:server_state: the run-time deadline lives in the spawner's state (read only).
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers",
+                   "admin:server_state"],
+    }
+    return service, role
 
 
 def service_url(inputs: Inputs, name: str) -> str:
@@ -203,9 +248,13 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "quota_token": inputs.service_tokens["quota"],
             "cgroups": cfg["spawner"]["cgroups"],
             "user_prefix": cfg["spawner"]["user_prefix"],
+            "lab_mirrors": copy.deepcopy(cfg["lab"]),
         },
         "Authenticator": {"admin_users": {admin}},
     }
+    culler, culler_role = culler_service(cfg, inputs)
+    out["JupyterHub"]["services"].append(culler)
+    out["JupyterHub"]["load_roles"].append(culler_role)
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
 

@@ -18,7 +18,8 @@ HERE = Path(__file__).resolve().parent
 NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^/]*$"}
 WORKSPACE = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "personal": {"type": "boolean"},
-    "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"}}}
+    "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"},
+    "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600}}}
 PROJECT = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "workspace_id": {"type": "integer"},
     "created": {"type": "string"}}}
@@ -75,8 +76,11 @@ class QuotaService(GemService):
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}},
               response=WORKSPACE, errors=(400, 401, 409))
         r.add("get", wsid, "A workspace", response=WORKSPACE)
-        r.add("patch", wsid, "Rename a workspace", response=WORKSPACE, errors=(400, 401, 403, 404, 409),
-              request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
+        r.add("patch", wsid, "Rename a workspace, or (platform admins) set its run-time limit",
+              response=WORKSPACE, errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "minProperties": 1, "properties": {
+                  "name": NAME,
+                  "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600}}})
         r.add("delete", wsid, "Delete a workspace (refused while a server of it runs)", status=204,
               errors=(401, 403, 404, 409))
         r.add("get", f"{wsid}/members", "Members of a workspace", response=page_of(MEMBER))

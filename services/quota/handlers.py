@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gemhub.services.common.errors import BadRequest, Conflict
+from gemhub.lab import limits
+from gemhub.services.common.errors import BadRequest, Conflict, Forbidden
 from gemhub.services.common.handlers import APIHandler, PageHandler
 
 from . import domain
@@ -84,11 +85,26 @@ class WorkspaceAPI(QuotaAPIHandler):
 
     async def patch(self, ws_id):
         body = self.json_body()
-        if "name" not in body:
-            raise BadRequest("nothing to change: send {\"name\": ...}")
+        if "name" not in body and "max_runtime_minutes" not in body:
+            raise BadRequest("nothing to change: send {\"name\": ...} or {\"max_runtime_minutes\": ...}")
         store = self.workspaces()
-        ws = store.rename(int(ws_id), body["name"])
+        minutes = self.runtime_limit(body)  # checked before anything changes
+        ws = store.rename(int(ws_id), body["name"]) if "name" in body else None
+        if "max_runtime_minutes" in body:
+            ws = store.set_runtime_limit(int(ws_id), minutes)
         self.write_json(workspace_json(ws, store.role_in(ws)))
+
+    def runtime_limit(self, body: dict) -> int | None:
+        """The run-time limit in ``body``: platform administrators set it (seed 001), not
+        workspace owners, since it bounds what a workspace may use."""
+        if "max_runtime_minutes" not in body:
+            return None
+        if not self.require_user().get("admin"):
+            raise Forbidden("only platform administrators set a workspace's run-time limit")
+        try:
+            return limits.check_minutes(body["max_runtime_minutes"])
+        except limits.LimitError as e:
+            raise BadRequest(str(e)) from None
 
     async def delete(self, ws_id):
         store = self.workspaces()
@@ -194,7 +210,8 @@ class ResolveAPI(QuotaAPIHandler):
         if pr_ref is None or not pr_ref.strip():
             pr_ref = domain.DEFAULT_PROJECT
         p = store.project(ws, pr_ref)
-        self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal},
+        self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
+                                       "max_runtime_minutes": ws.max_runtime_minutes},
                          "project": {"id": p.id, "name": p.name}})
 
 

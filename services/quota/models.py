@@ -24,6 +24,8 @@ class Workspace(Base):
     # set for a user's personal workspace: one per user, enforced by the unique constraint
     personal_owner: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
     created: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # How long an environment of this workspace may run (seed 001 资源时效); None: no limit.
+    max_runtime_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True

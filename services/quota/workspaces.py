@@ -29,7 +29,8 @@ def iso(dt: datetime.datetime | None) -> str | None:
 
 
 def workspace_json(ws: Workspace, role: str | None) -> dict:
-    return {"id": ws.id, "name": ws.name, "personal": ws.personal, "role": role, "created": iso(ws.created)}
+    return {"id": ws.id, "name": ws.name, "personal": ws.personal, "role": role, "created": iso(ws.created),
+            "max_runtime_minutes": ws.max_runtime_minutes}
 
 
 def project_json(p: Project) -> dict:
@@ -176,6 +177,19 @@ class Workspaces:
         ws.name = name
         audit_event(self.db, self.actor, "workspace.rename", f"workspace:{ws.id}", old=old, new=name)
         self._commit_unique(f"a workspace named {name!r} already exists")
+        return ws
+
+    def set_runtime_limit(self, ws_id: int, minutes: int | None) -> Workspace:
+        """Set how long an environment of the workspace may run (the caller checked that the
+        actor is a platform administrator, who need not be a member)."""
+        ws = self.db.get(Workspace, ws_id)
+        if ws is None:
+            raise NotFound(f"workspace {ws_id} does not exist")
+        if ws.max_runtime_minutes != minutes:
+            audit_event(self.db, self.actor, "workspace.runtime_limit", f"workspace:{ws.id}",
+                        old=ws.max_runtime_minutes, new=minutes)
+            ws.max_runtime_minutes = minutes
+            self.db.commit()
         return ws
 
     def delete(self, ws_id: int) -> None:

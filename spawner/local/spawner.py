@@ -10,6 +10,7 @@ survive a hub crash; ``get_state``/``load_state`` let a restarted hub find them 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from tornado import web
 from traitlets import Any, Dict, Float, Integer, List, Unicode, default, validate
 from traitlets import Enum as EnumTrait
 
+from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
 from gemhub.spawner.form import options_from_form, render_form
 from gemhub.spawner.local import accounts, cgroups, runtime
@@ -81,6 +83,10 @@ class LocalGemSpawner(Spawner):
         help="Interpreter for the launcher and jupyterhub-singleuser; must be executable by "
         "the per-user accounts (not a pyenv Python under /root).",
     ).tag(config=True)
+    lab_mirrors = Dict(
+        help="Package mirrors written into every environment: {pip_index_url, pip_trusted_host, "
+        "apt_mirror} (gemhub.yaml lab:; see gemhub.lab.mirrors).",
+    ).tag(config=True)
     quota_client_factory = Any(
         None, allow_none=True,
         help="Callable (url, token) -> client with async resolve()/list_workspaces(); "
@@ -93,6 +99,7 @@ class LocalGemSpawner(Spawner):
     unix_user = Unicode("", help="Unix account the server runs as; empty when not root (state).")
     cgroup_state = Dict(help="The server's cgroup: version and directories (state).")
     _extra_state: dict = {}
+    _max_runtime_minutes: int | None = None
     workload: WorkloadRequest | None = None
     proc: subprocess.Popen | None = None
 
@@ -199,6 +206,8 @@ class LocalGemSpawner(Spawner):
         resolved = await self._with_quota(
             lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
         )
+        # The workspace's run-time limit (seed 001) becomes this run's deadline in start().
+        self._max_runtime_minutes = (resolved.get("workspace") or {}).get("max_runtime_minutes")
         try:
             self.workload = build_request(self.user.name, requested, resolved, catalog)
         except RequestError as e:
@@ -215,7 +224,8 @@ class LocalGemSpawner(Spawner):
         self.pid_started = state.get("pid_started", 0.0)
         self.unix_user = state.get("unix_user", "")
         self.cgroup_state = state.get("cgroup") or {}
-        self._extra_state = {k: state[k] for k in ("workspace_id", "project_id", "preset") if k in state}
+        self._extra_state = {k: state[k] for k in ("workspace_id", "project_id", "preset", limits.STATE_KEY)
+                             if k in state}
         if state.get("port"):
             self.port = state["port"]
 
@@ -275,12 +285,13 @@ class LocalGemSpawner(Spawner):
         self.cgroup_state = cg.to_state() if cg else {}
 
         self.port = random_port()
+        stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self._max_runtime_minutes)
         plan = runtime.plan_launch(
             request,
             state_dir=state_dir,
             unix_user=self.unix_user or None,
             command=runtime.singleuser_command(self.python) + ["--ServerApp.root_dir={root}"] + self.get_args(),
-            base_env=self.get_env(),
+            base_env={**self.get_env(), **self._lab_env(state_dir, stop_at)},
             cgroup_procs=cg.procs_files if cg else [],
             as_root=as_root,
             python=self.python,
@@ -302,8 +313,17 @@ class LocalGemSpawner(Spawner):
             self.pid_started = 0.0
         self._extra_state = {"workspace_id": request.workspace.id, "project_id": request.project.id,
                              "preset": request.preset.name}
+        if stop_at is not None:
+            self._extra_state[limits.STATE_KEY] = limits.format_deadline(stop_at)
         await self._wait_listening(log_path)
         return f"http://127.0.0.1:{self.port}"
+
+    def _lab_env(self, state_dir: str, stop_at: datetime.datetime | None) -> dict[str, str]:
+        """Mirrors (pip.conf, apt snippet) and the run-time deadline for the environment."""
+        env = mirrors.write(mirrors.Mirrors.from_config(self.lab_mirrors), os.path.join(state_dir, "lab", "mirrors"))
+        if stop_at is not None:
+            env[limits.ENV_VAR] = limits.format_deadline(stop_at)
+        return env
 
     async def _wait_listening(self, log_path) -> None:
         """Return once the server accepts connections (the hub's own check then succeeds at

@@ -28,7 +28,7 @@ export interface IGpuSlice {
 export interface IRuntime {
   stop_at: string | null;
   remaining_seconds: number | null;
-  max_runtime_minutes: number | null;
+  message: string;
 }
 
 async function getJSON<T>(path: string): Promise<T> {

@@ -49,12 +49,13 @@ function deviceCard(d: IDeviceFigures): HTMLElement {
   return card;
 }
 
+// "stops in 1 h 20 min" (the same words as gemhub.lab.limits.describe on the server).
 export function runtimeText(runtime: IRuntime | null): string | null {
   if (runtime === null || runtime.remaining_seconds === null) {
     return null;
   }
   if (runtime.remaining_seconds <= 0) {
-    return 'stopping now (run-time limit reached)';
+    return runtime.message;
   }
   return `stops in ${duration(runtime.remaining_seconds)}`;
 }
