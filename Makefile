@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install install-test run test test-unit clean help
+.PHONY: install install-test run test test-unit clean help env-tools
 
 help:
 	@echo "make run      install everything and start GemHub at http://127.0.0.1:8000"
@@ -53,7 +53,14 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-install
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-run: install
+# Terminal tools every environment offers (Debian packages; as root they are installed).
+env-tools:
+	@command -v tmux >/dev/null && command -v screen >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux screen >/dev/null; \
+	  else echo "tmux/screen are missing: apt-get install tmux screen" >&2; fi; }
+
+run: install env-tools
 	$(PY) -m gemhub.hub_config.run
 
 test: install-test

@@ -2,8 +2,8 @@
 
 Enabled in every environment (the runtime's jupyter_server_config.json). It serves the GPU
 panel's figures and the run-time countdown (handlers.py), sets ``TENSORBOARD_PROXY_URL`` so
-``%tensorboard`` in a notebook works behind the hub's proxy, and starts terminals in
-/gemini/code. TensorBoard itself is a jupyter-server-proxy entry point (tensorboard.py).
+``%tensorboard`` in a notebook works behind the hub's proxy, and makes terminals
+non-login shells that keep the environment's PATH. TensorBoard itself is a jupyter-server-proxy entry point (tensorboard.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ class GpuSource:
             except Exception as e:  # no NVML library, or no accelerator API installed
                 return self.slice, None, f"device figures are unavailable: {type(e).__name__}: {e}"
         return self.slice, self._sampler, self.error
+
+
+def _link_jupyter_server_extension(serverapp):
+    """Before any extension loads: terminals run an interactive, non-login bash. A login
+    shell (the terminals' default under a spawner) runs /etc/profile, which resets PATH
+    and hides the environment's python and pip. An explicit shell_command wins."""
+    if "shell_command" not in serverapp.terminado_settings:
+        serverapp.terminado_settings = {**serverapp.terminado_settings, "shell_command": ["/bin/bash"]}
 
 
 def _load_jupyter_server_extension(serverapp):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What the tests need from the system: Chromium (browser e2e), the OpenSSH client and sshpass.
+# What the tests need from the system: Chromium (browser e2e), the OpenSSH client and sshpass,
+# tmux and screen (offered in every environment).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -7,6 +8,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v tmux >/dev/null || need+=(tmux)      # long-running work in environments' terminals
+command -v screen >/dev/null || need+=(screen)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2
