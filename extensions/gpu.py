@@ -9,6 +9,8 @@ slice's limit (a fraction or MIG slice sees less than the whole card).
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -96,7 +98,26 @@ class DeviceFigures:
     mig_profile: str | None
 
 
-def figures(slice_: Slice, samples: Sequence[Any]) -> list[DeviceFigures]:
+def _number(v: Any) -> float | None:
+    """A JSON-safe reading: NaN/inf (a board without that sensor) becomes None."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _memory_used(s: Any, d: SliceDevice, shared: bool, own_pids: set[int] | None) -> int:
+    """Memory this environment uses on the device. On a shared card (a fraction) the
+    device-wide figure includes other tenants, so it is the sum over this environment's
+    own processes when the sampler lists processes (real devices); else device-wide."""
+    if shared and own_pids is not None and getattr(s, "processes", ()):
+        used = sum(mib for pid, mib in s.processes if pid in own_pids)
+    else:
+        used = int(s.memory_used_mib)
+    return min(used, d.memory_limit_mib)
+
+
+def figures(slice_: Slice, samples: Sequence[Any], own_pids: set[int] | None = None) -> list[DeviceFigures]:
     """Join the slice with sampler output (DeviceSample objects, matched by id, then uuid).
 
     A device the sampler did not report keeps its limits with no live figures (None), so
@@ -104,16 +125,17 @@ def figures(slice_: Slice, samples: Sequence[Any]) -> list[DeviceFigures]:
     """
     by_id = {s.device_id: s for s in samples}
     by_uuid = {s.uuid: s for s in samples if s.uuid}
+    shared = slice_.kind == "fraction"
     out = []
     for d in slice_.devices:
         s = by_id.get(d.id) or (by_uuid.get(d.uuid) if d.uuid else None)
         out.append(DeviceFigures(
             id=d.id, index=d.index, model=d.model, simulated=slice_.simulated,
-            utilization_percent=None if s is None else float(s.utilization_percent),
-            memory_used_mib=None if s is None else min(int(s.memory_used_mib), d.memory_limit_mib),
+            utilization_percent=None if s is None else _number(s.utilization_percent),
+            memory_used_mib=None if s is None else _memory_used(s, d, shared, own_pids),
             memory_limit_mib=d.memory_limit_mib, memory_total_mib=d.memory_total_mib,
-            temperature_c=None if s is None else float(s.temperature_c),
-            power_w=None if s is None else float(s.power_w),
+            temperature_c=None if s is None else _number(s.temperature_c),
+            power_w=None if s is None else _number(s.power_w),
             compute_percent=d.compute_percent, mig_profile=d.mig_profile,
         ))
     return out
@@ -147,19 +169,36 @@ def default_sampler(slice_: Slice) -> Callable[[], Sequence[Any]]:
     return GpuSampler(_SliceInventory()).sample
 
 
-def report(slice_: Slice, sample: Callable[[], Sequence[Any]] | None) -> dict[str, Any]:
+def own_processes() -> set[int]:
+    """Processes of this environment: those of its unix account (one per user and server
+    in the local runtime; the whole container elsewhere)."""
+    import psutil
+
+    uid = os.getuid()
+    pids = set()
+    for p in psutil.process_iter(["uids"]):
+        uids = p.info.get("uids")
+        if uids is not None and uids.real == uid:
+            pids.add(p.pid)
+    return pids
+
+
+def report(slice_: Slice, sample: Callable[[], Sequence[Any]] | None,
+           own_pids: Callable[[], set[int]] | None = None) -> dict[str, Any]:
     """The JSON body of GET /gemhub/gpu. A sampler failure (NVML gone, driver reset) is
     reported in ``error`` with the slice's limits still shown."""
     error = None
     samples: Sequence[Any] = ()
+    pids: set[int] | None = None
     if slice_.devices and sample is not None:
         try:
             samples = sample()
+            pids = own_pids() if own_pids is not None else None
         except Exception as e:  # the panel must stay up when the driver misbehaves
             error = f"cannot read device figures: {type(e).__name__}: {e}"
     return {
         "spec": slice_.spec, "kind": slice_.kind, "simulated": slice_.simulated,
         "visible_env": slice_.visible_env,
-        "devices": [asdict(f) for f in figures(slice_, samples)],
+        "devices": [asdict(f) for f in figures(slice_, samples, pids)],
         "error": error,
     }

@@ -24,7 +24,7 @@ class GpuHandler(APIHandler):
     async def get(self):
         slice_, sampler, error = self.source.current()
         # Sampling runs in a thread: a slow or wedged driver must not stall the server.
-        body = await IOLoop.current().run_in_executor(None, gpu.report, slice_, sampler)
+        body = await IOLoop.current().run_in_executor(None, gpu.report, slice_, sampler, gpu.own_processes)
         if error and not body["error"]:
             body["error"] = error
         self.finish(json.dumps(body))
