@@ -112,6 +112,9 @@ def _memory_used(s: Any, d: SliceDevice, shared: bool, own_pids: set[int] | None
     own processes when the sampler lists processes (real devices); else device-wide."""
     if shared and own_pids is not None and getattr(s, "processes", ()):
         used = sum(mib for pid, mib in s.processes if pid in own_pids)
+    elif shared and getattr(s, "simulated", False) and d.memory_total_mib:
+        # a simulated card's synthetic load, in proportion to this slice of it
+        used = int(s.memory_used_mib) * d.memory_limit_mib // d.memory_total_mib
     else:
         used = int(s.memory_used_mib)
     return min(used, d.memory_limit_mib)

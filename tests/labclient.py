@@ -10,6 +10,29 @@ import time
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from hubproc import REPO, Hub
+
+# What the spawner writes for a half of a simulated A100 (schema in the accelerator API).
+SLICE = {
+    "spec": "nvidia:A100-80G:0.5", "kind": "fraction", "simulated": True,
+    "visible_env": "CUDA_VISIBLE_DEVICES",
+    "devices": [{"id": "sim-node/0", "index": 0, "uuid": "GPU-sim-0000", "model": "A100-80G",
+                 "memory_limit_mib": 40960, "memory_total_mib": 81920, "compute_percent": 50,
+                 "mig_profile": None}],
+}
+
+
+def with_environment(h: Hub, env: dict[str, str]) -> Hub:
+    """Give every environment extra variables (stand-in for the accelerator allocation,
+    which the spawner sets the same way) through a wrapper of the shipped hub config."""
+    wrapper = h.workdir / "jupyterhub_config.py"
+    wrapper.write_text(
+        f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
+        f"c.LocalGemSpawner.environment = {env!r}\n"
+    )
+    h.hub_config = wrapper
+    return h
+
 
 def new_terminal(hub, user: str, token: str, cwd: str | None = None) -> str:
     body = {"cwd": cwd} if cwd else {}

@@ -11,39 +11,19 @@ import time
 
 import pytest
 
-from hubproc import REPO, Hub, unique_name
-from labclient import new_terminal, read_file, type_in_terminal
+from hubproc import Hub, unique_name
+from labclient import SLICE, new_terminal, read_file, type_in_terminal, with_environment
 
 pytestmark = pytest.mark.integration
 
 QUOTA = "/services/quota/api/v1"
 MIRROR = "https://mirror.example.org/pypi/simple"
-# What the spawner writes for a half of a simulated A100 (schema in the accelerator API).
-SLICE = {
-    "spec": "nvidia:A100-80G:0.5", "kind": "fraction", "simulated": True,
-    "visible_env": "CUDA_VISIBLE_DEVICES",
-    "devices": [{"id": "sim-node/0", "index": 0, "uuid": "GPU-sim-0000", "model": "A100-80G",
-                 "memory_limit_mib": 40960, "memory_total_mib": 81920, "compute_percent": 50,
-                 "mig_profile": None}],
-}
 OVERRIDES = {
     "lab": {"pip_index_url": MIRROR, "pip_trusted_host": "mirror.example.org",
             "apt_mirror": "https://mirror.example.org/debian"},
     # Idle culling off: this module's servers must live; run-time limits still apply.
     "culling": {"enabled": False, "every": 5},
 }
-
-
-def with_environment(h: Hub, env: dict[str, str]) -> Hub:
-    """Give every environment extra variables (stand-in for the accelerator allocation,
-    which the spawner sets the same way) through a wrapper of the shipped hub config."""
-    wrapper = h.workdir / "jupyterhub_config.py"
-    wrapper.write_text(
-        f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
-        f"c.LocalGemSpawner.environment = {env!r}\n"
-    )
-    h.hub_config = wrapper
-    return h
 
 
 @pytest.fixture(scope="module")

@@ -183,3 +183,11 @@ def test_platform_config_for_lab_and_culling():
     (role,) = [r for r in out["JupyterHub"]["load_roles"] if r.get("services") == ["idle-culler"]]
     assert "delete:servers" in role["scopes"] and "admin:users" not in role["scopes"]
     assert out["LocalGemSpawner"]["lab_mirrors"] == cfg["lab"]
+
+
+def test_simulated_fraction_shows_its_share_of_the_synthetic_load():
+    s = gpu.parse_slice(slice_json(simulated=True))
+    sample = Sample("node-a/0", "GPU-1", memory_used_mib=60000)
+    sample.simulated = True
+    (f,) = gpu.figures(s, [sample], own_pids=set())
+    assert f.memory_used_mib == 30000
