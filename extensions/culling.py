@@ -7,7 +7,7 @@ jupyterhub-idle-culler; GemHub only decides *whether* a server goes, in
 
 - a server past its run-time deadline (spawner state ``stop_at``, from the workspace's
   ``max_runtime_minutes``) is stopped whether idle or not;
-- a server holding accelerators (its preset asks for one) is stopped after the shorter
+- a server holding accelerators (an allocation in its state, or a request for one) is stopped after the shorter
   ``accelerator_timeout`` of inactivity: idle GPUs are the scarce resource;
 - any other server after ``timeout`` of inactivity (when idle culling is on).
 """
@@ -27,13 +27,23 @@ IDLE = "idle"
 IDLE_ACCELERATOR = "idle while holding accelerators"
 
 
+# Spawner state key of the devices a server holds (LocalGemSpawner's AcceleratorMixin).
+ALLOCATION_KEY = "accelerator_allocation"
+
+
 def holds_accelerator(server: Mapping[str, Any], accelerated_presets: set[str]) -> bool:
-    """Whether the server's preset asks for accelerators (its allocation lives as long as
-    the server, so the preset is the signal that stays right across hub restarts)."""
+    """Whether the server holds accelerators: its saved allocation names devices (the
+    spawner's state), or, where no allocation is recorded, its request asks for some (a
+    custom spec in user_options, or a preset that has one)."""
     options = server.get("user_options") or {}
     state = server.get("state") or {}
-    preset = options.get("preset") or state.get("preset")
-    return preset in accelerated_presets
+    allocation = state.get(ALLOCATION_KEY)
+    if isinstance(allocation, Mapping) and allocation.get("device_ids"):
+        return True
+    custom = str(options.get("accelerator") or "").strip()
+    if custom and custom != "0":
+        return True
+    return (options.get("preset") or state.get("preset")) in accelerated_presets
 
 
 def cull_reason(

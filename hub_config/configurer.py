@@ -150,8 +150,19 @@ def _check_lab(cfg: Mapping[str, Any]) -> None:
 
 
 def accelerated_presets(presets: list[Mapping[str, Any]]) -> list[str]:
-    """Names of the presets that ask for accelerators (spec text other than "0")."""
-    return [p["name"] for p in presets if str(p.get("accelerator", "0")).strip() not in ("", "0")]
+    """Names of the presets that ask for accelerators. A spec that does not parse here
+    (a vendor override's model) counts as asking: culling it sooner is the safe side."""
+    from gemhub.spawner.accelerators import SpecError, parse
+
+    names = []
+    for p in presets:
+        try:
+            none = parse(str(p.get("accelerator", "0"))).none
+        except SpecError:
+            none = False
+        if not none:
+            names.append(p["name"])
+    return names
 
 
 def culler_service(cfg: Mapping[str, Any], inputs: Inputs) -> tuple[dict[str, Any], dict[str, Any]]:

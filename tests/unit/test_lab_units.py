@@ -160,6 +160,15 @@ def test_cull_reason():
     assert reason(server(stop_at="2026-11-25T08:00:01Z"), 0) is None
     assert reason(server(), 99999, cull_idle=False) is None
     assert reason(server(stop_at="garbage"), 0) is None
+    # what the server holds wins over its preset: an allocation, or a custom spec
+    held = server()
+    held["state"]["accelerator_allocation"] = {"holder": "server:a/", "device_ids": ["local/0"]}
+    assert reason(held, 600) == culling.IDLE_ACCELERATOR
+    custom = server()
+    custom["user_options"]["accelerator"] = "1(A100-80G)"
+    assert reason(custom, 600) == culling.IDLE_ACCELERATOR
+    custom["user_options"]["accelerator"] = "0"
+    assert reason(custom, 600) is None
 
 
 def test_platform_config_for_lab_and_culling():
@@ -172,7 +181,7 @@ def test_platform_config_for_lab_and_culling():
                         ({"lab": {"pypi": "x"}}, "unknown key")]:
         with pytest.raises(configurer.ConfigError, match=needle):
             configurer.merge_platform(bad, {})
-    presets = [{"name": "B1"}, {"name": "G1", "accelerator": "nvidia:A100-80G"}, {"name": "C1", "accelerator": "0"}]
+    presets = [{"name": "B1"}, {"name": "G1", "accelerator": "0.5(A100-80G)"}, {"name": "C1", "accelerator": "0"}]
     assert configurer.accelerated_presets(presets) == ["G1"]
     inputs = configurer.Inputs(repo_dir="/r", state_dir="/s", python="/py", hub_port=1, proxy_api_port=2,
                                service_ports={"quota": 3}, service_tokens={"quota": "t"}, admin_password="p")
