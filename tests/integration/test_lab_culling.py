@@ -1,5 +1,6 @@
 """Idle culling through the real hub: the idle-culler service stops a server nobody uses
-after the (test-shortened) timeout, and leaves a fresh one alone."""
+after the (test-shortened) timeout, a server holding accelerators after the shorter
+accelerator timeout, and then its devices are free again."""
 
 from __future__ import annotations
 
@@ -7,43 +8,81 @@ import time
 
 import pytest
 
+from gemhub.hub_config import configurer
 from hubproc import Hub, unique_name
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT, EVERY = 20, 5
+TIMEOUT, ACCEL_TIMEOUT, EVERY = 24, 8, 4
+# Accelerator allocation on the local runtime (simulated devices) comes with the
+# "accelerators" platform key; without it only plain servers can be tested.
+ACCELERATORS = "accelerators" in configurer.DEFAULTS
+CONFIG: dict = {"culling": {"enabled": True, "timeout": TIMEOUT, "accelerator_timeout": ACCEL_TIMEOUT,
+                            "every": EVERY}}
+if ACCELERATORS:
+    CONFIG.update(
+        accelerators={"inventory": "simulated", "simulated": [{"node": "local", "model": "A100-80G", "count": 1}]},
+        presets=[{"name": "B1", "cpu": 1, "memory": "1G", "accelerator": "0"},
+                 {"name": "G1", "cpu": 1, "memory": "1G", "accelerator": "1(A100-80G)"}],
+    )
 
 
 @pytest.fixture(scope="module")
 def cullhub():
     from conftest import _keep_log, _workdir
 
-    h = Hub(_workdir(), {"culling": {"enabled": True, "timeout": TIMEOUT, "every": EVERY}})
+    h = Hub(_workdir(), CONFIG)
     h.start()
     yield h
     h.stop()
     _keep_log(h, "lab-culling")
 
 
-def test_idle_server_is_stopped_after_the_timeout(cullhub):
-    name, token = cullhub.create_user(unique_name("idle"))
-    r = cullhub.request("POST", f"/hub/api/users/{name}/server", token=token, json={})
+def start(hub: Hub, prefix: str, **options) -> tuple[str, str, float]:
+    name, token = hub.create_user(unique_name(prefix))
+    r = hub.request("POST", f"/hub/api/users/{name}/server", token=token, json=options)
     assert r.status_code in (201, 202), r.text
-    cullhub.wait_server(name)
-    started = time.monotonic()
+    hub.wait_server(name)
+    return name, token, time.monotonic()
 
-    # Still there well before the timeout...
+
+def running(hub: Hub, name: str) -> bool:
+    return "" in hub.api("GET", f"/users/{name}").json()["servers"]
+
+
+def test_idle_server_is_stopped_after_the_timeout(cullhub):
+    name, token, started = start(cullhub, "idle")
+
     time.sleep(TIMEOUT / 2)
-    assert "" in cullhub.api("GET", f"/users/{name}").json()["servers"]
-    # ...and stopped by the culler within a few checks after it.
-    cullhub.wait_stopped(name, timeout=TIMEOUT + 6 * EVERY)
+    assert running(cullhub, name)  # not before the timeout...
+    cullhub.wait_stopped(name, timeout=TIMEOUT + 6 * EVERY)  # ...but within a few checks after it
     assert time.monotonic() - started >= TIMEOUT - EVERY
-    log = cullhub.log_tail(600)
-    assert f"stopping {name}/: idle" in log or f"Culling server {name}" in log, log[-2000:]
+    assert f"stopping {name}/: idle" in cullhub.log_tail(800)
 
     # The user can start again; the new server is not culled at once.
     r = cullhub.request("POST", f"/hub/api/users/{name}/server", token=token, json={})
     assert r.status_code in (201, 202), r.text
     cullhub.wait_server(name)
     time.sleep(EVERY + 1)
-    assert "" in cullhub.api("GET", f"/users/{name}").json()["servers"]
+    assert running(cullhub, name)
+
+
+@pytest.mark.skipif(not ACCELERATORS, reason="needs accelerator allocation on the local runtime")
+def test_server_holding_accelerators_goes_first_and_frees_its_device(cullhub):
+    def holders():
+        nodes = cullhub.api("GET", "/gemhub/devices").json()["nodes"]
+        return {d["id"]: [h["user"] for h in d["holders"]] for n in nodes for d in n["devices"]}
+
+    gpu_user, _, started = start(cullhub, "gpu", preset="G1")
+    cpu_user, _, _ = start(cullhub, "cpu", preset="B1")
+    assert holders() == {"local/0": [gpu_user]}
+
+    cullhub.wait_stopped(gpu_user, timeout=ACCEL_TIMEOUT + 6 * EVERY)
+    assert time.monotonic() - started < TIMEOUT  # the shorter timeout, not the general one
+    assert running(cullhub, cpu_user)
+    assert f"stopping {gpu_user}/: idle while holding accelerators" in cullhub.log_tail(800)
+    deadline = time.monotonic() + 15  # the post-stop hook releases it
+    while holders() != {"local/0": []} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert holders() == {"local/0": []}  # released: the next spawn may have it
+
