@@ -5,7 +5,6 @@ job that survives closing the browser. Screenshots go to test-artifacts/lab/."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
@@ -13,7 +12,7 @@ import pytest
 
 from browser import chromium_page, signup_and_login
 from hubproc import unique_name
-from labclient import SLICE, with_environment
+from labclient import PRESET, accelerated_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -42,10 +41,20 @@ def open_launcher(page) -> None:
     page.wait_for_selector(".jp-Launcher:visible")
 
 
-def test_gpu_panel_tensorboard_and_terminals(make_hub, artifacts):
+@pytest.fixture
+def labhub():
+    from conftest import _keep_log, _workdir
+
+    h = accelerated_hub(_workdir())
+    h.start()
+    yield h
+    h.stop()
+    _keep_log(h, "lab-browser")
+
+
+def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
+    hub = labhub
     shots = artifacts / "lab"
-    hub = with_environment(make_hub({}, start=False), {"GEMHUB_ACCELERATOR": json.dumps(SLICE)})
-    hub.start()
     name, password = unique_name("labe2e"), "Gemini-Pass-2026"
     with chromium_page(shots) as page:
         signup_and_login(page, hub.url, name, password)
@@ -58,6 +67,8 @@ def test_gpu_panel_tensorboard_and_terminals(make_hub, artifacts):
         assert r.status_code == 200, r.text
 
         page.goto(f"{hub.url}/hub/spawn")
+        if PRESET:
+            page.check(f"input[name=preset][value={PRESET}]")
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
         page.wait_for_url(f"**/user/{name}/lab**", timeout=90_000)
         page.wait_for_selector(".jp-LauncherCard", timeout=60_000)

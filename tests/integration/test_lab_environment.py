@@ -5,14 +5,13 @@ admin and enforced by the idle-culler service."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 
 import pytest
 
 from hubproc import Hub, unique_name
-from labclient import SLICE, new_terminal, read_file, type_in_terminal, with_environment
+from labclient import accelerated_hub, new_terminal, read_file, spawn_options, type_in_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +29,16 @@ OVERRIDES = {
 def labhub(tmp_path_factory):
     from conftest import _keep_log, _workdir
 
-    h = with_environment(Hub(_workdir(), OVERRIDES), {"GEMHUB_ACCELERATOR": json.dumps(SLICE)})
+    h = accelerated_hub(_workdir(), OVERRIDES)
     h.start()
     yield h
     h.stop()
     _keep_log(h, "lab-environment")
 
 
-def spawn(hub: Hub, prefix: str = "lab") -> tuple[str, str]:
+def spawn(hub: Hub, prefix: str = "lab", **options) -> tuple[str, str]:
     name, token = hub.create_user(unique_name(prefix))
-    r = hub.request("POST", f"/hub/api/users/{name}/server", token=token, json={})
+    r = hub.request("POST", f"/hub/api/users/{name}/server", token=token, json=options)
     assert r.status_code in (201, 202), r.text
     hub.wait_server(name)
     return name, token
@@ -47,7 +46,7 @@ def spawn(hub: Hub, prefix: str = "lab") -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def running(labhub):
-    return spawn(labhub)
+    return spawn(labhub, **spawn_options())
 
 
 def test_gpu_api_shows_the_simulated_slice(labhub, running):
@@ -56,7 +55,7 @@ def test_gpu_api_shows_the_simulated_slice(labhub, running):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["error"] is None, body
-    assert (body["spec"], body["kind"], body["simulated"]) == ("nvidia:A100-80G:0.5", "fraction", True)
+    assert (body["spec"], body["kind"], body["simulated"]) == ("0.5(A100-80G)", "fraction", True)
     (dev,) = body["devices"]
     assert dev["model"] == "A100-80G" and dev["simulated"] is True
     assert dev["memory_limit_mib"] == 40960 and dev["memory_total_mib"] == 81920
