@@ -35,6 +35,7 @@ def setup_tensorboard() -> dict:
         "command": tensorboard_command(),
         "absolute_url": True,
         "timeout": 60,
-        "launcher_entry": {"title": "TensorBoard", "icon_path": ICON, "category": "Other"},
+        # "Notebook": the launcher shows icons (kernelIconUrl) only in the kernel sections.
+        "launcher_entry": {"title": "TensorBoard", "icon_path": ICON, "category": "Notebook"},
         "new_browser_tab": False,
     }

@@ -91,11 +91,12 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
         assert re.fullmatch(r"\d+ °C", panel.locator("tr[data-key=temperature] td").inner_text())
         assert panel.locator("tr[data-key=compute] td").inner_text() == "50%"
         assert "stops in 1 h" in panel.locator(".gemhub-runtime").inner_text()
+        page.wait_for_selector(".jp-LauncherCard:visible:has-text('TensorBoard') img")  # its icon
         page.screenshot(path=str(shots / "01-gpu-panel.png"))
 
         # A notebook writes a TensorBoard run to /gemini/output.
         open_launcher(page)
-        page.locator(".jp-LauncherCard[data-category='Notebook']:visible").first.click()
+        page.locator(".jp-LauncherCard[data-category='Notebook'][title*='Python']:visible").first.click()
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content")
         page.wait_for_selector(".jp-StatusBar-Widget:has-text('Python 3 (ipykernel) | Idle')", timeout=60_000)
         page.locator(".jp-NotebookPanel .jp-Cell .cm-content").first.click()
