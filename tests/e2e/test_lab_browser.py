@@ -11,7 +11,7 @@ import time
 import pytest
 
 from browser import chromium_page, signup_and_login
-from hubproc import unique_name
+from hubproc import free_port, unique_name
 from labclient import PRESET, accelerated_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -105,6 +105,12 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
             "[w.add_scalar('loss', 1.0 / (s + 1), s) for s in range(20)]; w.close(); print('written')")
         page.keyboard.press("Shift+Enter")
         page.wait_for_selector(".jp-OutputArea-output:has-text('written')", timeout=60_000)
+        # %tensorboard in the notebook, through TENSORBOARD_PROXY_URL and the hub's proxy.
+        page.keyboard.insert_text(f"%load_ext tensorboard\n%tensorboard --logdir /gemini/output --port {free_port()}")
+        page.keyboard.press("Shift+Enter")
+        inline = page.frame_locator(".jp-OutputArea-output iframe")
+        inline.locator("text=notebook-run").first.wait_for(timeout=90_000)
+        assert f"/user/{name}/proxy/" in page.locator(".jp-OutputArea-output iframe").get_attribute("src")
         page.screenshot(path=str(shots / "02-notebook.png"))
 
         # TensorBoard from the launcher (jupyter-server-proxy), showing that run.
