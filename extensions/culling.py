@@ -15,6 +15,8 @@ jupyterhub-idle-culler; GemHub only decides *whether* a server goes, in
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import sys
 from typing import Any, Mapping
 
 from jupyterhub_idle_culler import IdleCuller, utcnow
@@ -98,6 +100,13 @@ class GemCuller(IdleCuller):
     @default("config_file")
     def _default_config_file(self):
         return ""  # everything comes on the command line from gemhub.yaml
+
+    def start(self):
+        # The hub stops services with SIGINT, then SIGTERM. A process started in the
+        # background inherits an ignored SIGINT, which would leave the hub waiting.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: sys.exit(0))
+        super().start()
 
     def arbitrate(self, *, inactive, inactive_limit, server, **kwargs) -> bool:
         reason = cull_reason(
