@@ -39,11 +39,22 @@ class GpuSource:
 
 
 def _link_jupyter_server_extension(serverapp):
-    """Before any extension loads: terminals run an interactive, non-login bash. A login
+    """Before any extension loads. Terminals run an interactive, non-login bash: a login
     shell (the terminals' default under a spawner) runs /etc/profile, which resets PATH
     and hides the environment's python and pip. An explicit shell_command wins."""
     if "shell_command" not in serverapp.terminado_settings:
         serverapp.terminado_settings = {**serverapp.terminado_settings, "shell_command": ["/bin/bash"]}
+    # jupyter-resource-usage: CPU next to memory (off by default there), against the
+    # preset's CPUs. Its cpu_limit is in percent (150 = 1.5 CPUs) while its default reads
+    # CPU_LIMIT, a CPU count, which would flag any load above 1% as near the limit.
+    usage = serverapp.config.ResourceUseDisplay
+    if "track_cpu_percent" not in usage:
+        usage.track_cpu_percent = True
+    if "cpu_limit" not in usage and os.environ.get("CPU_LIMIT"):
+        try:
+            usage.cpu_limit = float(os.environ["CPU_LIMIT"]) * 100
+        except ValueError:
+            serverapp.log.error("gemhub.lab: CPU_LIMIT is not a number: %r", os.environ["CPU_LIMIT"])
 
 
 def _load_jupyter_server_extension(serverapp):

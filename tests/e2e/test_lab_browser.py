@@ -92,6 +92,10 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
         assert panel.locator("tr[data-key=compute] td").inner_text() == "50%"
         assert "stops in 1 h" in panel.locator(".gemhub-runtime").inner_text()
         page.wait_for_selector(".jp-LauncherCard:visible:has-text('TensorBoard') img")  # its icon
+        # jupyter-resource-usage: CPU against the preset's CPUs, not flagged at idle
+        usage = page.locator(".jp-StatusBar-Widget:has-text('CPU:')").first
+        usage.wait_for()
+        assert "Mem:" in usage.inner_text()
         page.screenshot(path=str(shots / "01-gpu-panel.png"))
 
         # A notebook writes a TensorBoard run to /gemini/output.
