@@ -51,7 +51,7 @@ POLICIES = {"binpack": ("binpack", None), "spread": ("spread", None),
 def make_trace(arrivals: int, seed: int) -> list[tuple[float, float, str]]:
     """(arrival time, duration, spec) per job; offered load ~95% of the cluster."""
     rng = random.Random(seed)
-    specs, weights = zip(*MIX)
+    specs, weights = [s for s, _ in MIX], [w for _, w in MIX]
     t = 0.0
     jobs = []
     for _ in range(arrivals):
