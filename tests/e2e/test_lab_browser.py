@@ -65,6 +65,9 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
         r = hub.request("PATCH", f"{QUOTA}/workspaces/{ws['id']}", token=hub.admin_token,
                         json={"max_runtime_minutes": 90})
         assert r.status_code == 200, r.text
+        page.goto(f"{hub.url}/services/quota/workspaces/{ws['id']}")
+        limit_text = " ".join(page.locator("#runtime-limit").inner_text().split())
+        assert "stops 90 minutes after it starts" in limit_text, limit_text
 
         page.goto(f"{hub.url}/hub/spawn")
         if PRESET:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from hubproc import Hub, unique_name
-from labclient import accelerated_hub, new_terminal, read_file, spawn_options, type_in_terminal
+from labclient import ACCELERATORS, accelerated_hub, new_terminal, read_file, spawn_options, type_in_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +146,9 @@ def test_runtime_limit_is_admin_only_shown_and_enforced(labhub):
     started = time.monotonic()
     body = labhub.request("GET", f"/user/{name}/gemhub/runtime", token=token).json()
     assert 0 < body["remaining_seconds"] <= 60 and body["message"].startswith("stops in "), body
+    if ACCELERATORS:  # the default preset holds none: the panel says "No accelerator"
+        gpu = labhub.request("GET", f"/user/{name}/gemhub/gpu", token=token).json()
+        assert gpu["devices"] == [] and gpu["error"] is None, gpu
     state = labhub.api("GET", f"/users/{name}").json()["servers"][""]["state"]
     assert state["stop_at"] == body["stop_at"]
 
