@@ -45,7 +45,23 @@ DEFAULTS: dict[str, Any] = {
          "description": "training"},
     ],
     "services": {"quota": {"port": 0, "database_url": ""}},
+    "kubernetes": {
+        "namespace": "",
+        "image": "quay.io/jupyterhub/singleuser:latest",
+        "image_pull_policy": "IfNotPresent",
+        "storage_claim": "gemhub-storage",
+        "storage_sub_path": "",
+        "datasets_claim": "gemhub-datasets",
+        "datasets_sub_path": "",
+        "cpu_guarantee_ratio": 1.0,
+        "mem_guarantee_ratio": 1.0,
+        "hub_connect_ip": "",
+    },
 }
+
+# spawner.runtime -> JupyterHub.spawner_class
+RUNTIMES = {"local": "gemhub.spawner.local.spawner.LocalGemSpawner",
+            "kubernetes": "gemhub.spawner.kube.spawner.KubeGemSpawner"}
 
 # Keys whose value is a free-form mapping (validated by their own consumer).
 _OPEN_KEYS = {("auth", "oauth")}
@@ -113,10 +129,11 @@ def _dotted(path: tuple[str, ...]) -> str:
 def _check(cfg: Mapping[str, Any]) -> None:
     if not 0 < cfg["hub"]["port"] < 65536:
         raise ConfigError(f"hub.port must be between 1 and 65535, not {cfg['hub']['port']}")
-    if cfg["spawner"]["runtime"] != "local":
+    if cfg["spawner"]["runtime"] not in RUNTIMES:
         raise ConfigError(
-            f"spawner.runtime {cfg['spawner']['runtime']!r} is not available yet (use 'local')"
+            f"spawner.runtime {cfg['spawner']['runtime']!r} is not one of {', '.join(RUNTIMES)}"
         )
+    _check_kubernetes(cfg["kubernetes"])
     if cfg["spawner"]["cgroups"] not in ("auto", "required", "off"):
         raise ConfigError("spawner.cgroups must be one of auto, required, off")
     names = [p.get("name") for p in cfg["presets"]]
@@ -129,6 +146,42 @@ def _check(cfg: Mapping[str, Any]) -> None:
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
             f" ({', '.join(names)})"
         )
+
+
+def _check_kubernetes(kube: Mapping[str, Any]) -> None:
+    from gemhub.spawner.kube.manifests import ManifestError, StorageSettings
+
+    for key in ("namespace", "image", "image_pull_policy", "storage_claim", "storage_sub_path",
+                "datasets_claim", "datasets_sub_path", "hub_connect_ip"):
+        if not isinstance(kube[key], str):
+            raise ConfigError(f"kubernetes.{key} must be text, not {kube[key]!r}")
+    if kube["image_pull_policy"] not in ("Always", "IfNotPresent", "Never"):
+        raise ConfigError("kubernetes.image_pull_policy must be one of Always, IfNotPresent, Never")
+    for key in ("cpu_guarantee_ratio", "mem_guarantee_ratio"):
+        if isinstance(kube[key], bool) or not isinstance(kube[key], (int, float)):
+            raise ConfigError(f"kubernetes.{key} must be a number, not {kube[key]!r}")
+    try:
+        StorageSettings(**{k: kube[k] for k in ("storage_claim", "datasets_claim", "storage_sub_path",
+                                                "datasets_sub_path", "cpu_guarantee_ratio",
+                                                "mem_guarantee_ratio")})
+    except ManifestError as e:
+        raise ConfigError(f"kubernetes: {e}") from None
+
+
+def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -> dict[str, Any]:
+    """KubeGemSpawner's traits: the runtime-independent ones, then the kubernetes block."""
+    kube = cfg["kubernetes"]
+    # accelerators.* belongs to the accelerator configuration (absent before it is merged)
+    accel = cfg.get("accelerators") or {}
+    out = {k: copy.deepcopy(gem_spawner[k]) for k in ("presets", "default_preset", "quota_url", "quota_token")}
+    out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
+                                     "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
+                                     "mem_guarantee_ratio")})
+    if kube["namespace"]:
+        out["namespace"] = kube["namespace"]
+    out["accelerator_profile"] = accel.get("kubernetes_profile", "native")
+    out["accelerator_vendors"] = copy.deepcopy(accel.get("vendors") or {})
+    return out
 
 
 def service_url(inputs: Inputs, name: str) -> str:
@@ -206,6 +259,13 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
         },
         "Authenticator": {"admin_users": {admin}},
     }
+    if cfg["spawner"]["runtime"] == "kubernetes":
+        out["JupyterHub"]["spawner_class"] = RUNTIMES["kubernetes"]
+        out["KubeGemSpawner"] = _kubernetes_config(cfg, out["LocalGemSpawner"])
+        if cfg["kubernetes"]["hub_connect_ip"]:
+            # pods reach the hub through this address (e.g. its Service's name)
+            out["JupyterHub"]["hub_ip"] = "0.0.0.0"
+            out["JupyterHub"]["hub_connect_ip"] = cfg["kubernetes"]["hub_connect_ip"]
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
 

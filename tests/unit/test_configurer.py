@@ -56,7 +56,7 @@ def test_admin_token_becomes_an_admin_api_token():
         ({"spawner": {"cgroups": "sometimes"}}, "spawner.cgroups"),
         ({"spawner": {"default_preset": "X9"}}, "not one of the presets"),
         ({"presets": [{"name": "A"}, {"name": "A"}], "spawner": {"default_preset": "A"}}, "unique"),
-        ({"spawner": {"runtime": "kubernetes"}}, "not available"),
+        ({"spawner": {"runtime": "docker"}}, "spawner.runtime 'docker' is not one of"),
         ({"hub": []}, "hub must be a mapping"),
     ],
 )
