@@ -1,0 +1,208 @@
+"""KubeGemSpawner's pods, built by KubeSpawner's real get_pod_manifest() without a cluster
+(a kubeconfig pointing nowhere) and validated against the Kubernetes 1.30 schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from tornado import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kube.cluster import use_kubeconfig, write_kubeconfig  # noqa: E402
+
+from gemhub.spawner.kube import manifests  # noqa: E402
+from gemhub.spawner.kube.manifests import DatasetMount, ManifestError, StorageSettings  # noqa: E402
+from gemhub.spawner.kube.spawner import KubeGemSpawner  # noqa: E402
+from gemhub.spawner.presets import Preset  # noqa: E402
+from gemhub.spawner.request import Ref, WorkloadRequest  # noqa: E402
+
+K8S_VERSION = "1.30.0"
+GIB = 1024**3
+PRESETS = [{"name": "B1", "display_name": "B1 · basic", "cpu": 2, "memory": "4G", "description": "dev"}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kubeconfig(tmp_path_factory):
+    # 127.0.0.1:9 (discard): nothing here talks to it; KubeSpawner only needs a config to load
+    restore = use_kubeconfig(write_kubeconfig(tmp_path_factory.mktemp("kube") / "config",
+                                              "http://127.0.0.1:9"))
+    yield
+    restore()
+
+
+class FakeQuota:
+    async def resolve(self, user, workspace=None, project=None):
+        return {"workspace": {"id": 3, "name": "lab"}, "project": {"id": 8, "name": "default"}}
+
+    async def list_workspaces(self, user):
+        return []
+
+
+def make_spawner(**traits) -> KubeGemSpawner:
+    orm = types.SimpleNamespace(user_options={}, name="", state=None, server=None)
+    user = types.SimpleNamespace(name="alice", id=1, url="/user/alice/", escaped_name="alice", server=None)
+    hub = types.SimpleNamespace(base_url="/hub/", api_url="http://hub:8081/hub/api", public_host="",
+                                url="http://hub:8081/hub/")
+    traits.setdefault("presets", PRESETS)
+    traits.setdefault("default_preset", PRESETS[0]["name"])
+    return KubeGemSpawner(quota_client_factory=lambda url, token: FakeQuota(), hub=hub, user=user,
+                          orm_spawner=orm, namespace="gemhub", image="gemhub/notebook:1", **traits)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecPreset(Preset):
+    """A preset with an accelerator spec (the field presets.py gains on the local branch)."""
+
+    accelerator: str = "0"
+
+
+@dataclasses.dataclass(frozen=True)
+class MountingRequest(WorkloadRequest):
+    """A request with datasets and models (the fields the data service adds)."""
+
+    datasets: tuple = ()
+    models: tuple = ()
+
+
+def request_for(accelerator: str = "0", memory: int = 16 * GIB, cpu: float = 4, **fields) -> WorkloadRequest:
+    preset = SpecPreset(name="P1", display_name="P1", cpu=cpu, memory=memory, accelerator=accelerator)
+    return MountingRequest(user="alice", workspace=Ref(3, "lab"), project=Ref(8, "default"),
+                           preset=preset, **fields)
+
+
+async def pod_for(sp: KubeGemSpawner, request: WorkloadRequest | None = None) -> dict:
+    if request is None:
+        await sp._run_apply_user_options({})
+    else:
+        sp.workload = request
+    await sp.load_user_options()
+    pod = sp.api.api_client.sanitize_for_serialization(await sp.get_pod_manifest())
+    pod.setdefault("apiVersion", "v1")
+    pod.setdefault("kind", "Pod")
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    return pod
+
+
+def container(pod: dict) -> dict:
+    (c,) = [c for c in pod["spec"]["containers"] if c["name"] == "notebook"]
+    return c
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container(pod)["env"]}
+
+
+def mounts_of(pod: dict) -> dict[str, dict]:
+    return {m["mountPath"]: m for m in container(pod)["volumeMounts"]}
+
+
+async def test_cpu_only_pod_has_limits_gemini_volumes_and_no_gpus():
+    pod = await pod_for(make_spawner())
+    c = container(pod)
+    assert c["resources"]["limits"] == {"cpu": 2.0, "memory": 4 * GIB}
+    assert c["resources"]["requests"] == {"cpu": 2.0, "memory": 4 * GIB}
+    assert c["workingDir"] == "/gemini/code"
+    env = env_of(pod)
+    assert env["MEM_LIMIT"] == str(4 * GIB) and env["CPU_LIMIT"] == "2"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "none"
+    assert json.loads(env["GEMHUB_ACCELERATOR"]) == {
+        "spec": "0", "kind": "none", "simulated": False, "visible_env": "CUDA_VISIBLE_DEVICES", "devices": []}
+    assert env["GEMHUB_WORKSPACE"] == "lab" and env["GEMHUB_PRESET"] == "B1"
+    mounts = mounts_of(pod)
+    assert mounts["/gemini/code"] == {"name": "gemini-storage", "mountPath": "/gemini/code",
+                                      "subPath": "workspaces/3/projects/8/code"}
+    assert mounts["/gemini/output"]["subPath"] == "workspaces/3/projects/8/output"
+    assert "readOnly" not in mounts["/gemini/code"]
+    assert mounts["/dev/shm"]["name"] == "dshm"
+    assert not any(p.startswith("/gemini/data") or p.startswith("/gemini/pretrain") for p in mounts)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["gemini-storage"]["persistentVolumeClaim"] == {"claimName": "gemhub-storage"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
+    assert pod["metadata"]["labels"]["gemhub.io/workspace-id"] == "3"
+    assert pod["metadata"]["annotations"]["gemhub.io/preset"] == "B1"
+    assert env["JUPYTERHUB_ROOT_DIR"] == "/gemini"  # so default_url /lab/tree/code is the project
+
+
+async def test_datasets_and_models_mount_read_only_from_the_datasets_claim():
+    sp = make_spawner(datasets_claim="shared-data", datasets_sub_path="gemhub", storage_claim="homes",
+                      storage_sub_path="state")
+    request = request_for(datasets=({"id": "mnist", "version": "v2"}, {"id": "imagenet", "version": "1"}),
+                          models=(DatasetMount("pretrain1", "model", "llama-7b", "3"),))
+    pod = await pod_for(sp, request)
+    mounts = mounts_of(pod)
+    assert mounts["/gemini/data-1"] == {"name": "gemini-datasets", "mountPath": "/gemini/data-1",
+                                        "subPath": "gemhub/datasets/mnist/v2", "readOnly": True}
+    assert mounts["/gemini/data-2"]["subPath"] == "gemhub/datasets/imagenet/1"
+    assert mounts["/gemini/pretrain1"]["subPath"] == "gemhub/models/llama-7b/3"
+    assert mounts["/gemini/pretrain1"]["readOnly"] is True
+    assert "/gemini/data-3" not in mounts
+    assert mounts["/gemini/code"]["subPath"] == "state/workspaces/3/projects/8/code"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["gemini-datasets"]["persistentVolumeClaim"] == {"claimName": "shared-data", "readOnly": True}
+    assert volumes["gemini-storage"]["persistentVolumeClaim"] == {"claimName": "homes"}
+
+
+async def test_configured_values_are_kept_and_each_start_begins_from_them():
+    sp = make_spawner(extra_annotations={"team": "ml"}, node_selector={"pool": "notebooks"},
+                      volumes=[{"name": "certs", "secret": {"secretName": "ca"}}],
+                      volume_mounts=[{"name": "certs", "mountPath": "/etc/ca"}],
+                      cpu_guarantee_ratio=0.5, mem_guarantee_ratio=0.25)
+    first = await pod_for(sp, request_for(datasets=({"id": "mnist", "version": "v2"},)))
+    second = await pod_for(sp, request_for(cpu=1, memory=2 * GIB))
+    assert "/gemini/data-1" in mounts_of(first) and "/gemini/data-1" not in mounts_of(second)
+    for pod in (first, second):
+        assert pod["metadata"]["annotations"]["team"] == "ml"
+        assert pod["spec"]["nodeSelector"] == {"pool": "notebooks"}
+        assert mounts_of(pod)["/etc/ca"]["name"] == "certs"
+        assert [v["name"] for v in pod["spec"]["volumes"]].count("certs") == 1
+    assert container(second)["resources"] == {"limits": {"cpu": 1.0, "memory": 2 * GIB},
+                                              "requests": {"cpu": 0.5, "memory": GIB // 2}}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"datasets": ({"id": "../etc", "version": "1"},)}, "cannot be used as a directory name"),
+    ({"datasets": ({"id": "a", "version": "1"},) * 4}, "at most 3 datasets"),
+    ({"models": (DatasetMount("pretrain1", "model", "m", "1"),
+                 DatasetMount("pretrain1", "model", "n", "1"))}, "same slot"),
+])
+async def test_bad_mounts_are_a_400_with_the_reason(fields, message):
+    sp = make_spawner()
+    sp.workload = request_for(**fields)
+    with pytest.raises(web.HTTPError) as e:
+        await sp.load_user_options()
+    assert e.value.status_code == 400 and message in e.value.jupyterhub_message
+
+
+async def test_mounts_without_a_datasets_claim_are_refused():
+    sp = make_spawner(datasets_claim="")
+    sp.workload = request_for(datasets=({"id": "mnist", "version": "v2"},))
+    with pytest.raises(web.HTTPError) as e:
+        await sp.load_user_options()
+    assert "no datasets_claim" in e.value.jupyterhub_message
+
+
+@pytest.mark.parametrize("traits, message", [
+    ({"storage_claim": "Bad_Name"}, "not a valid PersistentVolumeClaim"),
+    ({"storage_sub_path": "../up"}, "relative path"),
+    ({"mem_guarantee_ratio": 0.0}, "(0, 1]"),
+    ({"accelerator_profile": "mps"}, "accelerator_profile"),
+])
+async def test_bad_configuration_is_refused_when_set(traits, message):
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace("[", r"\[")):
+        make_spawner(**traits)
+
+
+def test_dataset_mount_checks_its_slot():
+    with pytest.raises(ManifestError, match="a dataset mounts on data-1"):
+        DatasetMount("pretrain1", "dataset", "mnist", "1")
+    assert DatasetMount("data-3", "dataset", "mnist", "v1").sub_path == "datasets/mnist/v1"
+    assert manifests.quantity(3 * 1024**2) == "3Mi" and manifests.quantity(1000) == "1000"
+    with pytest.raises(ManifestError):
+        StorageSettings(storage_claim="")
