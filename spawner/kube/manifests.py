@@ -235,13 +235,19 @@ def accelerator_env(spec: str, kind: str, visible_env: str, *, none: bool) -> di
     return env
 
 
-def accelerator_spec(request: WorkloadRequest) -> str:
-    """The accelerator spec text of ``request``.
+def accelerator_request(request: WorkloadRequest, registry: Any) -> Any:
+    """The request's :class:`~gemhub.spawner.accelerators.AcceleratorRequest`.
 
-    Adapter: presets gain an ``accelerator`` field on the ``local`` branch; a preset
-    without one asks for no accelerator.
+    Adapter for the local branch: ``WorkloadRequest.accelerator`` is the checked request
+    (the preset's or a custom spec) once the spawner has set it; otherwise the preset's
+    ``accelerator`` spec text, and a preset without one asks for no accelerator.
     """
-    return getattr(request.preset, "accelerator", None) or "0"
+    from gemhub.spawner import accelerators
+
+    checked = getattr(request, "accelerator", None)
+    if checked is not None:
+        return checked
+    return accelerators.parse(getattr(request.preset, "accelerator", None) or "0", registry)
 
 
 def render_accelerator(request: WorkloadRequest, profile: str = "native",
@@ -254,7 +260,7 @@ def render_accelerator(request: WorkloadRequest, profile: str = "native",
     from gemhub.spawner import accelerators
 
     registry = accelerators.default_registry().with_overrides(vendor_overrides or None)
-    accel = accelerators.parse(accelerator_spec(request), registry)
+    accel = accelerator_request(request, registry)
     rendering = accelerators.kubernetes_resources(accel, registry, profile)
     visible = "CUDA_VISIBLE_DEVICES"
     if accel.vendor:
