@@ -18,7 +18,6 @@ and devices.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ class KubeRenderingLike(Protocol):
     limits: Mapping[str, str]
     annotations: Mapping[str, str]
     node_selector: Mapping[str, str]
+    node_affinity: list[dict]   # required matchExpressions, ANDed
     env: Mapping[str, str]
 
 
@@ -121,6 +121,7 @@ class PodPlan:
     annotations: dict[str, str]
     labels: dict[str, str]
     node_selector: dict[str, str]
+    node_affinity: list[dict]           # required matchExpressions (all must hold)
     env: dict[str, str]
     volumes: list[dict]
     volume_mounts: list[dict]
@@ -177,13 +178,11 @@ def gemini_volumes(request: WorkloadRequest, settings: StorageSettings,
 
 
 def plan_pod(request: WorkloadRequest, rendering: KubeRenderingLike, settings: StorageSettings,
-             mounts: Iterable[DatasetMount] = (), *, profile: str = "native",
-             accelerator_env: Mapping[str, str] | None = None) -> PodPlan:
+             mounts: Iterable[DatasetMount] = (), *, profile: str = "native") -> PodPlan:
     """The pod of ``request``: the preset's CPU/memory, the accelerator's extended resources
-    (``rendering``, from ``kubernetes_resources``), the /gemini volumes and the environment.
-
-    ``accelerator_env`` is what the runtime adds for the accelerator (``GEMHUB_ACCELERATOR``,
-    ``NVIDIA_VISIBLE_DEVICES=none`` without one); the rendering's own env wins over it.
+    (``rendering``, from ``kubernetes_resources``: limits, annotations, node selection and
+    its env, ``GEMHUB_ACCELERATOR`` and ``NVIDIA_VISIBLE_DEVICES=none`` without one), the
+    /gemini volumes and the environment.
     """
     if profile not in PROFILES:
         raise ManifestError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
@@ -194,7 +193,6 @@ def plan_pod(request: WorkloadRequest, rendering: KubeRenderingLike, settings: S
     if clash:
         raise ManifestError(f"the accelerator rendering must not set {', '.join(clash)}")
     env = dict(request.env())
-    env.update(accelerator_env or {})
     env.update({str(k): str(v) for k, v in rendering.env.items()})
     labels = {f"{LABEL_PREFIX}workspace-id": str(request.workspace.id),
               f"{LABEL_PREFIX}project-id": str(request.project.id)}
@@ -213,26 +211,12 @@ def plan_pod(request: WorkloadRequest, rendering: KubeRenderingLike, settings: S
         annotations=annotations,
         labels=labels,
         node_selector={str(k): str(v) for k, v in rendering.node_selector.items()},
+        node_affinity=[dict(e) for e in rendering.node_affinity],
         env=env,
         volumes=volumes,
         volume_mounts=volume_mounts,
         scheduler_name="volcano" if profile == "volcano" and limits else None,
     )
-
-
-def accelerator_env(spec: str, kind: str, visible_env: str, *, none: bool) -> dict[str, str]:
-    """``GEMHUB_ACCELERATOR`` for a pod (CONTRACT shape), and ``NVIDIA_VISIBLE_DEVICES=none``
-    without an accelerator so that an image's ``=all`` never exposes the node's GPUs.
-
-    The devices are picked by the device plugin when the pod is bound, so the list is empty
-    here; the lab's GPU panel reads NVML inside the pod.
-    """
-    env = {"GEMHUB_ACCELERATOR": json.dumps(
-        {"spec": spec, "kind": kind, "simulated": False, "visible_env": visible_env, "devices": []},
-        separators=(",", ":"))}
-    if none:
-        env["NVIDIA_VISIBLE_DEVICES"] = "none"
-    return env
 
 
 def accelerator_request(request: WorkloadRequest, registry: Any) -> Any:
@@ -251,22 +235,15 @@ def accelerator_request(request: WorkloadRequest, registry: Any) -> Any:
 
 
 def render_accelerator(request: WorkloadRequest, profile: str = "native",
-                       vendor_overrides: Mapping[str, Any] | None = None
-                       ) -> tuple[KubeRenderingLike, dict[str, str]]:
-    """(resources/annotations/selectors, env) of the request's accelerator under ``profile``.
-
-    A spec the registry rejects raises :class:`~gemhub.spawner.accelerators.SpecError`.
+                       vendor_overrides: Mapping[str, Any] | None = None) -> KubeRenderingLike:
+    """Resources, annotations, node selection and env of the request's accelerator under
+    ``profile``. A request the registry or the profile cannot express raises a ValueError
+    (SpecError, RenderError) whose message says why.
     """
     from gemhub.spawner import accelerators
 
     registry = accelerators.default_registry().with_overrides(vendor_overrides or None)
-    accel = accelerator_request(request, registry)
-    rendering = accelerators.kubernetes_resources(accel, registry, profile)
-    visible = "CUDA_VISIBLE_DEVICES"
-    if accel.vendor:
-        visible = (registry.vendor(accel.vendor).visible_env or (visible,))[0]
-    env = accelerator_env(accelerators.format(accel), accel.kind, visible, none=accel.none)
-    return rendering, env
+    return accelerators.kubernetes_resources(accelerator_request(request, registry), registry, profile)
 
 
 def dataset_mounts(request: WorkloadRequest) -> tuple[DatasetMount, ...]:

@@ -21,7 +21,7 @@ from gemhub.spawner.kube import manifests
 _PLANNED_TRAITS = (
     "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
     "extra_resource_limits", "extra_resource_guarantees", "extra_annotations", "extra_labels",
-    "node_selector", "volumes", "volume_mounts", "working_dir", "scheduler_name",
+    "node_selector", "node_affinity_required", "volumes", "volume_mounts", "working_dir", "scheduler_name",
 )
 
 
@@ -92,10 +92,10 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         """The pod plan of the current workload (HTTP 400 with the reason if it has none)."""
         request = self.workload
         try:
-            rendering, accel_env = manifests.render_accelerator(
-                request, self.accelerator_profile, self.accelerator_vendors)
+            rendering = manifests.render_accelerator(request, self.accelerator_profile,
+                                                     self.accelerator_vendors)
             return manifests.plan_pod(request, rendering, self.storage, manifests.dataset_mounts(request),
-                                      profile=self.accelerator_profile, accelerator_env=accel_env)
+                                      profile=self.accelerator_profile)
         except ValueError as e:  # ManifestError, SpecError
             raise user_error(400, f"this server cannot run on the cluster: {e}") from None
 
@@ -119,6 +119,8 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         self.extra_annotations = {**base["extra_annotations"], **plan.annotations}
         self.extra_labels = {**base["extra_labels"], **plan.labels}
         self.node_selector = {**base["node_selector"], **plan.node_selector}
+        self.node_affinity_required = _and_terms(_as_list(base["node_affinity_required"]),
+                                                 plan.node_affinity)
         self.volumes = _as_list(base["volumes"]) + plan.volumes
         self.volume_mounts = _as_list(base["volume_mounts"]) + plan.volume_mounts
         self.working_dir = plan.working_dir
@@ -145,3 +147,14 @@ def _as_list(value) -> list:
     if isinstance(value, dict):
         return [value[k] for k in sorted(value)]
     return list(value)
+
+
+def _and_terms(terms: list, expressions: list[dict]) -> list:
+    """Required node selector terms (ORed) with ``expressions`` added to each, so that
+    they hold whichever configured term matches."""
+    if not expressions:
+        return list(terms)
+    if not terms:
+        return [{"matchExpressions": list(expressions)}]
+    return [{**t, "matchExpressions": list(t.get("matchExpressions") or []) + list(expressions)}
+            for t in terms]

@@ -112,8 +112,8 @@ async def test_cpu_only_pod_has_limits_gemini_volumes_and_no_gpus():
     env = env_of(pod)
     assert env["MEM_LIMIT"] == str(4 * GIB) and env["CPU_LIMIT"] == "2"
     assert env["NVIDIA_VISIBLE_DEVICES"] == "none"
-    assert json.loads(env["GEMHUB_ACCELERATOR"]) == {
-        "spec": "0", "kind": "none", "simulated": False, "visible_env": "CUDA_VISIBLE_DEVICES", "devices": []}
+    accel = json.loads(env["GEMHUB_ACCELERATOR"])
+    assert (accel["spec"], accel["kind"], accel["devices"], accel["runtime"]) == ("0", "none", [], "kubernetes")
     assert env["GEMHUB_WORKSPACE"] == "lab" and env["GEMHUB_PRESET"] == "B1"
     mounts = mounts_of(pod)
     assert mounts["/gemini/code"] == {"name": "gemini-storage", "mountPath": "/gemini/code",
@@ -206,3 +206,66 @@ def test_dataset_mount_checks_its_slot():
     assert manifests.quantity(3 * 1024**2) == "3Mi" and manifests.quantity(1000) == "1000"
     with pytest.raises(ManifestError):
         StorageSettings(storage_claim="")
+
+
+# -- accelerators: the registry's rendering in real pods --------------------------------------
+ACCEL_CASES = [
+    # spec, profile, extended resources (limits == requests), annotations that must be present
+    ("1(A100-80G)", "native", {"nvidia.com/gpu": "1"}, set()),
+    ("0.5", "hami", {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "50",
+                     "nvidia.com/gpucores": "50"}, set()),
+    ("0.5(A100-80G)", "hami", {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "50",
+                               "nvidia.com/gpucores": "50"}, {"nvidia.com/use-gputype"}),
+    ("1(mig-1g.10gb)", "native", {"nvidia.com/mig-1g.10gb": "1"}, set()),
+    ("0.5", "native", {"nvidia.com/gpu.shared": "1"}, {"gemhub.io/accelerator-sharing"}),
+    ("1(Ascend910-4c)", "native", {"huawei.com/Ascend910-4c": "1"}, set()),
+    ("0.5(A100-80G)", "volcano", {"volcano.sh/vgpu-number": "1", "volcano.sh/vgpu-memory": "40960",
+                                  "volcano.sh/vgpu-cores": "50"}, set()),
+]
+
+
+@pytest.mark.parametrize("spec, profile, resources, annotations", ACCEL_CASES)
+async def test_accelerator_pods(spec, profile, resources, annotations):
+    from gemhub.spawner import accelerators
+
+    pod = await pod_for(make_spawner(accelerator_profile=profile), request_for(spec))
+    c = container(pod)
+    for side in ("limits", "requests"):
+        extended = {k: v for k, v in c["resources"][side].items() if k not in ("cpu", "memory")}
+        assert {k: extended.get(k) for k in resources} == resources
+        assert set(extended) <= set(resources) | {"nvidia.com/gpumem", "volcano.sh/vgpu-memory"}
+    assert c["resources"]["limits"]["memory"] == 16 * GIB
+    assert annotations <= set(pod["metadata"]["annotations"])
+    env = env_of(pod)
+    assert "NVIDIA_VISIBLE_DEVICES" not in env  # the device plugin sets it
+    accel = json.loads(env["GEMHUB_ACCELERATOR"])
+    canonical = accelerators.parse(spec)
+    assert (accel["spec"], accel["kind"]) == (accelerators.format(canonical), canonical.kind)
+    assert pod["spec"].get("schedulerName") == ("volcano" if profile == "volcano" else None)
+    if spec == "1(Ascend910-4c)":
+        assert accel["visible_env"] == "ASCEND_RT_VISIBLE_DEVICES"
+
+
+async def test_a_model_is_required_by_node_affinity_next_to_the_configured_terms():
+    admin_term = {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}
+    sp = make_spawner(node_affinity_required=[admin_term])
+    pod = await pod_for(sp, request_for("2(A100-80G)"))
+    assert container(pod)["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    (term,) = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    by_key = {e["key"]: e for e in term["matchExpressions"]}
+    assert by_key["pool"]["values"] == ["gpu"]
+    assert "NVIDIA-A100-SXM4-80GB" in by_key["nvidia.com/gpu.product"]["values"]
+
+
+@pytest.mark.parametrize("spec, profile, message", [
+    ("0.5", "volcano", "needs a memory size"),
+    ("1(Ascend910-4c)", "volcano", "volcano profile cannot express"),
+    ("2(V999)", "native", "V999"),
+])
+async def test_accelerators_the_cluster_cannot_express_are_a_400(spec, profile, message):
+    sp = make_spawner(accelerator_profile=profile)
+    sp.workload = request_for(spec)
+    with pytest.raises(web.HTTPError) as e:
+        await sp.load_user_options()
+    assert e.value.status_code == 400 and message in e.value.jupyterhub_message
