@@ -116,13 +116,13 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         self.extra_resource_limits = {**base["extra_resource_limits"], **plan.extra_resource_limits}
         self.extra_resource_guarantees = {**base["extra_resource_guarantees"],
                                           **plan.extra_resource_guarantees}
-        self.extra_annotations = {**base["extra_annotations"], **plan.annotations}
-        self.extra_labels = {**base["extra_labels"], **plan.labels}
+        self.extra_annotations = {**base["extra_annotations"], **_literal(plan.annotations)}
+        self.extra_labels = {**base["extra_labels"], **_literal(plan.labels)}
         self.node_selector = {**base["node_selector"], **plan.node_selector}
         self.node_affinity_required = _and_terms(_as_list(base["node_affinity_required"]),
                                                  plan.node_affinity)
-        self.volumes = _as_list(base["volumes"]) + plan.volumes
-        self.volume_mounts = _as_list(base["volume_mounts"]) + plan.volume_mounts
+        self.volumes = _as_list(base["volumes"]) + _literal(plan.volumes)
+        self.volume_mounts = _as_list(base["volume_mounts"]) + _literal(plan.volume_mounts)
         self.working_dir = plan.working_dir
         self.scheduler_name = base["scheduler_name"] or plan.scheduler_name
         self._planned_env = dict(plan.env)
@@ -140,6 +140,18 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         # str.format-expanded: GEMHUB_ACCELERATOR is JSON and has braces.
         env.update(self._planned_env or {})
         return env
+
+
+def _literal(value):
+    """``value`` with its braces doubled: KubeSpawner str.format-expands annotations, labels
+    and volumes ({username}...), and the plan's values (a workspace's name) are literal."""
+    if isinstance(value, str):
+        return value.replace("{", "{{").replace("}", "}}")
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
 
 
 def _as_list(value) -> list:

@@ -149,6 +149,14 @@ async def test_datasets_and_models_mount_read_only_from_the_datasets_claim():
     assert volumes["gemini-storage"]["persistentVolumeClaim"] == {"claimName": "homes"}
 
 
+async def test_names_are_literal_in_the_pod_not_templates():
+    request = dataclasses.replace(request_for(), workspace=Ref(3, "team {username}"))
+    pod = await pod_for(make_spawner(extra_annotations={"owner": "{username}"}), request)
+    assert pod["metadata"]["annotations"]["gemhub.io/workspace"] == "team {username}"
+    assert pod["metadata"]["annotations"]["owner"] == "alice"  # the admin's template still expands
+    assert env_of(pod)["GEMHUB_WORKSPACE"] == "team {username}"
+
+
 async def test_configured_values_are_kept_and_each_start_begins_from_them():
     sp = make_spawner(extra_annotations={"team": "ml"}, node_selector={"pool": "notebooks"},
                       volumes=[{"name": "certs", "secret": {"secretName": "ca"}}],
