@@ -173,7 +173,8 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     kube = cfg["kubernetes"]
     # accelerators.* belongs to the accelerator configuration (absent before it is merged)
     accel = cfg.get("accelerators") or {}
-    out = {k: copy.deepcopy(gem_spawner[k]) for k in ("presets", "default_preset", "quota_url", "quota_token")}
+    out = {k: copy.deepcopy(gem_spawner[k])
+           for k in ("presets", "default_preset", "quota_url", "quota_token")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})

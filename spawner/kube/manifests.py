@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping
 
-from gemhub.spawner import layout
+from gemhub.spawner import accelerators, layout
 from gemhub.spawner.request import WorkloadRequest
 
 STORAGE_VOLUME = "gemini-storage"
@@ -42,16 +42,6 @@ _KINDS = {"dataset": ("datasets", layout.DATA_SLOTS), "model": ("models", layout
 
 class ManifestError(ValueError):
     """The request cannot become a pod with this configuration; the message says why."""
-
-
-class KubeRenderingLike(Protocol):
-    """What a plan reads of ``gemhub.spawner.accelerators.KubeRendering``."""
-
-    limits: Mapping[str, str]
-    annotations: Mapping[str, str]
-    node_selector: Mapping[str, str]
-    node_affinity: list[dict]   # required matchExpressions, ANDed
-    env: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -177,8 +167,9 @@ def gemini_volumes(request: WorkloadRequest, settings: StorageSettings,
     return volumes, volume_mounts
 
 
-def plan_pod(request: WorkloadRequest, rendering: KubeRenderingLike, settings: StorageSettings,
-             mounts: Iterable[DatasetMount] = (), *, profile: str = "native") -> PodPlan:
+def plan_pod(request: WorkloadRequest, rendering: accelerators.KubeRendering,
+             settings: StorageSettings, mounts: Iterable[DatasetMount] = (), *,
+             profile: str = "native") -> PodPlan:
     """The pod of ``request``: the preset's CPU/memory, the accelerator's extended resources
     (``rendering``, from ``kubernetes_resources``: limits, annotations, node selection and
     its env, ``GEMHUB_ACCELERATOR`` and ``NVIDIA_VISIBLE_DEVICES=none`` without one), the
@@ -219,15 +210,14 @@ def plan_pod(request: WorkloadRequest, rendering: KubeRenderingLike, settings: S
     )
 
 
-def accelerator_request(request: WorkloadRequest, registry: Any) -> Any:
+def accelerator_request(request: WorkloadRequest,
+                        registry: accelerators.VendorRegistry) -> accelerators.AcceleratorRequest:
     """The request's :class:`~gemhub.spawner.accelerators.AcceleratorRequest`.
 
     Adapter for the local branch: ``WorkloadRequest.accelerator`` is the checked request
     (the preset's or a custom spec) once the spawner has set it; otherwise the preset's
     ``accelerator`` spec text, and a preset without one asks for no accelerator.
     """
-    from gemhub.spawner import accelerators
-
     checked = getattr(request, "accelerator", None)
     if checked is not None:
         return checked
@@ -235,13 +225,11 @@ def accelerator_request(request: WorkloadRequest, registry: Any) -> Any:
 
 
 def render_accelerator(request: WorkloadRequest, profile: str = "native",
-                       vendor_overrides: Mapping[str, Any] | None = None) -> KubeRenderingLike:
+                       vendor_overrides: Mapping[str, Any] | None = None) -> accelerators.KubeRendering:
     """Resources, annotations, node selection and env of the request's accelerator under
     ``profile``. A request the registry or the profile cannot express raises a ValueError
     (SpecError, RenderError) whose message says why.
     """
-    from gemhub.spawner import accelerators
-
     registry = accelerators.default_registry().with_overrides(vendor_overrides or None)
     return accelerators.kubernetes_resources(accelerator_request(request, registry), registry, profile)
 
