@@ -127,6 +127,12 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         self.scheduler_name = base["scheduler_name"] or plan.scheduler_name
         self._planned_env = dict(plan.env)
 
+    async def _apply_user_options(self, spawner, user_options):
+        """Resolve the options (GemSpawnerMixin), then check that the cluster can run them,
+        so that an inexpressible accelerator is a 400 on the spawn request itself."""
+        await super()._apply_user_options(spawner, user_options)
+        self.plan()
+
     async def load_user_options(self):
         """KubeSpawner's hook at the start of ``_start``: GemHub's options replace its
         profile_list, so the workload (resolved by apply_user_options) becomes the plan."""

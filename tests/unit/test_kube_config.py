@@ -60,7 +60,7 @@ async def test_the_generated_configuration_loads_into_the_spawner():
                         hub=types.SimpleNamespace(base_url="/hub/", api_url="http://h/hub/api"))
     assert (sp.image, sp.namespace, sp.storage_claim, sp.cpu_guarantee_ratio) == (
         "registry.local/gemhub/notebook:2", "gemhub-users", "gemhub-homes", 0.5)
-    assert sp.catalog.names() == ["B1", "S1", "P1"]
+    assert sp.catalog.names() == [p["name"] for p in merge_platform({}, {})["presets"]]
     # the spawn page is GemHub's form, not KubeSpawner's profile list
     html = await sp.options_form(sp)
     assert 'name="preset"' in html and '<option value="vision" selected>vision (personal)</option>' in html
