@@ -235,22 +235,10 @@ def render_accelerator(request: WorkloadRequest, profile: str = "native",
 
 
 def dataset_mounts(request: WorkloadRequest) -> tuple[DatasetMount, ...]:
-    """The datasets and models ``request`` mounts, in slot order.
+    """The datasets and models ``request`` mounts, checked as path components.
 
-    Adapter: the data service adds ``datasets``/``models`` to WorkloadRequest (on the
-    ``data`` branch), each item with an ``id`` and a ``version`` (attributes or keys);
-    without them nothing is mounted.
+    Adapter: the data service's branch adds ``WorkloadRequest.mounts`` (items with ``slot``,
+    ``kind``, ``id`` and ``version``, slots already assigned); without it nothing is mounted.
     """
-    out: list[DatasetMount] = []
-    for kind, attr, slots in (("dataset", "datasets", layout.DATA_SLOTS),
-                              ("model", "models", layout.PRETRAIN_SLOTS)):
-        items = tuple(getattr(request, attr, None) or ())
-        if len(items) > len(slots):
-            raise ManifestError(f"at most {len(slots)} {attr} can be mounted, not {len(items)}")
-        for slot, item in zip(slots, items):
-            if isinstance(item, DatasetMount):
-                out.append(item)
-                continue
-            get = item.get if isinstance(item, Mapping) else (lambda k, item=item: getattr(item, k, None))
-            out.append(DatasetMount(slot, kind, str(get("id")), str(get("version"))))
-    return tuple(out)
+    return tuple(DatasetMount(m.slot, m.kind, str(m.id), str(m.version))
+                 for m in getattr(request, "mounts", None) or ())

@@ -65,10 +65,13 @@ class SpecPreset(Preset):
 
 @dataclasses.dataclass(frozen=True)
 class MountingRequest(WorkloadRequest):
-    """A request with datasets and models (the fields the data service adds)."""
+    """A request with dataset and model versions (the field the data service adds)."""
 
-    datasets: tuple = ()
-    models: tuple = ()
+    mounts: tuple = ()
+
+
+def dataset(slot: str, id: int, version: int) -> DatasetMount:
+    return DatasetMount(slot, "dataset", str(id), str(version))
 
 
 def request_for(accelerator: str = "0", memory: int = 16 * GIB, cpu: float = 4, **fields) -> WorkloadRequest:
@@ -133,14 +136,14 @@ async def test_cpu_only_pod_has_limits_gemini_volumes_and_no_gpus():
 async def test_datasets_and_models_mount_read_only_from_the_datasets_claim():
     sp = make_spawner(datasets_claim="shared-data", datasets_sub_path="gemhub", storage_claim="homes",
                       storage_sub_path="state")
-    request = request_for(datasets=({"id": "mnist", "version": "v2"}, {"id": "imagenet", "version": "1"}),
-                          models=(DatasetMount("pretrain1", "model", "llama-7b", "3"),))
+    request = request_for(mounts=(dataset("data-1", 14, 2), dataset("data-2", 9, 1),
+                                  DatasetMount("pretrain1", "model", "31", "3")))
     pod = await pod_for(sp, request)
     mounts = mounts_of(pod)
     assert mounts["/gemini/data-1"] == {"name": "gemini-datasets", "mountPath": "/gemini/data-1",
-                                        "subPath": "gemhub/datasets/mnist/v2", "readOnly": True}
-    assert mounts["/gemini/data-2"]["subPath"] == "gemhub/datasets/imagenet/1"
-    assert mounts["/gemini/pretrain1"]["subPath"] == "gemhub/models/llama-7b/3"
+                                        "subPath": "gemhub/datasets/14/2", "readOnly": True}
+    assert mounts["/gemini/data-2"]["subPath"] == "gemhub/datasets/9/1"
+    assert mounts["/gemini/pretrain1"]["subPath"] == "gemhub/models/31/3"
     assert mounts["/gemini/pretrain1"]["readOnly"] is True
     assert "/gemini/data-3" not in mounts
     assert mounts["/gemini/code"]["subPath"] == "state/workspaces/3/projects/8/code"
@@ -162,7 +165,7 @@ async def test_configured_values_are_kept_and_each_start_begins_from_them():
                       volumes=[{"name": "certs", "secret": {"secretName": "ca"}}],
                       volume_mounts=[{"name": "certs", "mountPath": "/etc/ca"}],
                       cpu_guarantee_ratio=0.5, mem_guarantee_ratio=0.25)
-    first = await pod_for(sp, request_for(datasets=({"id": "mnist", "version": "v2"},)))
+    first = await pod_for(sp, request_for(mounts=(dataset("data-1", 14, 2),)))
     second = await pod_for(sp, request_for(cpu=1, memory=2 * GIB))
     assert "/gemini/data-1" in mounts_of(first) and "/gemini/data-1" not in mounts_of(second)
     for pod in (first, second):
@@ -174,15 +177,16 @@ async def test_configured_values_are_kept_and_each_start_begins_from_them():
                                               "requests": {"cpu": 0.5, "memory": GIB // 2}}
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"datasets": ({"id": "../etc", "version": "1"},)}, "cannot be used as a directory name"),
-    ({"datasets": ({"id": "a", "version": "1"},) * 4}, "at most 3 datasets"),
-    ({"models": (DatasetMount("pretrain1", "model", "m", "1"),
-                 DatasetMount("pretrain1", "model", "n", "1"))}, "same slot"),
+@pytest.mark.parametrize("mounts, message", [
+    ((types.SimpleNamespace(slot="data-1", kind="dataset", id="../etc", version=1),),
+     "cannot be used as a directory name"),
+    ((types.SimpleNamespace(slot="data-4", kind="dataset", id=1, version=1),), "a dataset mounts on data-1"),
+    ((types.SimpleNamespace(slot="data-1", kind="model", id=1, version=1),), "a model mounts on pretrain1"),
+    ((dataset("data-1", 1, 1), dataset("data-1", 2, 1)), "same slot"),
 ])
-async def test_bad_mounts_are_a_400_with_the_reason(fields, message):
+async def test_bad_mounts_are_a_400_with_the_reason(mounts, message):
     sp = make_spawner()
-    sp.workload = request_for(**fields)
+    sp.workload = request_for(mounts=mounts)
     with pytest.raises(web.HTTPError) as e:
         await sp.load_user_options()
     assert e.value.status_code == 400 and message in e.value.jupyterhub_message
@@ -190,7 +194,7 @@ async def test_bad_mounts_are_a_400_with_the_reason(fields, message):
 
 async def test_mounts_without_a_datasets_claim_are_refused():
     sp = make_spawner(datasets_claim="")
-    sp.workload = request_for(datasets=({"id": "mnist", "version": "v2"},))
+    sp.workload = request_for(mounts=(dataset("data-1", 14, 2),))
     with pytest.raises(web.HTTPError) as e:
         await sp.load_user_options()
     assert "no datasets_claim" in e.value.jupyterhub_message
@@ -210,7 +214,7 @@ async def test_bad_configuration_is_refused_when_set(traits, message):
 def test_dataset_mount_checks_its_slot():
     with pytest.raises(ManifestError, match="a dataset mounts on data-1"):
         DatasetMount("pretrain1", "dataset", "mnist", "1")
-    assert DatasetMount("data-3", "dataset", "mnist", "v1").sub_path == "datasets/mnist/v1"
+    assert DatasetMount("data-3", "dataset", "12", "4").sub_path == "datasets/12/4"
     assert manifests.quantity(3 * 1024**2) == "3Mi" and manifests.quantity(1000) == "1000"
     with pytest.raises(ManifestError):
         StorageSettings(storage_claim="")
