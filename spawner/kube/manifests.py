@@ -30,7 +30,7 @@ STORAGE_VOLUME = "gemini-storage"
 DATASETS_VOLUME = "gemini-datasets"
 SHM_VOLUME = "dshm"
 WORKING_DIR = f"{layout.GEMINI_ROOT}/{layout.CODE}"
-PROFILES = ("native", "hami", "volcano")
+PROFILES = accelerators.KUBE_PROFILES  # native, hami, volcano
 LABEL_PREFIX = "gemhub.io/"
 
 # Dataset/model ids and versions become path components: plain tokens only.

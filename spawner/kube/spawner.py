@@ -21,7 +21,8 @@ from gemhub.spawner.kube import manifests
 _PLANNED_TRAITS = (
     "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
     "extra_resource_limits", "extra_resource_guarantees", "extra_annotations", "extra_labels",
-    "node_selector", "node_affinity_required", "volumes", "volume_mounts", "working_dir", "scheduler_name",
+    "node_selector", "node_affinity_required", "volumes", "volume_mounts", "working_dir",
+    "scheduler_name",
 )
 
 
