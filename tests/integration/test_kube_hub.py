@@ -26,8 +26,12 @@ def kube_hub(tmp_path_factory):
     work = tmp_path_factory.mktemp("kube-hub")
     with BackgroundCluster(work / "kubelet") as bg:
         kubeconfig = write_kubeconfig(work / "kubeconfig", bg.cluster.url)
-        hub = Hub(work / "hub", {"spawner": {"runtime": "kubernetes"},
-                                 "kubernetes": {"namespace": NAMESPACE, "image": "gemhub/notebook:test"}})
+        hub = Hub(work / "hub", {
+            "spawner": {"runtime": "kubernetes", "default_preset": "C1"},
+            "presets": [{"name": "C1", "display_name": "C1", "cpu": 1, "memory": "1G"},
+                        {"name": "C2", "display_name": "C2", "cpu": 2, "memory": "4G"}],
+            "kubernetes": {"namespace": NAMESPACE, "image": "gemhub/notebook:test"},
+        })
         # every pod is a process on this machine: give each hub its own notebook port
         wrapper = work / "jupyterhub_config.py"
         wrapper.write_text(f"load_subconfig({str(hub.hub_config)!r})\n"
@@ -55,7 +59,7 @@ def wait_until(probe, timeout: float = 30):
 def test_rest_spawn_reaches_the_pod_and_stop_deletes_it(kube_hub):
     hub, bg = kube_hub
     name, token = hub.create_user(unique_name("kube"))
-    r = hub.api("POST", f"/users/{name}/server", json={"preset": "S1"})
+    r = hub.api("POST", f"/users/{name}/server", json={"preset": "C2"})
     assert r.status_code in (201, 202), r.text
     hub.wait_server(name)
 
