@@ -227,7 +227,7 @@ class Credentials:
         until = self.locked_until(username, now)
         with self.sessions() as s:
             account = s.get(Account, username)
-        failures = account.failures if account is not None and until is None else 0
+        failures = account.failures if account is not None else 0
         return {
             "has_password": bool(account and account.password_hash),
             "password_set": as_utc(account.password_set) if account else None,

@@ -137,6 +137,7 @@ class GatewayServer(asyncssh.SSHServer):
         self._record: RuntimeRecord | None = None
         self._key_fingerprint: str | None = None
         self._password_ok = False
+        self._banner_sent = False
 
     def connection_made(self, conn):
         self.conn = conn
@@ -153,8 +154,15 @@ class GatewayServer(asyncssh.SSHServer):
             return True
         until = self.gateway.credentials.locked_until(self.user)
         if until is not None:
-            self.conn.send_auth_banner(self._locked_message(until))
+            self._banner_locked(until)
         return True
+
+    def _banner_locked(self, until) -> None:
+        """Tell the person why they are refused, once per connection (OpenSSH prints banners)."""
+        if self._banner_sent:
+            return
+        self._banner_sent = True
+        self.conn.send_auth_banner(self._locked_message(until))
 
     def _locked_message(self, until) -> str:
         return (f"gemhub: SSH login for {self.user} is locked until {until:%Y-%m-%d %H:%M} UTC after too many"
@@ -191,7 +199,7 @@ class GatewayServer(asyncssh.SSHServer):
         claim = creds.claim_password_check(self.user)
         if claim.hashed is None:
             if claim.refusal == "locked":
-                self.conn.send_auth_banner(self._locked_message(claim.locked_until))
+                self._banner_locked(claim.locked_until)
             return False
         ok = False
         try:
@@ -200,6 +208,7 @@ class GatewayServer(asyncssh.SSHServer):
             locked = creds.password_checked(self.user, ok, self.source)
         self._password_ok = ok
         if locked is not None:
+            self._banner_locked(locked)
             self.gateway.log.warning("SSH login of %s locked until %s (last try from %s)", self.user, locked,
                                      self.source)
         return ok
