@@ -253,3 +253,16 @@ def test_twenty_concurrent_clients_get_five_guesses(ssh_hub):
     assert status["locked"], status
     assert status["failures"] == 5, status  # exactly five passwords were ever compared
     assert password_login(ssh_hub, name, password).returncode != 0
+
+
+def test_home_page_shows_how_to_connect(ssh_hub):
+    with httpx.Client(base_url=ssh_hub.url, follow_redirects=True, timeout=30) as browser:
+        browser.get("/hub/login")
+        r = browser.post("/hub/login", data={"username": "admin", "password": ssh_hub.admin_password,
+                                             "_xsrf": browser.cookies.get("_xsrf")})
+        assert r.status_code == 200
+        home = browser.get("/hub/home").text
+    assert f'<td id="gemhub-ssh-port">{ssh_hub.ssh_port}</td>' in home
+    assert f"ssh -p {ssh_hub.ssh_port} admin@" in home
+    assert "Host gemhub" in home and "User admin" in home
+    assert 'href="/services/ssh/"' in home
