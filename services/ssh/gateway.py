@@ -17,13 +17,14 @@ import asyncssh
 import psutil
 
 from gemhub.services.common.errors import Unavailable
-from gemhub.spawner.local.record import RuntimeRecord, read_record
+from gemhub.spawner.local.record import RuntimeRecord, read_record, record_path
 
 from .credentials import Credentials, password_matches
 from .hubclient import HubClient
 from .keys import fingerprint_of
 from .session import EnvironmentSession
-from .target import TargetError, Tools, command_argv, label, process_alive, session_env, split_login
+from .target import (TargetError, Tools, check_record, command_argv, label, process_alive, session_env,
+                     split_login)
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 ACTIVITY_EVERY = 300.0
@@ -63,6 +64,7 @@ class Gateway:
         if record is None or not process_alive(record):
             raise TargetError(f"gemhub: {label(user, server)} is running but not on this machine's local"
                               " runtime, or has just stopped; try again in a moment")
+        check_record(record, record_path(self.state_dir, user, server))
         return record
 
     async def _start(self, user: str, server: str) -> None:

@@ -14,8 +14,11 @@ runtime record (gemhub.spawner.local.record):
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -58,6 +61,25 @@ def process_alive(record: RuntimeRecord) -> bool:
         return p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def check_record(record: RuntimeRecord, path: Path) -> None:
+    """Refuse a record that could make the gateway run something as another user: it must
+    be written by the gateway's own user (root), not writable by others, and name a
+    non-root account that the server process really runs as."""
+    st = path.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise TargetError("gemhub: your environment's runtime record is not trustworthy; ask an administrator")
+    if record.namespace != "mnt":
+        return
+    try:
+        account_uid = pwd.getpwnam(record.unix_user).pw_uid
+        process_uid = psutil.Process(record.pid).uids().real
+    except (KeyError, psutil.Error):
+        account_uid = process_uid = -1
+    if record.uid == 0 or not record.uid == account_uid == process_uid:
+        raise TargetError("gemhub: your environment's runtime record does not match its process; ask an"
+                          " administrator")
 
 
 @dataclass(frozen=True)

@@ -85,10 +85,7 @@ def ssh_hub(request):
                        f"c.Spawner.environment = {{'CUDA_VISIBLE_DEVICES': {DEVICES!r}}}\n")
     h.hub_config = wrapper
     h.start()
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{h.url}/services/ssh/health", timeout=5).status_code != 200:
-        assert time.monotonic() < deadline, h.log_tail()
-        time.sleep(0.3)
+    wait_ssh_service(h)
     yield h
     h.stop()
     from conftest import _keep_log
@@ -207,6 +204,27 @@ def test_environment_not_running_says_so(ssh_hub, alice):
     assert r.returncode == 1
     assert "your server 'gpu' is not running" in r.stderr
     assert f"http://127.0.0.1:{ssh_hub.port}/hub/home" in r.stderr
+
+
+def wait_ssh_service(hub: Hub) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{hub.url}/services/ssh/health", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, hub.log_tail()
+        time.sleep(0.3)
+
+
+def test_start_stopped_starts_the_environment_on_login(make_hub, tmp_path):
+    hub = make_hub({"services": {"ssh": {"start_stopped": True}}})
+    wait_ssh_service(hub)
+    name, token = hub.create_user(unique_name("st"))
+    client = Client(hub, name, token, tmp_path)
+    r = client.api("POST", "keys", json={"public_key": client.key.with_suffix(".pub").read_text(), "name": "t"})
+    assert r.status_code == 201, r.text
+    r = client.ssh("pwd", timeout=150)
+    assert r.returncode == 0, r.stderr
+    assert "starting your environment" in r.stderr
+    assert r.stdout.strip() == "/gemini/code"
+    assert hub.api("GET", f"/users/{name}").json()["servers"][""]["ready"]
 
 
 def _user_with_password(hub: Hub, password: str) -> tuple[str, str]:

@@ -89,3 +89,23 @@ def test_connection_details():
     assert "Host gemhub-alice\n    HostName gem.example.com\n    Port 2222\n    User alice\n" == d["ssh_config"]
     named = connection_details("alice", "h", 22, "gpu")
     assert named["command"] == "ssh alice+gpu@h" and named["alias"] == "gemhub-alice-gpu"
+
+
+def test_untrustworthy_records_are_refused(tmp_path):
+    import pwd
+
+    from gemhub.services.ssh.target import check_record
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    ok = record(pid=os.getpid(), unix_user=me, uid=os.getuid(), gid=os.getgid(), namespace="none")
+    path = write_record(tmp_path, "alice", "", ok)
+    check_record(ok, path)
+    path.chmod(0o666)
+    with pytest.raises(TargetError, match="not trustworthy"):
+        check_record(ok, path)
+    path.chmod(0o600)
+    # a namespace record must name the real, non-root account of the server process
+    for bad in (record(pid=os.getpid(), unix_user="root", uid=0, gid=0),
+                record(pid=os.getpid(), unix_user="nobody", uid=65534, gid=65534)):
+        with pytest.raises(TargetError, match="does not match"):
+            check_record(bad, path)
