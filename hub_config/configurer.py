@@ -238,7 +238,7 @@ def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inp
     state = inputs.state_dir
     hub = cfg["hub"]
     base_url = hub["base_url"].rstrip("/") + "/"
-    public_ip = "127.0.0.1" if hub["ip"] in ("", "0.0.0.0", "::") else hub["ip"]
+    public_ip = ssh["public_host"] or ("127.0.0.1" if hub["ip"] in ("", "0.0.0.0", "::") else hub["ip"])
     hub_url = f"http://{public_ip}:{hub['port']}{base_url}"
     db = ssh["database_url"] or f"sqlite:///{state}/db/ssh.sqlite"
     jh = out["JupyterHub"]

@@ -127,6 +127,11 @@ class Credentials:
             audit_event(s, username, "login.key", username, fingerprint=fingerprint, source=source)
             s.commit()
 
+    def record_event(self, username: str, action: str, **detail) -> None:
+        with self.sessions() as s:
+            audit_event(s, username, action, username, **detail)
+            s.commit()
+
     # -- password ------------------------------------------------------------------------
     def set_password(self, username: str, password: object) -> None:
         hashed = hash_password(validate_password(password))

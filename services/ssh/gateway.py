@@ -91,8 +91,9 @@ class Gateway:
         return cmd, cwd, env
 
     # -- activity: an open SSH session keeps the server from being culled as idle ---------
-    def session_opened(self, server: "GatewayServer") -> None:
+    def session_opened(self, server: "GatewayServer", kind: str) -> None:
         key = (server.user, server.server)
+        self.credentials.record_event(server.user, f"session.{kind}", server=server.server, source=server.source)
         self._open[key] = self._open.get(key, 0) + 1
         asyncio.ensure_future(self.hub.activity(*key))
         if self._activity_task is None or self._activity_task.done():
@@ -236,6 +237,8 @@ class GatewayServer(asyncssh.SSHServer):
         except TargetError as e:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None
         owned = await asyncio.get_running_loop().run_in_executor(None, self.gateway.port_owned, record, dest_port)
+        self.gateway.credentials.record_event(self.user, "forward", server=self.server, port=dest_port,
+                                              allowed=owned, source=self.source)
         if not owned:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             f"nothing of your environment listens on port {dest_port}")

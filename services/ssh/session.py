@@ -225,7 +225,7 @@ class EnvironmentSession(asyncssh.SSHServerSession):
             rfile = os.fdopen(rout, "rb", buffering=0)
             wfile = os.fdopen(win, "wb", buffering=0)
             outputs += [(rfile, chan.write), (os.fdopen(rerr, "rb", buffering=0), chan.write_stderr)]
-        self.gateway.session_opened(self.server)
+        self.gateway.session_opened(self.server, self.kind)
         try:
             self.stdin, _ = await loop.connect_write_pipe(lambda: _Writer(chan), wfile)
             self.stdin.set_write_buffer_limits(high=PIPE_HIGH_WATER)

@@ -7,6 +7,7 @@ hub's home page tells them to.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import json
@@ -129,6 +130,32 @@ def test_key_login_lands_in_the_environment(ssh_hub, alice):
     r = alice.ssh("-tt", "tty; stty size", stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("/dev/pts/")
+
+
+async def test_interactive_shell_follows_window_resizes(ssh_hub, alice):
+    """A terminal client (asyncssh's, as VS Code's terminal would): term type, size, resize."""
+    import asyncssh
+
+    async def read_until(proc, needle: str) -> str:
+        seen = ""
+        while needle not in seen:
+            seen += await asyncio.wait_for(proc.stdout.read(4096), 20)
+        return seen
+
+    key = asyncssh.read_private_key(str(alice.key))
+    async with asyncssh.connect("127.0.0.1", ssh_hub.ssh_port, username=alice.user, client_keys=[key],
+                                known_hosts=None) as conn:
+        proc = await conn.create_process(term_type="xterm-256color", term_size=(100, 30))
+        # the shell echoes what is typed: wait for "marker-2", which only the output contains
+        proc.stdin.write("stty size; echo TERM=$TERM; echo marker-$((1+1))\n")
+        out = await read_until(proc, "marker-2")
+        assert "30 100" in out and "TERM=xterm-256color" in out
+        proc.change_terminal_size(132, 43)
+        proc.stdin.write("stty size\n")
+        await read_until(proc, "43 132")
+        proc.stdin.write("exit 3\n")
+        result = await asyncio.wait_for(proc.wait(), 20)
+        assert result.exit_status == 3
 
 
 def test_scp_both_ways_keeps_the_bytes(alice):

@@ -37,6 +37,7 @@ def test_start_stopped_grants_starting_servers_only_then():
     assert "servers" in roles["gemhub-ssh"]["scopes"]
     assert "--SSHService.start_stopped=True" in service["command"]
     assert "--SSHService.public_host=gem.example.com" in service["command"]
+    assert "--SSHService.hub_url=http://gem.example.com:8000/" in service["command"]
 
 
 @pytest.mark.parametrize("bad,needle", [
