@@ -9,7 +9,7 @@ _ALIAS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 def connection_details(user: str, host: str, port: int, server: str = "") -> dict:
     login = f"{user}+{server}" if server else user
-    alias = "gemhub-" + _ALIAS.sub("-", login)
+    alias = "gemhub-" + _ALIAS.sub("-", server) if server else "gemhub"
     port_arg = "" if port == 22 else f"-p {port} "
     config = "\n".join([
         f"Host {alias}",

@@ -311,3 +311,46 @@ def test_home_page_shows_how_to_connect(ssh_hub):
     assert f"ssh -p {ssh_hub.ssh_port} admin@" in home
     assert "Host gemhub" in home and "User admin" in home
     assert 'href="/services/ssh/"' in home
+
+
+def test_ssh_page_in_the_browser(ssh_hub, artifacts, tmp_path):
+    """What a person does on the SSH page: add a key (a bad one first), set a password,
+    see the home page's connection details, and see the lock after five wrong passwords."""
+    from browser import chromium_page, signup_and_login
+
+    shots = artifacts / "ssh"
+    name, hub_password, ssh_password = unique_name("web"), "Gemini-Pass-2026", "Ssh-Pass-2026"
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "laptop", "-f", str(key)], check=True)
+    with chromium_page(shots) as page:
+        signup_and_login(page, ssh_hub.url, name, hub_password)
+        page.goto(f"{ssh_hub.url}/hub/home")
+        assert page.text_content("#gemhub-ssh-command") == f"ssh -p {ssh_hub.ssh_port} {name}@127.0.0.1"
+        assert f"User {name}" in page.text_content("#gemhub-ssh-config")
+        page.screenshot(path=str(shots / "01-home.png"))
+        page.click("#gemhub-ssh-page")
+        page.wait_for_selector("#add-key-form")
+        page.fill("#public-key", "ssh-ed25519 not-a-key")
+        page.click("#add-key")
+        page.wait_for_selector("#error.shown")
+        assert "not an OpenSSH public key" in page.text_content("#error")
+        page.fill("#public-key", key.with_suffix(".pub").read_text().strip())
+        page.click("#add-key")
+        page.wait_for_selector("#keys tr[data-key-id]")
+        assert "laptop" in page.text_content("#keys")
+        page.fill("#ssh-password", ssh_password)
+        page.click("#set-password")
+        page.wait_for_selector("#clear-password")
+        assert "An SSH password is set" in page.text_content("#password-state")
+        page.screenshot(path=str(shots / "02-key-and-password.png"))
+
+        assert ssh_hub.api("POST", f"/users/{name}/server", json={}).status_code in (201, 202)
+        ssh_hub.wait_server(name)
+        assert password_login(ssh_hub, name, ssh_password).returncode == 0
+        for i in range(5):
+            assert password_login(ssh_hub, name, f"wrong-{i}").returncode != 0
+        page.reload()
+        page.wait_for_selector("#lockout")
+        assert "SSH login is locked" in page.text_content("#lockout")
+        assert "127.0.0.1" in page.text_content("#lockout-message")
+        page.screenshot(path=str(shots / "03-locked.png"))

@@ -86,9 +86,9 @@ def test_runtime_record_round_trip_is_root_only(tmp_path):
 def test_connection_details():
     d = connection_details("alice", "gem.example.com", 2222)
     assert d["command"] == "ssh -p 2222 alice@gem.example.com"
-    assert "Host gemhub-alice\n    HostName gem.example.com\n    Port 2222\n    User alice\n" == d["ssh_config"]
+    assert "Host gemhub\n    HostName gem.example.com\n    Port 2222\n    User alice\n" == d["ssh_config"]
     named = connection_details("alice", "h", 22, "gpu")
-    assert named["command"] == "ssh alice+gpu@h" and named["alias"] == "gemhub-alice-gpu"
+    assert named["command"] == "ssh alice+gpu@h" and named["alias"] == "gemhub-gpu"
 
 
 def test_untrustworthy_records_are_refused(tmp_path):
