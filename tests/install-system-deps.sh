@@ -9,6 +9,7 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 # The SSH gateway runs OpenSSH's sftp-server inside environments (sftp and modern scp).
 [ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
+command -v curl >/dev/null || need+=(curl)
 command -v unshare >/dev/null || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

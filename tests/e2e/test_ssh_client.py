@@ -216,6 +216,21 @@ def test_local_port_forward_reaches_a_port_in_the_environment(ssh_hub, alice):
                 pass
             time.sleep(0.3)
         assert body == "forward-me\n"
+        # dynamic forwarding (SOCKS), the way VS Code Remote-SSH reaches its server
+        socks = free_port()
+        dynamic = subprocess.Popen(["ssh", *alice.common, "-p", str(ssh_hub.ssh_port), "-N", "-D", str(socks),
+                                    f"{alice.user}@127.0.0.1"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline, got = time.monotonic() + 30, ""
+            while time.monotonic() < deadline and got != "forward-me\n":
+                got = subprocess.run(["curl", "-s", "--socks5-hostname", f"127.0.0.1:{socks}",
+                                      f"http://localhost:{inner}/forwarded.txt"],
+                                     capture_output=True, text=True, timeout=30).stdout
+                time.sleep(0.3)
+            assert got == "forward-me\n"
+        finally:
+            dynamic.terminate()
+            dynamic.wait(10)
     finally:
         tunnel.terminate()
         tunnel.wait(10)
