@@ -177,7 +177,8 @@ class Credentials:
 
     def claim_password_check(self, username: str, now: datetime.datetime | None = None) -> Claim:
         now = now or utcnow()
-        self._ensure_account(username)
+        # No row is made here: only setting a password creates one, so guessed user names
+        # leave nothing behind.
         self._expire(username, now)
         with self.sessions() as s:
             claimed = s.execute(
@@ -188,6 +189,8 @@ class Credentials:
             ).rowcount
             s.commit()
             account = s.get(Account, username)
+            if account is None:
+                return Claim(None, "no-password")
             s.refresh(account)
             if claimed:
                 return Claim(hashed=account.password_hash, refusal=None)

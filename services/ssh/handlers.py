@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
+
 from gemhub.services.common.errors import BadRequest
 from gemhub.services.common.handlers import APIHandler, PageHandler
 
 from .connection import connection_details
-from .credentials import Credentials
+from .credentials import Credentials, as_utc
 from .models import PublicKey
+
+
+def iso(value: datetime.datetime | None) -> str | None:
+    return as_utc(value).isoformat() if value is not None else None
 
 
 def key_json(key: PublicKey) -> dict:
     return {"id": key.id, "name": key.name, "algorithm": key.algorithm, "fingerprint": key.fingerprint,
-            "public_key": key.public_key, "created": key.created, "last_used": key.last_used}
+            "public_key": key.public_key, "created": iso(key.created), "last_used": iso(key.last_used)}
+
+
+def status_json(status: dict) -> dict:
+    return {k: iso(v) if isinstance(v, datetime.datetime) else v for k, v in status.items()}
 
 
 class SSHMixin:
@@ -52,7 +62,7 @@ class PasswordAPI(SSHMixin, APIHandler):
         if "password" not in body:
             raise BadRequest('send {"password": "..."}')
         self.credentials.set_password(user, body["password"])
-        self.write_json(self.credentials.status(user))
+        self.write_json(status_json(self.credentials.status(user)))
 
     async def delete(self):
         user = self.acting_user()
@@ -64,7 +74,7 @@ class PasswordAPI(SSHMixin, APIHandler):
 class StatusAPI(SSHMixin, APIHandler):
     async def get(self):
         user = self.acting_user()
-        self.write_json({**self.credentials.status(user), "connection": self.connection(user)})
+        self.write_json({**status_json(self.credentials.status(user)), "connection": self.connection(user)})
 
 
 class IndexPage(SSHMixin, PageHandler):
@@ -73,7 +83,7 @@ class IndexPage(SSHMixin, PageHandler):
             return
         user = self.acting_user()
         self.finish(self.render_page(
-            "index.html", actor=user, keys=[key_json(k) for k in self.credentials.keys(user)],
+            "index.html", actor=user, keys=self.credentials.keys(user),
             status=self.credentials.status(user), conn=self.connection(user),
             max_failures=self.credentials.max_failures,
             lockout_minutes=int(self.credentials.lockout.total_seconds() // 60),

@@ -44,6 +44,7 @@ class Client:
 
     def __init__(self, hub: Hub, user: str, token: str, workdir: Path):
         self.hub, self.user, self.token, self.dir = hub, user, token, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.key = workdir / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@laptop",
                         "-f", str(self.key)], check=True)
@@ -156,6 +157,25 @@ async def test_interactive_shell_follows_window_resizes(ssh_hub, alice):
         proc.stdin.write("exit 3\n")
         result = await asyncio.wait_for(proc.wait(), 20)
         assert result.exit_status == 3
+
+
+def test_key_api_refuses_bad_input_and_other_peoples_keys(ssh_hub, alice):
+    bob_name, bob_token = ssh_hub.create_user(unique_name("bob"))
+    pub = alice.key.with_suffix(".pub").read_text()
+    for body, status, needle in [({"public_key": "garbage"}, 400, "not an OpenSSH public key"),
+                                 ({}, 400, "public_key is required"), ({"public_key": pub}, 409, "already registered")]:
+        r = ssh_hub.request("POST", "/services/ssh/api/v1/keys", token=bob_token, json=body)
+        assert (r.status_code, needle in r.json()["message"]) == (status, True), r.text
+    alice_key = alice.api("GET", "keys").json()["items"][0]
+    assert alice_key["created"].endswith("+00:00") and alice_key["last_used"]  # she logged in with it
+    r = ssh_hub.request("DELETE", f"/services/ssh/api/v1/keys/{alice_key['id']}", token=bob_token)
+    assert r.status_code == 404
+    assert ssh_hub.request("GET", "/services/ssh/api/v1/keys", token=bob_token).json()["items"] == []
+    assert [k["id"] for k in alice.api("GET", "keys").json()["items"]] == [alice_key["id"]]
+    # bob's own key does not open alice's environment
+    bob = Client(ssh_hub, bob_name, bob_token, alice.dir / "bob")
+    assert bob.api("POST", "keys", json={"public_key": bob.key.with_suffix(".pub").read_text()}).status_code == 201
+    assert bob.ssh("true", login=alice.user).returncode == 255
 
 
 def test_scp_both_ways_keeps_the_bytes(alice):

@@ -12,7 +12,7 @@ import pytest
 from gemhub.services.common.db import make_engine, make_sessionmaker, run_migrations
 from gemhub.services.common.errors import BadRequest, Conflict, NotFound
 from gemhub.services.ssh import credentials as cr
-from gemhub.services.ssh.models import AuditEvent
+from gemhub.services.ssh.models import Account, AuditEvent
 
 MIGRATIONS = Path(cr.__file__).resolve().parent / "migrations"
 T0 = datetime.datetime(2026, 11, 25, 8, 0, tzinfo=datetime.timezone.utc)
@@ -53,6 +53,8 @@ def test_password_rules():
 def test_no_password_means_no_password_login(creds):
     assert check(creds, "alice", "anything-at-all") == "no-password"
     assert creds.status("alice", T0)["failures"] == 0
+    with creds.sessions() as s:  # a guessed user name leaves no row behind
+        assert s.query(Account).count() == 0
 
 
 def test_five_failures_lock_for_thirty_minutes_whatever_the_source(creds):
