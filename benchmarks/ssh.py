@@ -13,7 +13,8 @@ Prints a table; the last line is JSON with ``mb_s`` / ``baseline_mb_s`` / ``rati
     .venv/bin/python benchmarks/ssh.py --quick    # 100 MB, one copy each way (< 60 s)
 
 Setup: needs root (the gateway enters mount namespaces), ``openssh-client`` and
-``openssh-server`` (``apt-get install openssh-server`` is run when sshd is missing).
+``openssh-server`` (``apt-get install openssh-server`` is run when sshd is missing, with a
+temporary policy-rc.d so that no system sshd is started by the install).
 """
 
 from __future__ import annotations
@@ -47,8 +48,18 @@ def ensure_sshd() -> None:
     if os.geteuid() != 0:
         sys.exit("openssh-server is missing and this is not root: apt-get install openssh-server")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    # policy-rc.d exit 101: the package must not start a system sshd on port 22 as it installs.
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+    finally:
+        if made_policy:
+            policy.unlink()
 
 
 def start_sshd(workdir: Path, pubkey: str) -> tuple[subprocess.Popen, int]:
