@@ -389,3 +389,14 @@ def test_ssh_page_in_the_browser(ssh_hub, artifacts, tmp_path):
         assert "SSH login is locked" in page.text_content("#lockout")
         assert "127.0.0.1" in page.text_content("#lockout-message")
         page.screenshot(path=str(shots / "03-locked.png"))
+
+
+def test_stopping_the_environment_closes_the_way_in(ssh_hub, alice):
+    """Runs last: the runtime record goes with the server, and ssh says how to start it."""
+    record = ssh_hub.state_dir / "users" / alice.user / "servers" / "default.json"
+    assert record.exists() and (record.stat().st_mode & 0o777) == 0o600
+    assert ssh_hub.api("DELETE", f"/users/{alice.user}/server").status_code in (202, 204)
+    ssh_hub.wait_stopped(alice.user)
+    assert not record.exists()
+    r = alice.ssh("true")
+    assert r.returncode == 1 and "your environment is not running" in r.stderr
