@@ -44,6 +44,7 @@ class Gateway:
         self.as_root = os.geteuid() == 0
         self._open: dict[tuple[str, str], int] = {}
         self._activity_task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
 
     # -- the environment of a login -------------------------------------------------------
     async def environment(self, user: str, server: str, notify=None) -> RuntimeRecord:
@@ -95,7 +96,9 @@ class Gateway:
         key = (server.user, server.server)
         self.credentials.record_event(server.user, f"session.{kind}", server=server.server, source=server.source)
         self._open[key] = self._open.get(key, 0) + 1
-        asyncio.ensure_future(self.hub.activity(*key))
+        task = asyncio.ensure_future(self.hub.activity(*key))
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
         if self._activity_task is None or self._activity_task.done():
             self._activity_task = asyncio.ensure_future(self._report_activity())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import io
 import logging
 import os
 import signal
@@ -44,7 +45,10 @@ class _Reader(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        self.write(data)
+        try:
+            self.write(data)
+        except BrokenPipeError:  # the client has gone; the process gets SIGHUP
+            self.transport.close()
 
     def eof_received(self):
         return False
@@ -198,13 +202,16 @@ class EnvironmentSession(asyncssh.SSHServerSession):
         loop = asyncio.get_running_loop()
         chan = self.chan
         common = dict(cwd=cwd, env=env, umask=0o002, close_fds=True)
-        outputs: list[tuple[int | object, Callable[[bytes], None]]] = []
+        outputs: list[tuple[io.FileIO, Callable[[bytes], None]]] = []
         if self.term is not None and self.kind != "sftp":
             master, slave = os.openpty()
             self._set_winsize(slave)
             try:
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=slave, stdout=slave, stderr=slave, **common)
+            except BaseException:
+                os.close(master)
+                raise
             finally:
                 os.close(slave)
             self.master = master
@@ -219,6 +226,10 @@ class EnvironmentSession(asyncssh.SSHServerSession):
             try:
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=rin, stdout=wout, stderr=werr, start_new_session=True, **common)
+            except BaseException:
+                for fd in (rout, rerr, win):
+                    os.close(fd)
+                raise
             finally:
                 for fd in (rin, wout, werr):
                     os.close(fd)
