@@ -44,7 +44,11 @@ DEFAULTS: dict[str, Any] = {
         {"name": "P1", "display_name": "P1 · premium", "cpu": 2, "memory": "8G",
          "description": "training"},
     ],
-    "services": {"quota": {"port": 0, "database_url": ""}},
+    "services": {
+        "quota": {"port": 0, "database_url": ""},
+        "ssh": {"port": 2222, "host": "127.0.0.1", "public_host": "", "start_stopped": False,
+                "max_failures": 5, "lockout_seconds": 1800, "database_url": ""},
+    },
     "kubernetes": {
         "namespace": "",
         "image": "quay.io/jupyterhub/singleuser:latest",
@@ -141,6 +145,11 @@ def _check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("presets: every preset needs a name")
     if len(set(names)) != len(names):
         raise ConfigError("presets: names must be unique")
+    ssh = cfg["services"]["ssh"]
+    if not 0 <= ssh["port"] < 65536:
+        raise ConfigError(f"services.ssh.port must be between 1 and 65535, not {ssh['port']}")
+    if ssh["max_failures"] < 1 or ssh["lockout_seconds"] < 1:
+        raise ConfigError("services.ssh.max_failures and lockout_seconds must be at least 1")
     if cfg["spawner"]["default_preset"] not in names:
         raise ConfigError(
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
@@ -269,6 +278,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             out["JupyterHub"]["hub_connect_ip"] = cfg["kubernetes"]["hub_connect_ip"]
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
+    _add_ssh_service(out, cfg, inputs)
 
     try:
         auth = authenticator_config(cfg["auth"])
@@ -280,3 +290,47 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if cfg["auth"]["type"] == "native":
         out.setdefault("GemAuthenticator", {})["admin_password"] = inputs.admin_password
     return out
+
+
+def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inputs: Inputs) -> None:
+    """The SSH gateway (gemhub.services.ssh): its page, its token's scopes, and what the
+    hub's home page shows about connecting."""
+    ssh = cfg["services"]["ssh"]
+    state = inputs.state_dir
+    hub = cfg["hub"]
+    base_url = hub["base_url"].rstrip("/") + "/"
+    public_ip = ssh["public_host"] or ("127.0.0.1" if hub["ip"] in ("", "0.0.0.0", "::") else hub["ip"])
+    hub_url = f"http://{public_ip}:{hub['port']}{base_url}"
+    db = ssh["database_url"] or f"sqlite:///{state}/db/ssh.sqlite"
+    jh = out["JupyterHub"]
+    jh["services"].append({
+        "name": "ssh",
+        "display": True,
+        "url": service_url(inputs, "ssh"),
+        "api_token": inputs.service_tokens["ssh"],
+        "oauth_no_confirm": True,
+        "command": [
+            inputs.python, "-m", "gemhub.services.ssh.app",
+            f"--SSHService.port={inputs.service_ports['ssh']}",
+            f"--SSHService.db_url={db}",
+            f"--SSHService.state_dir={state}",
+            f"--SSHService.ssh_host={ssh['host']}",
+            f"--SSHService.ssh_port={ssh['port']}",
+            f"--SSHService.public_host={ssh['public_host']}",
+            f"--SSHService.hub_url={hub_url}",
+            f"--SSHService.start_stopped={ssh['start_stopped']}",
+            f"--SSHService.max_failures={ssh['max_failures']}",
+            f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
+        ],
+        "cwd": inputs.repo_dir,
+    })
+    for role in jh["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
+    scopes = ["read:users:name", "read:servers", "users:activity"]
+    if ssh["start_stopped"]:
+        scopes.append("servers")
+    jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})
+    jh.setdefault("template_vars", {})["gemhub_ssh"] = {
+        "port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/",
+    }

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# What the tests need from the system: Chromium (browser e2e), the OpenSSH client and sshpass.
+# What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
+# sftp-server (SSH gateway).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
+# The SSH gateway runs OpenSSH's sftp-server inside environments (sftp and modern scp).
+[ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
+command -v curl >/dev/null || need+=(curl)
 command -v unshare >/dev/null || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -10,7 +10,9 @@ survive a hub crash; ``get_state``/``load_state`` let a restarted hub find them 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from traitlets import Enum as EnumTrait
 
 from gemhub.spawner import layout
 from gemhub.spawner.common import GemSpawnerMixin, user_error
-from gemhub.spawner.local import accounts, cgroups, runtime
+from gemhub.spawner.local import accounts, cgroups, record, runtime
 
 
 class LocalGemSpawner(GemSpawnerMixin, Spawner):
@@ -152,7 +154,25 @@ class LocalGemSpawner(GemSpawnerMixin, Spawner):
         self._extra_state = {"workspace_id": request.workspace.id, "project_id": request.project.id,
                              "preset": request.preset.name}
         await self._wait_listening(log_path)
+        self._write_runtime_record(plan, cg)
         return f"http://127.0.0.1:{self.port}"
+
+    def _write_runtime_record(self, plan: runtime.LaunchPlan, cg: "cgroups.Cgroup | None") -> None:
+        """Tell the SSH gateway how to enter this server (gemhub.spawner.local.record)."""
+        if self.unix_user:
+            pw = pwd.getpwnam(self.unix_user)
+            unix_user, uid, gid = self.unix_user, pw.pw_uid, pw.pw_gid
+        else:
+            unix_user, uid, gid = getpass.getuser(), os.getuid(), os.getgid()
+        rec = record.RuntimeRecord(
+            pid=self.pid, unix_user=unix_user, uid=uid, gid=gid, cwd=plan.spec["cwd"], root=plan.root,
+            namespace="mnt" if plan.mode == "namespace" else "none", env=dict(plan.env),
+            pid_started=self.pid_started, cgroup_procs=list(cg.procs_files) if cg else [],
+        )
+        try:
+            record.write_record(self.state_dir, self.user.name, self.name, rec)
+        except OSError as e:  # ssh into this server will say it is not running; the server itself is fine
+            self.log.warning("cannot write the runtime record of %s: %s", self._log_name, e)
 
     async def _wait_listening(self, log_path) -> None:
         """Return once the server accepts connections (the hub's own check then succeeds at
@@ -204,6 +224,7 @@ class LocalGemSpawner(GemSpawnerMixin, Spawner):
     async def stop(self, now=False):
         """SIGTERM the server (it shuts its kernels and terminals down), wait ``term_timeout``,
         then SIGKILL whatever is left: the whole cgroup, or the process tree without one."""
+        record.remove_record(self.state_dir, self.user.name, self.name)
         cg = cgroups.Cgroup.from_state(self.cgroup_state)
         p = self._process()
         tree: list[psutil.Process] = []
