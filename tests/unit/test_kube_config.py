@@ -19,7 +19,7 @@ from gemhub.spawner.kube.spawner import KubeGemSpawner  # noqa: E402
 
 INPUTS = Inputs(
     repo_dir="/repo", state_dir="/state", python="/venv/bin/python", hub_port=8081,
-    proxy_api_port=8001, service_ports={"quota": 9101}, service_tokens={"quota": "qtok"},
+    proxy_api_port=8001, service_ports={"quota": 9101, "ssh": 9102}, service_tokens={"quota": "qtok", "ssh": "stok"},
     admin_password="pw", admin_token="",
 )
 KUBE = {"spawner": {"runtime": "kubernetes"},
