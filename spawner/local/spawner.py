@@ -10,6 +10,7 @@ survive a hub crash; ``get_state``/``load_state`` let a restarted hub find them 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from traitlets import Enum as EnumTrait
 from gemhub.spawner import layout
 from gemhub.spawner.form import options_from_form, render_form
 from gemhub.spawner.local import accounts, cgroups, runtime
+from gemhub.spawner.local.accelspawner import AcceleratorMixin
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
 
@@ -50,7 +52,7 @@ class _OfflineQuota:
                  "projects": [{"id": 0, "name": "default"}]}]
 
 
-class LocalGemSpawner(Spawner):
+class LocalGemSpawner(AcceleratorMixin, Spawner):
     state_dir = Unicode(
         "var", help="GemHub state directory (its layout is in gemhub.spawner.layout)."
     ).tag(config=True)
@@ -58,7 +60,8 @@ class LocalGemSpawner(Spawner):
         Dict(),
         default_value=[{"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
                         "description": "development"}],
-        help="Spec presets: dicts {name, display_name, cpu (float), memory ('2G'), description}.",
+        help="Spec presets: dicts {name, display_name, cpu (float), memory ('2G'), description, "
+        "accelerator (spec text), use (development|training|inference), price_per_hour ('1.50')}.",
     ).tag(config=True)
     default_preset = Unicode("B1", help="Preset used when a request names none.").tag(config=True)
     quota_url = Unicode(
@@ -102,8 +105,9 @@ class LocalGemSpawner(Spawner):
     @validate("presets")
     def _check_presets(self, proposal):
         try:
+            registry = self.devices.registry
             for preset in proposal.value:
-                Preset.from_dict(preset)
+                Preset.from_dict(preset, registry)
         except PresetError as e:
             raise ValueError(str(e)) from None
         return proposal.value
@@ -128,7 +132,7 @@ class LocalGemSpawner(Spawner):
     @property
     def catalog(self) -> Catalog:
         try:
-            return Catalog.from_config(self.presets, self.default_preset)
+            return Catalog.from_config(self.presets, self.default_preset, self.devices.registry)
         except PresetError as e:
             raise user_error(500, f"preset configuration is wrong: {e}") from None
 
@@ -182,7 +186,9 @@ class LocalGemSpawner(Spawner):
                                     "right now; the server starts in your personal workspace.</div>")
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else {}
         base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
-        return note + render_form(workspaces, self.catalog, previous or {}, base_url)
+        catalog = self.catalog
+        return note + render_form(workspaces, catalog, previous or {}, base_url,
+                                  **self.form_accelerators(catalog))
 
     def _options_from_form(self, formdata):
         try:
@@ -201,6 +207,8 @@ class LocalGemSpawner(Spawner):
         )
         try:
             self.workload = build_request(self.user.name, requested, resolved, catalog)
+            self.workload = dataclasses.replace(
+                self.workload, accelerator=self.choose_accelerator(requested, resolved))
         except RequestError as e:
             raise user_error(400, str(e)) from None
         persisted = self.workload.persisted_options(user_options or {})
@@ -240,6 +248,7 @@ class LocalGemSpawner(Spawner):
         if self.workload is None:
             await self._apply_user_options(self, self.user_options)
         request = self.workload
+        device_env = await self.accelerator_start(request.accelerator)
         as_root = os.geteuid() == 0
         state_dir = os.path.abspath(self.state_dir)
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
@@ -284,6 +293,7 @@ class LocalGemSpawner(Spawner):
             cgroup_procs=cg.procs_files if cg else [],
             as_root=as_root,
             python=self.python,
+            device_env=device_env,
         )
         log_dir = layout.logs_dir(state_dir) / "servers"
         log_dir.mkdir(parents=True, exist_ok=True)
