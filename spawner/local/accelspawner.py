@@ -18,14 +18,8 @@ from traitlets import Dict, HasTraits
 from traitlets import Any as AnyTrait
 
 from gemhub.spawner.accelerators import SpecError
-from gemhub.spawner.accelerators.allocator import NoCapacityError
-from gemhub.spawner.local.devices import (
-    LocalDevices,
-    allocation_from_state,
-    allocation_to_state,
-    hub_devices,
-    server_holder,
-)
+from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
+from gemhub.spawner.local.devices import LocalDevices, hub_devices, server_holder
 from gemhub.spawner.presets import PresetError, check_workspace_limits
 from gemhub.spawner.request import RequestedOptions, RequestError
 
@@ -47,13 +41,17 @@ class AcceleratorMixin(HasTraits):
     def holder(self) -> str:
         return server_holder(self.user.name, self.name)
 
+    @property
+    def is_admin(self) -> bool:
+        return bool(getattr(self.user, "admin", False))
+
     def choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         """The accelerator request for this spawn: the preset's, or the user's custom spec
         where the workspace (or being a hub admin) allows it. Raises RequestError."""
         preset = self.workload.preset
         workspace = resolved.get("workspace") or {}
         try:
-            check_workspace_limits(preset, requested.accelerator, workspace, bool(self.user.admin))
+            check_workspace_limits(preset, requested.accelerator, workspace, self.is_admin)
         except PresetError as e:
             raise RequestError(str(e)) from None
         if requested.accelerator is None:
@@ -74,7 +72,7 @@ class AcceleratorMixin(HasTraits):
         devices = self.devices
         labels = {p.name: devices.describe(p.request) for p in catalog.presets}
         never = {p.name: r for p in catalog.presets if (r := devices.never_fits(p.request))}
-        return {"accelerator_labels": labels, "never_fits": never, "is_admin": bool(self.user.admin)}
+        return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
 
     async def accelerator_start(self, request) -> dict[str, str]:
         """Allocate devices for ``request`` and return the server's device environment.
@@ -100,13 +98,13 @@ class AcceleratorMixin(HasTraits):
         super().load_state(state)
         saved = state.get("accelerator_allocation")
         if saved:
-            self.allocation = allocation_from_state(saved)
+            self.allocation = Allocation.from_json(saved)
             self.devices.remember(self.allocation)
 
     def get_state(self):
         state = super().get_state()
         if self.allocation is not None:
-            state["accelerator_allocation"] = allocation_to_state(self.allocation)
+            state["accelerator_allocation"] = self.allocation.to_json()
         return state
 
     def clear_state(self):

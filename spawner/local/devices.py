@@ -62,19 +62,6 @@ def check_config(config: Mapping[str, Any]) -> VendorRegistry:
     return registry
 
 
-def allocation_to_state(a: Allocation) -> dict[str, Any]:
-    d = dataclasses.asdict(a)
-    d["device_ids"] = list(a.device_ids)
-    return d
-
-
-def allocation_from_state(d: Mapping[str, Any]) -> Allocation:
-    fields = {f.name for f in dataclasses.fields(Allocation)}
-    values = {k: v for k, v in d.items() if k in fields}
-    values["device_ids"] = tuple(values.get("device_ids") or ())
-    return Allocation(**values)
-
-
 class AllocationStore(ABC):
     """Who holds which devices. Placement runs under :attr:`lock`, so two concurrent
     requests never see the same free device."""
@@ -163,6 +150,7 @@ class LocalDevices:
         self._inventory: DeviceInventory | None = None
         self.source = ""  # "nvml", "simulated" or "none" once resolved
         self._mps_started: set[str] = set()
+        self._metrics = None  # a prometheus CollectorRegistry, made on first scrape
 
     # -- inventory -------------------------------------------------------------------
     def inventory(self) -> DeviceInventory | None:
@@ -172,7 +160,7 @@ class LocalDevices:
         mode = self.config["inventory"]
         simulated = list(self.config.get("simulated") or [])
         if mode in ("nvml", "auto"):
-            nvml = self._nvml_inventory()
+            nvml = self._nvml_inventory(registry=self.registry)
             try:
                 found = nvml.devices()
             except Exception as e:  # no driver / no library: auto falls back, nvml is an error
@@ -287,11 +275,8 @@ class LocalDevices:
 
     # -- the server's environment --------------------------------------------------------
     def env(self, request: AcceleratorRequest, allocation: Allocation | None) -> dict[str, str]:
-        env = dict(local_env(request, allocation, self.raw_devices(), self.registry))
-        pipe = self.mps_pipe_dir(allocation)
-        if pipe is not None:
-            env["CUDA_MPS_PIPE_DIRECTORY"] = pipe
-        return env
+        return dict(local_env(request, allocation, self.raw_devices(), self.registry,
+                              mps_pipe_dir=self.mps_pipe_dir(allocation)))
 
     def _shared(self, allocation: Allocation | None) -> bool:
         return allocation is not None and not allocation.exclusive and not allocation.mig_profile
@@ -338,6 +323,21 @@ class LocalDevices:
                                f"{out.decode(errors='replace').strip()}")
         self._mps_started.add(device_id)
         self.log.info("accelerators: MPS control daemon for %s (pipes in %s)", device_id, pipe)
+
+    # -- metrics ---------------------------------------------------------------------------
+    async def metrics_text(self) -> bytes:
+        """Prometheus text of the devices' DCGM-named metrics (labelled simulated or not)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from gemhub.spawner.accelerators.metrics import GpuSampler, prometheus_collector
+
+        inv = self.inventory()
+        if inv is None:
+            return b""
+        if self._metrics is None:
+            self._metrics = CollectorRegistry(auto_describe=False)
+            self._metrics.register(prometheus_collector(GpuSampler(inv)))
+        return await asyncio.get_running_loop().run_in_executor(None, generate_latest, self._metrics)
 
     # -- admin view --------------------------------------------------------------------
     async def inventory_view(self) -> dict[str, Any]:
