@@ -2,12 +2,30 @@
 for each runtime, and device metrics. Everything here is plain Python; NVML and the
 Kubernetes API are touched only when a method that needs them is called."""
 
+from gemhub.spawner.accelerators.allocator import (
+    POLICIES,
+    Allocation,
+    Capacity,
+    NoCapacity,
+    NoCapacityError,
+    allocate,
+)
 from gemhub.spawner.accelerators.grammar import (
     NO_ACCELERATOR,
     AcceleratorRequest,
     SpecError,
     format,
     parse,
+)
+from gemhub.spawner.accelerators.inventory import (
+    Device,
+    DeviceInventory,
+    DeviceStatus,
+    InventoryError,
+    KubernetesInventory,
+    NoInventory,
+    NvmlInventory,
+    SimulatedInventory,
 )
 from gemhub.spawner.accelerators.registry import (
     ModelInfo,
@@ -16,8 +34,19 @@ from gemhub.spawner.accelerators.registry import (
     VendorRegistry,
     default_registry,
 )
+from gemhub.spawner.accelerators.render import (
+    KUBE_PROFILES,
+    KubeRendering,
+    RenderError,
+    kubernetes_resources,
+    local_env,
+)
 
 __all__ = [
+    "POLICIES", "Allocation", "Capacity", "NoCapacity", "NoCapacityError", "allocate",
     "NO_ACCELERATOR", "AcceleratorRequest", "SpecError", "format", "parse",
+    "Device", "DeviceInventory", "DeviceStatus", "InventoryError", "KubernetesInventory",
+    "NoInventory", "NvmlInventory", "SimulatedInventory",
     "ModelInfo", "RegistryError", "Vendor", "VendorRegistry", "default_registry",
+    "KUBE_PROFILES", "KubeRendering", "RenderError", "kubernetes_resources", "local_env",
 ]

@@ -32,6 +32,7 @@ class FractionalResources:
     memory: str | None = None
     memory_unit_mib: int = 1
     compute: str | None = None
+    memory_percent: str | None = None  # memory as a percentage of the device (HAMi)
 
 
 @dataclass(frozen=True)
@@ -275,12 +276,14 @@ def _unknown(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 def _fractional(d: Any, where: str) -> FractionalResources:
     d = _mapping(d, where)
-    _unknown(d, {"count", "memory", "memory_unit_mib", "compute"}, where)
+    _unknown(d, {"count", "memory", "memory_unit_mib", "compute", "memory_percent"}, where)
     return FractionalResources(
         count=_text(d.get("count"), f"{where}.count"),
         memory=_text(d["memory"], f"{where}.memory") if d.get("memory") is not None else None,
         memory_unit_mib=_positive(d.get("memory_unit_mib", 1), f"{where}.memory_unit_mib"),
         compute=_text(d["compute"], f"{where}.compute") if d.get("compute") is not None else None,
+        memory_percent=(_text(d["memory_percent"], f"{where}.memory_percent")
+                        if d.get("memory_percent") is not None else None),
     )
 
 
