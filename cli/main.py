@@ -135,5 +135,9 @@ def project_create(ctx: Context, name: str, workspace: str, as_json: bool) -> No
     click.echo(render(_run(ctx, call), PROJECT_COLUMNS, as_json))
 
 
+from gemhub.cli.spec import spec  # noqa: E402  (registered after the group exists)
+
+main.add_command(spec)
+
 if __name__ == "__main__":
     main()

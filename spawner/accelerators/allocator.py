@@ -154,9 +154,9 @@ class Capacity:
         elif u.mode == "mig":
             u.util = max(u.slices_c / info.mig_compute_slices, u.slices_m / info.mig_memory_slices)
         elif u.mode == "vnpu":
-            u.util = max(u.compute / info.vnpu_aicore, u.memory / d.memory_mib)
+            u.util = max(u.compute / info.vnpu_aicore, u.memory / max(d.memory_mib, 1))
         else:
-            u.util = max(u.memory / d.memory_mib, u.compute / 100)
+            u.util = max(u.memory / max(d.memory_mib, 1), u.compute / 100)
         u.node.util += u.util - old
 
     def _model(self, name: str):

@@ -251,7 +251,10 @@ def _node_model(vendor, resource: str, labels: Mapping[str, str], registry: Vend
         if info.resources.get("whole") == resource:
             return info.name, info.memory_mib, info.mig_capable
     product = labels.get(vendor.node_labels.get("product", ""), "")
-    found = registry.model_for_product(product.replace("-", " ")) if product else None
+    found = None
+    # GFD writes "NVIDIA-A100-SXM4-80GB"; Ascend nodes are labelled "huawei-Ascend910".
+    for candidate in (product, product.split("-", 1)[-1]) if product else ():
+        found = found or registry.model_for_product(candidate)
     memory = _quantity(labels.get(vendor.node_labels.get("memory", "")))
     if found and found[0].key == vendor.key:
         return found[1].name, memory or found[1].memory_mib, found[1].mig_capable
