@@ -20,6 +20,7 @@ from traitlets import Any as AnyTrait
 from gemhub.spawner.accelerators import SpecError
 from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
 from gemhub.spawner.local.devices import LocalDevices, hub_devices, server_holder
+from gemhub.spawner.local.mps import MpsError
 from gemhub.spawner.presets import PresetError, check_workspace_limits
 from gemhub.spawner.request import RequestedOptions, RequestError
 
@@ -86,7 +87,13 @@ class AcceleratorMixin(HasTraits):
         except NoCapacityError as e:
             self.log.info("no capacity for %s: %s", self._log_name, e.no_capacity.message)
             raise user_error(409, f"no capacity for your request right now: {e.no_capacity.message}") from None
-        await self.devices.prepare_mps(self.allocation)
+        try:
+            await self.devices.prepare_mps(self.allocation)
+        except MpsError as e:
+            self.log.error("MPS for %s: %s", self._log_name, e)
+            await self.accelerator_release()
+            raise user_error(503, "the GPU sharing service (MPS) could not be started; "
+                             "ask an administrator") from None
         return self.devices.env(request, self.allocation)
 
     async def accelerator_release(self) -> None:

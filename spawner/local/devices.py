@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,7 +34,9 @@ from gemhub.spawner.accelerators.inventory import (
     SimulatedInventory,
 )
 from gemhub.spawner.accelerators.render import local_env
+from gemhub.spawner.local.mps import MpsDaemons
 
+DEVICE_CACHE_SECONDS = 5
 DEFAULT_CONFIG: dict[str, Any] = {
     "inventory": "none", "simulated": [], "policy": "binpack", "vendors": {},
     "kubernetes_profile": "native",
@@ -149,7 +151,8 @@ class LocalDevices:
         self._nvml_inventory = nvml_inventory
         self._inventory: DeviceInventory | None = None
         self.source = ""  # "nvml", "simulated" or "none" once resolved
-        self._mps_started: set[str] = set()
+        self.mps = MpsDaemons(self.state_dir, self.log)
+        self._cache: tuple[float, list[Device]] | None = None
         self._metrics = None  # a prometheus CollectorRegistry, made on first scrape
 
     # -- inventory -------------------------------------------------------------------
@@ -181,8 +184,15 @@ class LocalDevices:
         return None
 
     def raw_devices(self) -> list[Device]:
+        """The inventory's devices; NVML answers are reused for a few seconds (one spawn
+        page asks once per preset)."""
         inv = self.inventory()
-        return list(inv.devices()) if inv is not None else []
+        if inv is None:
+            return []
+        now = time.monotonic()
+        if self._cache is None or now - self._cache[0] > DEVICE_CACHE_SECONDS:
+            self._cache = (now, list(inv.devices()))
+        return list(self._cache[1])
 
     def devices(self) -> list[Device]:
         """Devices with the admins' maintenance marks applied."""
@@ -284,45 +294,20 @@ class LocalDevices:
     def mps_pipe_dir(self, allocation: Allocation | None) -> str | None:
         if self.source != "nvml" or not self._shared(allocation):
             return None
-        return str(self._mps_dir(allocation.device_ids[0]) / "pipe")
-
-    def _mps_dir(self, device_id: str) -> Path:
-        return self.state_dir / "mps" / device_id.replace("/", "_")
+        return str(self.mps.pipe_dir(allocation.device_ids[0]))
 
     async def prepare_mps(self, allocation: Allocation | None) -> None:
         """Start the device's MPS control daemon for a shared (fractional) allocation on a
-        real NVIDIA device; simulated devices only get the limits in the environment."""
+        real NVIDIA device; simulated devices only get the limits in the environment.
+        Raises MpsError."""
         if not self._shared(allocation):
             return
         if self.source != "nvml":
             self.log.info("accelerators: %s is on a simulated device: no MPS daemon is started "
                           "(the MPS limits are only set in the environment)", allocation.holder)
             return
-        device_id = allocation.device_ids[0]
-        if device_id in self._mps_started:
-            return
-        device = next(d for d in self.raw_devices() if d.id == device_id)
-        base = self._mps_dir(device_id)
-        pipe, logs = base / "pipe", base / "log"
-        for d in (pipe, logs):
-            d.mkdir(parents=True, exist_ok=True)
-            d.chmod(0o755)  # the servers' unix accounts connect to the pipes
-        control = shutil.which("nvidia-cuda-mps-control")
-        if control is None:
-            raise RuntimeError("nvidia-cuda-mps-control is not installed: fractional GPUs need MPS")
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": device.uuid,
-               "CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(logs)}
-        proc = await asyncio.create_subprocess_exec(control, "-d", env=env,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        # -d exits at once; a second daemon on the same pipe directory refuses to start,
-        # which is fine (one is already serving it, e.g. from before a hub restart)
-        if proc.returncode != 0 and not (pipe / "control").exists():
-            raise RuntimeError(f"the MPS control daemon for {device_id} did not start: "
-                               f"{out.decode(errors='replace').strip()}")
-        self._mps_started.add(device_id)
-        self.log.info("accelerators: MPS control daemon for %s (pipes in %s)", device_id, pipe)
+        device = next(d for d in self.raw_devices() if d.id == allocation.device_ids[0])
+        await self.mps.ensure(device)
 
     # -- metrics ---------------------------------------------------------------------------
     async def metrics_text(self) -> bytes:

@@ -221,3 +221,14 @@ async def test_spawner_state_keeps_the_allocation_across_a_restart(tmp_path):
     assert await again.devices.holders() == {}
     again.clear_state()
     assert "accelerator_allocation" not in again.get_state()
+
+
+async def test_missing_mps_binary_is_a_clear_error(tmp_path, monkeypatch):
+    from gemhub.spawner.local.mps import MpsError
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    d = LocalDevices({"inventory": "nvml"}, str(tmp_path / "state"),
+                     nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
+    a = await d.allocate(parse("0.5"), "server:a/")
+    with pytest.raises(MpsError, match="nvidia-cuda-mps-control is not installed"):
+        await d.prepare_mps(a)
