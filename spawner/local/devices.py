@@ -285,8 +285,18 @@ class LocalDevices:
 
     # -- the server's environment --------------------------------------------------------
     def env(self, request: AcceleratorRequest, allocation: Allocation | None) -> dict[str, str]:
-        return dict(local_env(request, allocation, self.raw_devices(), self.registry,
-                              mps_pipe_dir=self.mps_pipe_dir(allocation)))
+        devices = self.raw_devices()
+        env = dict(local_env(request, allocation, devices, self.registry,
+                             mps_pipe_dir=self.mps_pipe_dir(allocation)))
+        if allocation is not None:
+            # A server holding NPUs must not see this machine's GPUs either (and so on):
+            # every other vendor's visible-devices variable is set to "nothing".
+            own = {d.vendor for d in devices if d.id in allocation.device_ids}
+            for key in sorted(({d.vendor for d in devices} | {"nvidia"}) - own):
+                vendor = self.registry.vendors.get(key)
+                for var in vendor.visible_env if vendor is not None else ():
+                    env.setdefault(var, "none" if var == "NVIDIA_VISIBLE_DEVICES" else "")
+        return env
 
     def _shared(self, allocation: Allocation | None) -> bool:
         return allocation is not None and not allocation.exclusive and not allocation.mig_profile

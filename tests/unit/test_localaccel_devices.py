@@ -232,3 +232,13 @@ async def test_missing_mps_binary_is_a_clear_error(tmp_path, monkeypatch):
     a = await d.allocate(parse("0.5"), "server:a/")
     with pytest.raises(MpsError, match="nvidia-cuda-mps-control is not installed"):
         await d.prepare_mps(a)
+
+
+async def test_a_server_holding_npus_sees_no_gpus(devs):
+    a = await devs.allocate(parse("1(910B)"), "server:npu/")
+    env = devs.env(parse("1(910B)"), a)
+    assert env["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["NVIDIA_VISIBLE_DEVICES"] == "none"
+    g = await devs.allocate(parse("1(RTX4090)"), "server:gpu/")
+    env = devs.env(parse("1(RTX4090)"), g)
+    assert env["ASCEND_RT_VISIBLE_DEVICES"] == "" and env["CUDA_VISIBLE_DEVICES"] != ""
