@@ -57,6 +57,9 @@ async def test_hub_admin_sets_limits_without_membership_and_it_is_audited(q, tmp
     assert team["allowed_presets"] == ["B1", "S1"] and team["custom_spec"] is True
     r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace": str(wid)})
     assert r.json()["workspace"]["allowed_presets"] == ["B1", "S1"]
+    page = await q.call("GET", f"workspaces/{wid}", alice)
+    assert page.status_code == 200 and "Presets:\n  B1, S1" in page.text, page.text
+    assert "custom accelerator specs: allowed" in page.text
     # back to every preset
     r = await q.call("PATCH", f"api/v1/workspaces/{wid}", root, json={"allowed_presets": None})
     assert r.status_code == 200 and r.json()["allowed_presets"] is None and r.json()["custom_spec"] is True
