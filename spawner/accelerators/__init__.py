@@ -18,6 +18,8 @@ from gemhub.spawner.accelerators.grammar import (
     parse,
 )
 from gemhub.spawner.accelerators.inventory import (
+    INVENTORY_MODES,
+    AutoInventory,
     Device,
     DeviceInventory,
     DeviceStatus,
@@ -26,6 +28,7 @@ from gemhub.spawner.accelerators.inventory import (
     NoInventory,
     NvmlInventory,
     SimulatedInventory,
+    build_inventory,
 )
 from gemhub.spawner.accelerators.registry import (
     ModelInfo,
@@ -46,7 +49,8 @@ __all__ = [
     "POLICIES", "Allocation", "Capacity", "NoCapacity", "NoCapacityError", "allocate",
     "NO_ACCELERATOR", "AcceleratorRequest", "SpecError", "format", "parse",
     "Device", "DeviceInventory", "DeviceStatus", "InventoryError", "KubernetesInventory",
-    "NoInventory", "NvmlInventory", "SimulatedInventory",
+    "NoInventory", "NvmlInventory", "SimulatedInventory", "INVENTORY_MODES", "AutoInventory",
+    "build_inventory",
     "ModelInfo", "RegistryError", "Vendor", "VendorRegistry", "default_registry",
     "KUBE_PROFILES", "KubeRendering", "RenderError", "kubernetes_resources", "local_env",
 ]

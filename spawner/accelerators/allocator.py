@@ -66,11 +66,12 @@ class NoCapacityError(Exception):
 class _Usage:
     """What is taken on one device."""
 
-    __slots__ = ("device", "node", "mode", "holders", "memory", "compute", "slices_c", "slices_m",
-                 "util")
+    __slots__ = ("device", "info", "node", "mode", "holders", "memory", "compute", "slices_c",
+                 "slices_m", "util")
 
-    def __init__(self, device: Device, node: "_Node"):
+    def __init__(self, device: Device, info, node: "_Node"):
         self.device = device
+        self.info = info                 # registry ModelInfo, None for unregistered models
         self.node = node
         self.mode: str | None = None     # None | whole | shared | mig | vnpu
         self.holders = 0
@@ -82,12 +83,13 @@ class _Usage:
 
 
 class _Node:
-    __slots__ = ("name", "util", "size")
+    __slots__ = ("name", "util", "size", "free")
 
     def __init__(self, name: str):
         self.name = name
         self.util = 0.0
         self.size = 0
+        self.free = 0                    # online devices nobody holds any part of
 
     @property
     def score(self) -> float:
@@ -105,7 +107,8 @@ class Capacity:
         for d in devices:
             node = self.nodes.setdefault(d.node, _Node(d.node))
             node.size += 1
-            self.usage[d.id] = _Usage(d, node)
+            node.free += d.status is DeviceStatus.ONLINE
+            self.usage[d.id] = _Usage(d, self._model(d.model), node)
         self._match_cache: dict[tuple, list[_Usage]] = {}
         self._node_cache: dict[tuple, list[tuple[_Node, list[_Usage]]]] = {}
         for a in allocations:
@@ -123,7 +126,8 @@ class Capacity:
             u = self.usage.get(did)
             if u is None:
                 continue  # the device left the inventory; its allocation no longer counts
-            info = self._model(u.device.model)
+            info = u.info
+            was_free = u.mode is None
             if a.exclusive:
                 mode = "whole"
             elif a.mig_profile:
@@ -142,6 +146,8 @@ class Capacity:
                 u.compute += sign * a.compute_percent
             u.holders += sign
             u.mode = mode if u.holders > 0 else None
+            if u.device.status is DeviceStatus.ONLINE:
+                u.node.free += (u.mode is None) - was_free
             self._set_util(u, info)
 
     def _set_util(self, u: _Usage, info) -> None:
@@ -191,7 +197,15 @@ class Capacity:
 
     def place(self, req: AcceleratorRequest, holder: str, policy: str = "binpack",
               device_policy: str | None = None) -> Allocation:
-        """Choose devices for ``req``; ``device_policy`` defaults to ``policy``."""
+        """Choose devices for ``req`` and record the allocation.
+
+        ``policy`` alone is GemHub's: ``binpack`` best-fits (the node with the fewest free
+        devices that still fits; for shares, the fullest device already shared, else a
+        fresh device on the node with the fewest free devices), ``spread`` takes the
+        emptiest node and device, ``first`` the first that fits. With ``device_policy``
+        the choice is HAMi's two-level one: nodes ordered by ``policy`` on their usage
+        score, then devices by ``device_policy`` on theirs.
+        """
         if policy not in _ORDERS or (device_policy or policy) not in _ORDERS:
             raise ValueError(f"unknown allocation policy {policy!r} (known: {', '.join(POLICIES)})")
         if req.none:
@@ -207,10 +221,10 @@ class Capacity:
             raise NoCapacityError("devices_unavailable", f"no {what} device is online")
         kind = req.kind
         if kind == "whole":
-            return self._whole(req, holder, online, policy, what)
-        return self._slice(req, holder, online, policy, device_policy or policy, what)
+            return self._whole(req, holder, online, policy, device_policy is not None, what)
+        return self._slice(req, holder, online, policy, device_policy, what)
 
-    def _whole(self, req, holder, online, policy, what) -> Allocation:
+    def _whole(self, req, holder, online, policy, two_level, what) -> Allocation:
         n = req.count
         best = None
         best_key = None
@@ -220,7 +234,12 @@ class Capacity:
             largest = max(largest, len(units))
             if len(free) < n:
                 continue
-            key = _node_key(node, policy)
+            if two_level:
+                key = _node_key(node, policy)
+            elif policy == "binpack":
+                key = (-len(free), round(node.score, 9), _neg_name(node.name))
+            else:
+                key = (len(free), round(-node.score, 9), _neg_name(node.name))
             if best is None or key > best_key:
                 best, best_key = free, key
                 if policy == "first":
@@ -250,7 +269,12 @@ class Capacity:
             if policy == "first":
                 best, best_need = u, need
                 break
-            key = (*_node_key(u.node, policy), _util_key(u.util, device_policy), -u.device.index)
+            if device_policy is not None:
+                key = (*_node_key(u.node, policy), _util_key(u.util, device_policy), -u.device.index)
+            elif policy == "binpack":
+                key = (u.mode is not None, u.util, -u.node.free, round(u.node.score, 9), -u.device.index)
+            else:
+                key = (round(-u.node.score, 9), -u.util, -u.device.index)
             if best is None or key > best_key:
                 best, best_key, best_need = u, key, need
         if best is None:
@@ -266,7 +290,7 @@ class Capacity:
         """(memory MiB, compute percent) the request takes on ``u``, or None if it does not fit."""
         d = u.device
         if kind == "mig":
-            info = self._model(d.model)
+            info = u.info
             prof = info.mig_profiles.get(req.mig_profile) if info else None
             if prof is None or not d.mig_capable:
                 failures.add("not_mig_capable")
@@ -277,7 +301,7 @@ class Capacity:
                 return None
             return prof.memory_mib, round(100 * prof.compute_slices / info.mig_compute_slices)
         if kind == "vnpu":
-            info = self._model(d.model)
+            info = u.info
             tmpl = info.vnpu_templates.get(req.vnpu_template) if info else None
             if tmpl is None:
                 failures.add("no_such_model")

@@ -22,7 +22,7 @@ from gemhub.spawner.accelerators.registry import VendorRegistry, default_registr
 MAX_COUNT = 64
 # Full-width punctuation from Chinese input methods: one character each, so the column
 # of every later character is unchanged by the translation.
-_FULLWIDTH = str.maketrans({"（": "(", "）": ")", "，": ",", "％": "%", "\u3000": " ", "：": ":"})
+_FULLWIDTH = str.maketrans({"（": "(", "）": ")", "，": ",", "％": "%", "\u3000": " "})
 _INT = re.compile(r"\d+")
 _DECIMAL = re.compile(r"\d*\.\d+")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)(m|mb|mi|mib|g|gb|gi|gib|t|tb|ti|tib)", re.IGNORECASE)

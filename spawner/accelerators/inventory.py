@@ -284,3 +284,46 @@ class KubernetesInventory:
             nodes = await client.CoreV1Api(api_client).list_node()
             items = api_client.sanitize_for_serialization(nodes).get("items", [])
         return devices_from_nodes(items, self.registry)
+
+
+INVENTORY_MODES = ("auto", "nvml", "simulated", "none")
+
+
+class AutoInventory(DeviceInventory):
+    """NVML devices when this machine has a working NVIDIA driver, else the fallback.
+
+    Decided on the first ``devices()`` call (not at construction) and then kept, so a
+    hub without a GPU starts without touching NVML at import time.
+    """
+
+    def __init__(self, nvml_inventory: NvmlInventory, fallback: DeviceInventory):
+        self._nvml = nvml_inventory
+        self._fallback = fallback
+        self._chosen: DeviceInventory | None = None
+
+    def devices(self) -> list[Device]:
+        if self._chosen is None:
+            try:
+                found = self._nvml.devices()
+            except (ImportError, InventoryError):
+                found = []
+            self._chosen = self._nvml if found else self._fallback
+            if found:
+                return found
+        return self._chosen.devices()
+
+
+def build_inventory(mode: str, simulated: Any = None, registry: VendorRegistry | None = None,
+                    nvml: Any = None) -> DeviceInventory:
+    """The inventory gemhub.yaml ``accelerators.inventory`` (+ ``simulated``) asks for."""
+    if mode not in INVENTORY_MODES:
+        raise InventoryError(f"accelerators.inventory must be one of {', '.join(INVENTORY_MODES)}, not {mode!r}")
+    registry = registry or default_registry()
+    if mode == "none":
+        return NoInventory()
+    if mode == "simulated":
+        return SimulatedInventory.from_config(simulated or [], registry)
+    if mode == "nvml":
+        return NvmlInventory(registry, nvml=nvml)
+    fallback = SimulatedInventory.from_config(simulated, registry) if simulated else NoInventory()
+    return AutoInventory(NvmlInventory(registry, nvml=nvml), fallback)

@@ -57,6 +57,8 @@ def local_env(request: AcceleratorRequest, allocation: Allocation | None, device
         env[var] = visible
     enforcement = "exclusive" if allocation.exclusive else "none"
     if not allocation.exclusive and vendor.key == "nvidia":
+        # The local runtime does not create MIG instances: a MIG slice is held like a
+        # fraction, its profile's memory and compute enforced by MPS on the whole device.
         # MPS clients see their devices renumbered from 0 after CUDA_VISIBLE_DEVICES.
         env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = ",".join(
             f"{i}={allocation.memory_mib}M" for i in range(len(held)))

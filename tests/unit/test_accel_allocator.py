@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gemhub.spawner.accelerators import (
-    Allocation, Capacity, DeviceStatus, NoCapacityError, SimulatedInventory, allocate, default_registry, parse,
+    Allocation, Capacity, NoCapacityError, SimulatedInventory, allocate, default_registry, parse,
 )
 
 REG = default_registry()
@@ -211,7 +211,28 @@ def test_incremental_index_matches_a_rebuild():
         except NoCapacityError:
             pass
     rebuilt = Capacity(DEVICES, allocs)
+    for name, node in cap.nodes.items():
+        actually_free = sum(1 for u in cap.usage.values() if u.node is node and u.mode is None)
+        assert node.free == rebuilt.nodes[name].free == actually_free
+        assert node.util == pytest.approx(rebuilt.nodes[name].util)
     for did in cap.usage:
         a, b = cap.usage[did], rebuilt.usage[did]
         assert (a.mode, a.memory, a.compute, a.slices_c, a.slices_m) == (b.mode, b.memory, b.compute, b.slices_c, b.slices_m)
-    assert DeviceStatus.ONLINE.value == "online"
+
+
+def test_binpack_best_fits_whole_devices_and_keeps_nodes_empty():
+    devs = inventory({"model": "A100-80G", "count": 4, "node": "a"}, {"model": "A100-80G", "count": 4, "node": "b"})
+    allocs = [allocate(devs, [], parse("3"), "three")]           # a: 1 free, b: 4 free
+    one = allocate(devs, allocs, parse("1"), "one", "binpack")
+    assert one.device_ids[0].startswith(allocs[0].device_ids[0].split("/")[0])  # fills the 1-free node
+    allocs.append(one)
+    assert {d.split("/")[0] for d in allocate(devs, allocs, parse("4"), "four").device_ids} == {"b"}
+    spread = allocate(devs, allocs[:1], parse("1"), "s", "spread")
+    assert spread.device_ids[0].split("/")[0] != allocs[0].device_ids[0].split("/")[0]
+
+
+def test_binpack_shares_an_already_shared_device_before_breaking_a_free_one():
+    devs = inventory({"model": "A100-80G", "count": 2, "node": "a"}, {"model": "A100-80G", "count": 1, "node": "b"})
+    first = allocate(devs, [], parse("0.25(A100)"), "f", "spread")
+    second = allocate(devs, [first], parse("0.5"), "s", "binpack")
+    assert second.device_ids == first.device_ids

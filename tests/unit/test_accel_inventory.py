@@ -146,3 +146,24 @@ async def test_kubernetes_inventory_over_http():
     assert seen == [("/api/v1/nodes", "Bearer test-token")]
     assert len(devs) == 10 and devs[0].model == "A100-80G" and devs[-1].status is DeviceStatus.OFFLINE
     assert json.dumps(devs[0].to_json())
+
+
+def test_build_inventory_modes():
+    from gemhub.spawner.accelerators import NoInventory, build_inventory
+
+    sim = [{"model": "A100-80G", "count": 2}]
+    assert isinstance(build_inventory("none"), NoInventory)
+    assert len(build_inventory("simulated", sim).devices()) == 2
+    assert build_inventory("nvml", nvml=two_boards()).devices()[0].uuid == "GPU-1111"
+    # auto: real devices when NVML answers, else the simulated fallback.
+    assert build_inventory("auto", sim, nvml=two_boards()).devices()[0].simulated is False
+
+    class NoDriver(FakeNvml):
+        def nvmlInit(self):
+            raise self.NVMLError("NVML_ERROR_LIBRARY_NOT_FOUND")
+
+    auto = build_inventory("auto", sim, nvml=NoDriver([]))
+    assert [d.simulated for d in auto.devices()] == [True, True]
+    assert build_inventory("auto", None, nvml=NoDriver([])).devices() == []
+    with pytest.raises(InventoryError, match="accelerators.inventory"):
+        build_inventory("gpu")
