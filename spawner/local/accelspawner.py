@@ -78,7 +78,7 @@ class AcceleratorMixin(HasTraits):
     async def accelerator_start(self, request) -> dict[str, str]:
         """Allocate devices for ``request`` and return the server's device environment.
         No capacity -> HTTP 409 with the allocator's message."""
-        from gemhub.spawner.local.spawner import user_error
+        from gemhub.spawner.local.spawner import user_error  # spawner.py imports this module
 
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request

@@ -28,6 +28,7 @@ from gemhub.spawner import layout
 from gemhub.spawner.form import options_from_form, render_form
 from gemhub.spawner.local import accounts, cgroups, runtime
 from gemhub.spawner.local.accelspawner import AcceleratorMixin
+from gemhub.spawner.local.devices import AcceleratorConfigError, build_registry
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
 
@@ -105,10 +106,10 @@ class LocalGemSpawner(AcceleratorMixin, Spawner):
     @validate("presets")
     def _check_presets(self, proposal):
         try:
-            registry = self.devices.registry
+            registry = build_registry(self.accelerators)
             for preset in proposal.value:
                 Preset.from_dict(preset, registry)
-        except PresetError as e:
+        except (PresetError, AcceleratorConfigError) as e:
             raise ValueError(str(e)) from None
         return proposal.value
 
