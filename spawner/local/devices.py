@@ -223,7 +223,7 @@ class LocalDevices:
             if template is not None:
                 text += f" ({_gib(template.memory_mib)} memory, {template.aicore} AI cores)"
         elif request.kind == "fraction":
-            share = f"{request.fraction} of a {model}" if request.fraction is not None else f"a share of a {model}"
+            share = f"{request.fraction if request.fraction is not None else 'a share'} of one {model}"
             mem = request.memory_mib
             if mem is None and info is not None and request.fraction is not None:
                 mem = int(info.memory_mib * request.fraction)

@@ -213,7 +213,7 @@ def test_spawn_form_shows_accelerators_and_rerenders_bad_specs(hub, users):
     page = c.get("/hub/spawn")
     assert page.status_code == 200, page.text
     html = page.text
-    assert "0.5 of a A100-80G (40 GiB memory cap) · simulated" in html and "6.00 points/hour" in html
+    assert "0.5 of one A100-80G (40 GiB memory cap) · simulated" in html and "6.00 points/hour" in html
     assert re.search(r'<input[^>]*value="P2"[^>]*disabled data-never="1"', html)
     assert '<div class="form-group mb-3" id="gemhub-custom-spec">' in html  # this workspace may
     action = re.search(r'<form[^>]*action="([^"]+)"', html).group(1).replace("&amp;", "&")

@@ -131,7 +131,7 @@ def test_never_fits_and_describe(devs):
     assert devs.never_fits(parse("1(910B)")) is None and devs.never_fits(parse("0")) is None
     assert devs.describe(parse("0")) == "no accelerator"
     assert devs.describe(parse("1(A100-80G)")) == "1 × A100-80G (80 GiB each) · simulated"
-    assert devs.describe(parse("0.5(A100-80G)")) == "0.5 of a A100-80G (40 GiB memory cap) · simulated"
+    assert devs.describe(parse("0.5(A100-80G)")) == "0.5 of one A100-80G (40 GiB memory cap) · simulated"
     assert "MIG 1g.10gb" in devs.describe(parse("1(mig-1g.10gb)"))
 
 

@@ -25,7 +25,7 @@ WS = [
     {"id": 5, "name": "team</script>", "personal": False, "projects": [{"id": 7, "name": "default"}],
      "allowed_presets": ["B1"], "custom_spec": True},
 ]
-LABELS = {"B1": "no accelerator", "S2": "0.5 of a A100-80G (40 GiB memory cap) · simulated",
+LABELS = {"B1": "no accelerator", "S2": "0.5 of one A100-80G (40 GiB memory cap) · simulated",
           "P9": "8 × H100-80G (80 GiB each) · simulated"}
 
 
