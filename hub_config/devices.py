@@ -19,7 +19,7 @@ from jupyterhub.handlers.base import BaseHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import web
 
-from gemhub.spawner.local.devices import hub_devices
+from gemhub.spawner.local.devices import AcceleratorConfigError, hub_devices
 
 ADMIN_ONLY = "only hub administrators may see or change the devices"
 
@@ -27,6 +27,12 @@ ADMIN_ONLY = "only hub administrators may see or change the devices"
 class _Devices:
     def initialize(self, state_dir: str, accelerators: dict):
         self.devices = hub_devices(state_dir, accelerators, self.log)
+
+    async def view(self) -> dict:
+        try:
+            return await self.devices.inventory_view()
+        except AcceleratorConfigError as e:
+            raise web.HTTPError(503, f"the accelerator inventory is unavailable: {e}") from None
 
     def require_admin(self) -> None:
         user = self.current_user
@@ -46,6 +52,8 @@ class _Devices:
             self.devices.set_maintenance(device=device, node=node, on=on)
         except KeyError as e:
             raise web.HTTPError(404, str(e.args[0])) from None
+        except AcceleratorConfigError as e:
+            raise web.HTTPError(503, f"the accelerator inventory is unavailable: {e}") from None
         self.log.info("%s put %s %s %s maintenance", self.current_user.name,
                       "device" if device is not None else "node", target, "into" if on else "out of")
 
@@ -54,7 +62,7 @@ class DevicesPage(_Devices, BaseHandler):
     @web.authenticated
     async def get(self):
         self.require_admin()
-        view = await self.devices.inventory_view()
+        view = await self.view()
         self.finish(await self.render_template("gemhub-devices.html", view=view))
 
     @web.authenticated
@@ -72,7 +80,7 @@ class DevicesPage(_Devices, BaseHandler):
 class DevicesAPI(_Devices, APIHandler):
     async def get(self):
         self.require_admin()
-        self.finish(json.dumps(await self.devices.inventory_view()))
+        self.finish(json.dumps(await self.view()))
 
     async def post(self):
         self.require_admin()
@@ -83,13 +91,16 @@ class DevicesAPI(_Devices, APIHandler):
         if unknown:
             raise web.HTTPError(400, f"unknown field(s): {', '.join(unknown)}")
         self.change(body.get("device"), body.get("node"), body.get("maintenance"))
-        self.finish(json.dumps(await self.devices.inventory_view()))
+        self.finish(json.dumps(await self.view()))
 
 
 class DeviceMetricsAPI(_Devices, APIHandler):
     async def get(self):
         if "read:metrics" not in self.parsed_scopes:
             raise web.HTTPError(403, "GPU metrics require the read:metrics scope")
-        text = await self.devices.metrics_text()
+        try:
+            text = await self.devices.metrics_text()
+        except AcceleratorConfigError as e:
+            raise web.HTTPError(503, f"the accelerator inventory is unavailable: {e}") from None
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(text)

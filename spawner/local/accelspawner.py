@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Mapping
 
 from jupyterhub.utils import maybe_future
@@ -19,7 +20,7 @@ from traitlets import Any as AnyTrait
 
 from gemhub.spawner.accelerators import SpecError
 from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
-from gemhub.spawner.local.devices import LocalDevices, hub_devices, server_holder
+from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
 from gemhub.spawner.local.mps import MpsError
 from gemhub.spawner.presets import PresetError, check_workspace_limits
 from gemhub.spawner.request import RequestedOptions, RequestError
@@ -49,6 +50,22 @@ class AcceleratorMixin(HasTraits):
     def choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         """The accelerator request for this spawn: the preset's, or the user's custom spec
         where the workspace (or being a hub admin) allows it. Raises RequestError."""
+        with self._inventory_errors():
+            return self._choose_accelerator(requested, resolved)
+
+    @contextmanager
+    def _inventory_errors(self):
+        """An unusable inventory (e.g. ``inventory: nvml`` without a driver) is a 503 with the
+        reason, never a 500."""
+        from gemhub.spawner.local.spawner import user_error  # spawner.py imports this module
+
+        try:
+            yield
+        except AcceleratorConfigError as e:
+            self.log.error("accelerator inventory: %s", e)
+            raise user_error(503, f"the accelerator inventory is unavailable: {e}") from None
+
+    def _choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         preset = self.workload.preset
         workspace = resolved.get("workspace") or {}
         try:
@@ -71,8 +88,14 @@ class AcceleratorMixin(HasTraits):
     def form_accelerators(self, catalog) -> dict[str, Any]:
         """render_form's accelerator arguments: labels, presets that can never run, admin."""
         devices = self.devices
-        labels = {p.name: devices.describe(p.request) for p in catalog.presets}
-        never = {p.name: r for p in catalog.presets if (r := devices.never_fits(p.request))}
+        try:
+            labels = {p.name: devices.describe(p.request) for p in catalog.presets}
+            never = {p.name: r for p in catalog.presets if (r := devices.never_fits(p.request))}
+        except AcceleratorConfigError as e:  # the form still offers what needs no device
+            self.log.error("accelerator inventory: %s", e)
+            labels = {}
+            never = {p.name: f"the accelerator inventory is unavailable: {e}"
+                     for p in catalog.presets if not p.request.none}
         return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
 
     async def accelerator_start(self, request) -> dict[str, str]:
@@ -83,7 +106,8 @@ class AcceleratorMixin(HasTraits):
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
         try:
-            self.allocation = await self.devices.allocate(request, self.holder)
+            with self._inventory_errors():
+                self.allocation = await self.devices.allocate(request, self.holder)
         except NoCapacityError as e:
             self.log.info("no capacity for %s: %s", self._log_name, e.no_capacity.message)
             raise user_error(409, f"no capacity for your request right now: {e.no_capacity.message}") from None
@@ -94,7 +118,8 @@ class AcceleratorMixin(HasTraits):
             await self.accelerator_release()
             raise user_error(503, "the GPU sharing service (MPS) could not be started; "
                              "ask an administrator") from None
-        return self.devices.env(request, self.allocation)
+        with self._inventory_errors():
+            return self.devices.env(request, self.allocation)
 
     async def accelerator_release(self) -> None:
         await self.devices.release(self.holder)

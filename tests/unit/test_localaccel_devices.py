@@ -242,3 +242,30 @@ async def test_a_server_holding_npus_sees_no_gpus(devs):
     g = await devs.allocate(parse("1(RTX4090)"), "server:gpu/")
     env = devs.env(parse("1(RTX4090)"), g)
     assert env["ASCEND_RT_VISIBLE_DEVICES"] == "" and env["CUDA_VISIBLE_DEVICES"] != ""
+
+
+async def test_an_unusable_nvml_inventory_is_a_503_and_the_form_still_offers_b1(tmp_path):
+    from tornado import web
+
+    from gemhub.spawner.local.spawner import LocalGemSpawner
+    from gemhub.spawner.presets import Catalog
+    from gemhub.spawner.request import RequestedOptions
+
+    d = LocalDevices({"inventory": "nvml"}, str(tmp_path))
+    try:
+        if d.devices():
+            pytest.skip("this machine has NVIDIA devices")
+    except AcceleratorConfigError:
+        pass
+    user = types.SimpleNamespace(name="bob", url="/user/bob/", escaped_name="bob", server=None, id=2, admin=True)
+    sp = LocalGemSpawner(state_dir=str(tmp_path), accelerators={"inventory": "nvml"}, user=user,
+                         orm_spawner=types.SimpleNamespace(user_options={}, name="", state=None, server=None),
+                         hub=types.SimpleNamespace(base_url="/hub/", api_url="http://x/hub/api"))
+    cat = Catalog.from_config([{"name": "B1", "cpu": 1, "memory": "1G"},
+                               {"name": "P1", "cpu": 1, "memory": "1G", "accelerator": "1"}], "B1")
+    form = sp.form_accelerators(cat)
+    assert "B1" not in form["never_fits"] and "inventory is unavailable" in form["never_fits"]["P1"]
+    sp.workload = types.SimpleNamespace(preset=cat.get("P1"))
+    with pytest.raises(web.HTTPError) as e:
+        sp.choose_accelerator(RequestedOptions(preset="P1"), {"workspace": {"name": "w"}})
+    assert e.value.status_code == 503 and "inventory is unavailable" in e.value.jupyterhub_message
