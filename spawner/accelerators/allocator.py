@@ -155,8 +155,8 @@ class Capacity:
         d = u.device
         if u.mode is None:
             u.util = 0.0
-        elif u.mode == "whole":
-            u.util = 1.0
+        elif u.mode == "whole" or (u.mode in ("mig", "vnpu") and info is None):
+            u.util = 1.0  # (slices of a model the registry no longer knows: treat as full)
         elif u.mode == "mig":
             u.util = max(u.slices_c / info.mig_compute_slices, u.slices_m / info.mig_memory_slices)
         elif u.mode == "vnpu":

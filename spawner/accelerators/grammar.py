@@ -257,20 +257,23 @@ class _Builder:
             here = ", ".join(sorted(self.inventory)) or "none"
             raise self.fail(w, f"no {w.text} devices on this platform", f"one of the models here: {here}")
         if self.mig is not None:
-            models = [m for m in self.candidates() if self._model_info(m).mig_profiles.get(self.mig)]
+            infos = [i for i in map(self._model_info, self.candidates()) if i is not None]
+            models = [i.name for i in infos if self.mig in i.mig_profiles]
             if not models:
                 where = f"the {self.model}" if self.model else "any model here"
                 raise self.fail(self.mig_at, f"MIG profile {self.mig!r} does not exist on {where}",
                                 "a profile such as mig-1g.10gb on a MIG-capable model")
-            extra = self.memory_at or (self.shared_marker if self.shared_marker else None)
+            extra = self.memory_at or self.shared_marker
             if extra or self.compute is not None:
                 raise self.fail(extra or self.mig_at, "a MIG profile fixes memory and compute",
                                 "the profile alone, like 1(mig-1g.10gb)")
         if self.template is not None and (self.memory is not None or self.compute is not None):
             raise self.fail(self.memory_at, "a vNPU template fixes memory and compute",
-                                "the template alone, like 1(Ascend910-4c)")
+                            "the template alone, like 1(Ascend910-4c)")
         if self.memory is not None:
-            limit = max((self._model_info(m).memory_mib for m in self.candidates()), default=None)
+            # Models only the inventory knows have no registry size: nothing to check against.
+            sizes = [i.memory_mib for i in map(self._model_info, self.candidates()) if i is not None]
+            limit = max(sizes, default=None)
             if limit is not None and self.memory > limit:
                 raise self.fail(self.memory_at, f"memory {self.memory_at.text} is more than the "
                                 f"largest matching device has", f"at most {_mem_text(limit)}")

@@ -106,6 +106,9 @@ def test_inventory_models_restrict_and_extend():
     # A model only the inventory knows is accepted as itself (no vendor is implied).
     req = parse("1(MyCustomGPU)", inventory_models=["MyCustomGPU"])
     assert (req.model, req.vendor) == ("MyCustomGPU", None)
+    assert parse("1(MyCustomGPU,vgpu,10G)", inventory_models=["MyCustomGPU"]).memory_mib == 10240
+    with pytest.raises(SpecError, match="does not exist on the MyCustomGPU"):
+        parse("1(MyCustomGPU,mig-1g.10gb)", inventory_models=["MyCustomGPU"])
 
 
 def test_to_json_is_plain():
