@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -105,6 +107,15 @@ def holders(hub: Hub) -> dict[str, list[str]]:
     return {d["id"]: [h["user"] for h in d["holders"]] for n in r.json()["nodes"] for d in n["devices"]}
 
 
+def gemhub(hub: Hub, *args: str) -> str:
+    """The `gemhub` console script with the hub admin's token."""
+    env = dict(os.environ, GEMHUB_URL=hub.url, GEMHUB_TOKEN=hub.admin_token)
+    r = subprocess.run([str(Path(sys.executable).parent / "gemhub"), *args], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
 def login(hub: Hub, name: str, password: str) -> httpx.Client:
     c = httpx.Client(base_url=hub.url, timeout=30, follow_redirects=False)
 
@@ -190,9 +201,8 @@ def test_workspace_preset_limits_and_custom_spec(hub, users):
     r = hub.request("PATCH", f"{QUOTA}/workspaces/{ws['id']}", token=hub.admin_token,
                     json={"allowed_presets": ["B1", "S9"]})
     assert r.status_code == 400 and "'S9'" in r.json()["message"], r.text
-    r = hub.request("PATCH", f"{QUOTA}/workspaces/{ws['id']}", token=hub.admin_token,
-                    json={"allowed_presets": ["B1", "S1"], "custom_spec": True})
-    assert r.status_code == 200, r.text
+    out = gemhub(hub, "admin", "limits", str(ws["id"]), "--presets", "B1,S1", "--custom-spec")
+    assert "presets B1, S1; custom spec allowed" in out
     r = spawn(hub, name, preset="P1")
     assert r.status_code == 400 and "may not use preset 'P1'" in r.json()["message"], r.text
     r = spawn(hub, name, preset="B1", accelerator="0.5(A100-80G")
@@ -201,6 +211,8 @@ def test_workspace_preset_limits_and_custom_spec(hub, users):
     assert r.status_code in (201, 202), r.text
     env = server_env(hub, name)
     assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=20480M" and env["GEMHUB_PRESET"] == "B1"
+    table = gemhub(hub, "admin", "devices").splitlines()
+    assert any(line.startswith("local/0") and line.endswith(name) for line in table), table
     stop(hub, name)
 
 
