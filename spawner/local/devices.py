@@ -30,6 +30,7 @@ from gemhub.spawner.accelerators.inventory import (
     Device,
     DeviceInventory,
     DeviceStatus,
+    InventoryError,
     NvmlInventory,
     SimulatedInventory,
 )
@@ -191,7 +192,10 @@ class LocalDevices:
             return []
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > DEVICE_CACHE_SECONDS:
-            self._cache = (now, list(inv.devices()))
+            try:
+                self._cache = (now, list(inv.devices()))
+            except InventoryError as e:  # e.g. the driver went away after the hub started
+                raise AcceleratorConfigError(str(e)) from e
         return list(self._cache[1])
 
     def devices(self) -> list[Device]:
