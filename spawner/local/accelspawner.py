@@ -105,6 +105,10 @@ class AcceleratorMixin(HasTraits):
 
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
+        # A server that is starting holds nothing: whatever is recorded for it is left over
+        # (e.g. from an earlier start under another preset) and must not be reused.
+        if await self.devices.release(self.holder) is not None:
+            self.log.warning("%s: dropped a stale device allocation before starting", self._log_name)
         try:
             with self._inventory_errors():
                 self.allocation = await self.devices.allocate(request, self.holder)

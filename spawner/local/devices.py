@@ -270,11 +270,12 @@ class LocalDevices:
         self.log.info("accelerators: %s holds %s", holder, ", ".join(allocation.device_ids))
         return allocation
 
-    async def release(self, holder: str) -> None:
+    async def release(self, holder: str) -> Allocation | None:
         async with self.store.lock:
             released = await self.store.release(holder)
         if released is not None:
             self.log.info("accelerators: %s released %s", holder, ", ".join(released.device_ids))
+        return released
 
     def remember(self, allocation: Allocation) -> None:
         self.store.remember(allocation)

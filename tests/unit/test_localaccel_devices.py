@@ -269,3 +269,16 @@ async def test_an_unusable_nvml_inventory_is_a_503_and_the_form_still_offers_b1(
     with pytest.raises(web.HTTPError) as e:
         sp.choose_accelerator(RequestedOptions(preset="P1"), {"workspace": {"name": "w"}})
     assert e.value.status_code == 503 and "inventory is unavailable" in e.value.jupyterhub_message
+
+
+async def test_a_starting_server_never_reuses_a_leftover_allocation(tmp_path):
+    from gemhub.spawner.local.spawner import LocalGemSpawner
+
+    user = types.SimpleNamespace(name="cy", url="/user/cy/", escaped_name="cy", server=None, id=3, admin=False)
+    sp = LocalGemSpawner(state_dir=str(tmp_path), accelerators=CONFIG, user=user,
+                         orm_spawner=types.SimpleNamespace(user_options={}, name="", state=None, server=None),
+                         hub=types.SimpleNamespace(base_url="/hub/", api_url="http://x/hub/api"))
+    await sp.devices.allocate(parse("1(A100-80G)"), sp.holder)  # left over
+    env = await sp.accelerator_start(parse("0.5(A100-80G)"))
+    assert not sp.allocation.exclusive and env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
+    assert await sp.devices.holders() == {"local/0": ["server:cy/"]}
