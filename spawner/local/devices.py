@@ -342,7 +342,10 @@ class LocalDevices:
     # -- admin view --------------------------------------------------------------------
     async def inventory_view(self) -> dict[str, Any]:
         """Nodes with their devices, status, maintenance marks and holders (admin page/API)."""
-        holders = await self.holders()
+        held: dict[str, list[Allocation]] = {}
+        for a in await self.store.held():
+            for dev in a.device_ids:
+                held.setdefault(dev, []).append(a)
         devices = await asyncio.get_running_loop().run_in_executor(None, self.devices)
         nodes: dict[str, dict[str, Any]] = {}
         for d in devices:
@@ -353,7 +356,7 @@ class LocalDevices:
                 "memory_mib": d.memory_mib, "mig_capable": d.mig_capable,
                 "status": DeviceStatus(d.status).value, "simulated": d.simulated,
                 "maintenance": d.id in self.maintenance.devices,
-                "holders": [holder_view(h) for h in holders.get(d.id, [])],
+                "holders": [holder_view(a) for a in held.get(d.id, [])],
             })
         return {"source": self.source, "policy": self.config["policy"], "nodes": list(nodes.values())}
 
@@ -375,10 +378,13 @@ def server_holder(user: str, server: str) -> str:
     return f"server:{user}/{server}"
 
 
-def holder_view(holder: str) -> dict[str, str]:
-    kind, _, rest = holder.partition(":")
+def holder_view(a: Allocation) -> dict[str, Any]:
+    """Who holds a device and how much of it (admin page/API)."""
+    kind, _, rest = a.holder.partition(":")
     user, _, server = rest.partition("/")
-    return {"holder": holder, "kind": kind, "user": user, "server": server}
+    return {"holder": a.holder, "kind": kind, "user": user, "server": server,
+            "memory_mib": a.memory_mib, "compute_percent": a.compute_percent,
+            "exclusive": a.exclusive, "mig_profile": a.mig_profile}
 
 
 # One LocalDevices per hub process and configuration: the spawners and the hub's device

@@ -153,6 +153,11 @@ def test_each_preset_sets_the_device_environment(hub, users):
     assert "simulated device: no MPS daemon is started" in hub.log_path.read_text()
     held = holders(hub)
     assert held["local/0"] == [fraction[0]] and held["local/1"] == [whole[0]]
+    admin = login(hub, "admin", hub.admin_password)
+    row = re.search(r'<tr class="gemhub-device" data-device="local/0".*?</tr>', admin.get("/hub/gemhub/devices").text,
+                    re.S).group(0)
+    assert f"{fraction[0]} (40.0 GiB, 50%)" in row, row
+    admin.close()
     for name, _ in (fraction, whole, none):
         stop(hub, name)
     assert holders(hub) == {"local/0": [], "local/1": [], "edge/0": []}

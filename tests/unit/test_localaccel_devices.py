@@ -185,7 +185,9 @@ async def test_admin_view_lists_nodes_devices_and_holders(devs):
     assert view["source"] == "simulated" and [n["name"] for n in view["nodes"]] == ["local", "edge"]
     edge = view["nodes"][1]["devices"][0]
     assert edge["model"] == "910B" and edge["simulated"] is True and edge["status"] == "online"
-    assert edge["holders"] == [{"holder": "server:alice/gpu", "kind": "server", "user": "alice", "server": "gpu"}]
+    assert edge["holders"] == [{"holder": "server:alice/gpu", "kind": "server", "user": "alice", "server": "gpu",
+                                "memory_mib": 65536, "compute_percent": 100, "exclusive": True,
+                                "mig_profile": None}]
     local2 = next(d for d in view["nodes"][0]["devices"] if d["id"] == "local/2")
     assert local2["status"] == "maintenance" and local2["maintenance"] is True
 
