@@ -189,3 +189,12 @@ def check_workspace_limits(preset: Preset, custom_spec: str | None, workspace: M
     if custom_spec is not None and not is_admin and not workspace.get("custom_spec"):
         raise PresetError(f"workspace {name!r} may not use a custom accelerator spec; choose a preset "
                           "(an administrator can allow custom specs)")
+
+
+def choose_accelerator(preset: Preset, custom_spec: str | None, workspace: Mapping[str, Any],
+                       is_admin: bool, parse_custom) -> AcceleratorRequest:
+    """The accelerator a spawn asks for, on any runtime: the preset's, or ``custom_spec``
+    parsed with ``parse_custom`` (the runtime's registry and inventory) where the workspace
+    (or being a hub admin) allows it. Raises PresetError or SpecError with the message."""
+    check_workspace_limits(preset, custom_spec, workspace, is_admin)
+    return preset.request if custom_spec is None else parse_custom(custom_spec)

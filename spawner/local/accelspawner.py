@@ -22,7 +22,7 @@ from gemhub.spawner.accelerators import SpecError
 from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
 from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
 from gemhub.spawner.local.mps import MpsError
-from gemhub.spawner.presets import PresetError, check_workspace_limits
+from gemhub.spawner.presets import PresetError, choose_accelerator
 from gemhub.spawner.request import RequestedOptions, RequestError
 
 
@@ -67,18 +67,11 @@ class AcceleratorMixin(HasTraits):
 
     def _choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         preset = self.workload.preset
-        workspace = resolved.get("workspace") or {}
         try:
-            check_workspace_limits(preset, requested.accelerator, workspace, self.is_admin)
-        except PresetError as e:
+            request = choose_accelerator(preset, requested.accelerator, resolved.get("workspace") or {},
+                                         self.is_admin, self.devices.parse)
+        except (PresetError, SpecError) as e:
             raise RequestError(str(e)) from None
-        if requested.accelerator is None:
-            request = preset.request
-        else:
-            try:
-                request = self.devices.parse(requested.accelerator)
-            except SpecError as e:
-                raise RequestError(str(e)) from None
         reason = self.devices.never_fits(request)
         if reason is not None:
             what = "this accelerator spec" if requested.accelerator else f"preset {preset.name}"

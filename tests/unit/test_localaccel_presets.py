@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gemhub.spawner.accelerators import default_registry
+from gemhub.spawner.accelerators import default_registry, parse
 from gemhub.spawner.presets import (
     Catalog,
     Preset,
     PresetError,
     check_workspace_limits,
+    choose_accelerator,
     parse_price,
     tier_of,
 )
@@ -109,3 +110,12 @@ def test_workspace_limits():
     check_workspace_limits(p1, None, {"name": "free", "allowed_presets": None}, is_admin=False)
     with pytest.raises(PresetError, match="allowed: none"):
         check_workspace_limits(b1, None, {"name": "shut", "allowed_presets": []}, is_admin=False)
+
+
+def test_choose_accelerator_for_any_runtime():
+    s2 = Preset.from_dict({**BASE, "accelerator": "0.5(A100-80G)"})
+    free = {"name": "w", "allowed_presets": None, "custom_spec": True}
+    assert choose_accelerator(s2, None, free, False, parse) is s2.request
+    assert choose_accelerator(s2, "1(910B)", free, False, parse).vendor == "ascend"
+    with pytest.raises(PresetError, match="custom accelerator spec"):
+        choose_accelerator(s2, "1", {**free, "custom_spec": False}, False, parse)
