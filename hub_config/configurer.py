@@ -38,12 +38,38 @@ DEFAULTS: dict[str, Any] = {
     },
     "presets": [
         {"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
-         "description": "development"},
+         "description": "development", "accelerator": "0", "use": "development",
+         "price_per_hour": "0.50"},
+        {"name": "B2", "display_name": "B2 · basic", "cpu": 2, "memory": "8G",
+         "description": "development on a quarter of an RTX 4090", "accelerator": "0.25(RTX4090)",
+         "use": "development", "price_per_hour": "1.00"},
         {"name": "S1", "display_name": "S1 · standard", "cpu": 2, "memory": "4G",
-         "description": "development and small training runs"},
+         "description": "development and small training runs", "accelerator": "1(RTX4090)",
+         "use": "training", "price_per_hour": "3.00"},
+        {"name": "S2", "display_name": "S2 · standard", "cpu": 4, "memory": "16G",
+         "description": "training on half an A100", "accelerator": "0.5(A100-80G)",
+         "use": "training", "price_per_hour": "6.00"},
+        {"name": "S3", "display_name": "S3 · standard NPU", "cpu": 4, "memory": "16G",
+         "description": "inference on an Ascend 910B", "accelerator": "1(910B)",
+         "use": "inference", "price_per_hour": "5.00"},
         {"name": "P1", "display_name": "P1 · premium", "cpu": 2, "memory": "8G",
-         "description": "training"},
+         "description": "training", "accelerator": "1(A100-80G)", "use": "training",
+         "price_per_hour": "12.00"},
+        {"name": "P2", "display_name": "P2 · premium", "cpu": 8, "memory": "32G",
+         "description": "multi-GPU training", "accelerator": "2(A100-80G)", "use": "training",
+         "price_per_hour": "24.00"},
     ],
+    "accelerators": {
+        "inventory": "auto",
+        "simulated": [
+            {"node": "local", "model": "A100-80G", "count": 2},
+            {"node": "local", "model": "RTX4090", "count": 4},
+            {"node": "local", "model": "910B", "count": 8},
+        ],
+        "policy": "binpack",
+        "vendors": {},
+        "kubernetes_profile": "native",
+    },
     "services": {
         "quota": {"port": 0, "database_url": ""},
         "ssh": {"port": 2222, "host": "127.0.0.1", "public_host": "", "start_stopped": False,
@@ -68,7 +94,10 @@ RUNTIMES = {"local": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "kubernetes": "gemhub.spawner.kube.spawner.KubeGemSpawner"}
 
 # Keys whose value is a free-form mapping (validated by their own consumer).
-_OPEN_KEYS = {("auth", "oauth")}
+_OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors")}
+INVENTORIES = ("auto", "nvml", "simulated", "none")
+POLICIES = ("binpack", "spread")
+KUBE_PROFILES = ("native", "hami", "volcano")
 
 
 class ConfigError(ValueError):
@@ -155,6 +184,39 @@ def _check(cfg: Mapping[str, Any]) -> None:
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
             f" ({', '.join(names)})"
         )
+    _check_accelerators(cfg)
+
+
+def _check_accelerators(cfg: Mapping[str, Any]) -> None:
+    """The accelerators block, and every preset's spec parsed with the (overridden) registry."""
+    from gemhub.spawner.local.devices import AcceleratorConfigError, check_config
+    from gemhub.spawner.presets import Catalog, PresetError
+
+    acc = cfg["accelerators"]
+    for key, allowed in (("inventory", INVENTORIES), ("policy", POLICIES),
+                         ("kubernetes_profile", KUBE_PROFILES)):
+        if acc[key] not in allowed:
+            raise ConfigError(f"accelerators.{key} must be one of {', '.join(allowed)}, not {acc[key]!r}")
+    try:
+        registry = check_config(acc)
+    except AcceleratorConfigError as e:
+        raise ConfigError(f"accelerators: {e}") from None
+    try:
+        Catalog.from_config(cfg["presets"], cfg["spawner"]["default_preset"], registry)
+    except PresetError as e:
+        raise ConfigError(f"presets: {e}") from None
+
+
+def device_handlers(state_dir: str, accelerators: Mapping[str, Any]) -> list[tuple]:
+    """The hub's device pages (admin inventory, maintenance, GPU metrics), by import name so
+    this module stays free of tornado."""
+    kw = {"state_dir": state_dir, "accelerators": copy.deepcopy(dict(accelerators))}
+    mod = "gemhub.hub_config.devices"
+    return [
+        (r"/gemhub/devices", f"{mod}.DevicesPage", kw),
+        (r"/api/gemhub/devices", f"{mod}.DevicesAPI", kw),
+        (r"/api/gemhub/metrics", f"{mod}.DeviceMetricsAPI", kw),
+    ]
 
 
 def _check_kubernetes(kube: Mapping[str, Any]) -> None:
@@ -233,6 +295,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
                         f"--QuotaService.port={inputs.service_ports['quota']}",
                         f"--QuotaService.db_url={quota_db}",
                         f"--QuotaService.state_dir={state}",
+                        *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]],
                     ],
                     "cwd": inputs.repo_dir,
                 },
@@ -266,6 +329,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "quota_token": inputs.service_tokens["quota"],
             "cgroups": cfg["spawner"]["cgroups"],
             "user_prefix": cfg["spawner"]["user_prefix"],
+            "accelerators": copy.deepcopy(cfg["accelerators"]),
         },
         "Authenticator": {"admin_users": {admin}},
     }
@@ -279,6 +343,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
     _add_ssh_service(out, cfg, inputs)
+    out["JupyterHub"]["extra_handlers"] = device_handlers(state, cfg["accelerators"])
 
     try:
         auth = authenticator_config(cfg["auth"])

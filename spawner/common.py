@@ -8,13 +8,15 @@ Options are validated and resolved (quota service) in ``apply_user_options``, wh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, validate
 from traitlets.config import Configurable
 
 from gemhub.spawner.form import options_from_form, render_form
-from gemhub.spawner.presets import Catalog, Preset, PresetError
+from gemhub.spawner.accelerators import SpecError, default_registry, parse
+from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
 from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
 
 
@@ -49,7 +51,8 @@ class GemSpawnerMixin(Configurable):
         Dict(),
         default_value=[{"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
                         "description": "development"}],
-        help="Spec presets: dicts {name, display_name, cpu (float), memory ('2G'), description}.",
+        help="Spec presets: dicts {name, display_name, cpu (float), memory ('2G'), description, "
+        "accelerator (spec text), use (development|training|inference), price_per_hour ('1.50')}.",
     ).tag(config=True)
     default_preset = Unicode("B1", help="Preset used when a request names none.").tag(config=True)
     quota_url = Unicode(
@@ -69,9 +72,10 @@ class GemSpawnerMixin(Configurable):
     @validate("presets")
     def _check_presets(self, proposal):
         try:
+            registry = self.accelerator_registry
             for preset in proposal.value:
-                Preset.from_dict(preset)
-        except PresetError as e:
+                Preset.from_dict(preset, registry)
+        except ValueError as e:  # PresetError, a bad registry override
             raise ValueError(str(e)) from None
         return proposal.value
 
@@ -91,11 +95,32 @@ class GemSpawnerMixin(Configurable):
     def _default_apply_user_options(self):
         return self._apply_user_options
 
+    # -- accelerators (runtimes refine these: LocalGemSpawner's AcceleratorMixin) ---------
+    @property
+    def accelerator_registry(self):
+        """The vendor registry presets and custom specs are parsed with."""
+        return default_registry()
+
+    def choose_accelerator(self, requested, resolved):
+        """The accelerator request for this spawn: the preset's, or the user's custom spec
+        where the workspace (or being a hub admin) allows it. Raises RequestError."""
+        try:
+            return choose_accelerator(
+                self.workload.preset, requested.accelerator, resolved.get("workspace") or {},
+                bool(getattr(self.user, "admin", False)),
+                lambda text: parse(text, self.accelerator_registry))
+        except (PresetError, SpecError) as e:
+            raise RequestError(str(e)) from None
+
+    def form_accelerators(self, catalog) -> dict:
+        """render_form's accelerator arguments."""
+        return {"is_admin": bool(getattr(self.user, "admin", False))}
+
     # -- request ------------------------------------------------------------------
     @property
     def catalog(self) -> Catalog:
         try:
-            return Catalog.from_config(self.presets, self.default_preset)
+            return Catalog.from_config(self.presets, self.default_preset, self.accelerator_registry)
         except PresetError as e:
             raise user_error(500, f"preset configuration is wrong: {e}") from None
 
@@ -149,7 +174,9 @@ class GemSpawnerMixin(Configurable):
                                     "right now; the server starts in your personal workspace.</div>")
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else {}
         base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
-        return note + render_form(workspaces, self.catalog, previous or {}, base_url)
+        catalog = self.catalog
+        return note + render_form(workspaces, catalog, previous or {}, base_url,
+                                  **self.form_accelerators(catalog))
 
     def _options_from_form(self, formdata):
         try:
@@ -168,6 +195,8 @@ class GemSpawnerMixin(Configurable):
         )
         try:
             self.workload = build_request(self.user.name, requested, resolved, catalog)
+            self.workload = dataclasses.replace(
+                self.workload, accelerator=self.choose_accelerator(requested, resolved))
         except RequestError as e:
             raise user_error(400, str(e)) from None
         persisted = self.workload.persisted_options(user_options or {})

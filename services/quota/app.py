@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from traitlets import Any, default
+from traitlets import Any, List, Unicode, default
 
 from gemhub.services.common.app import GemService
 from gemhub.services.common.openapi import OpenAPIRegistry
@@ -18,7 +18,9 @@ HERE = Path(__file__).resolve().parent
 NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^/]*$"}
 WORKSPACE = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "personal": {"type": "boolean"},
-    "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"}}}
+    "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"},
+    "allowed_presets": {"type": ["array", "null"], "items": {"type": "string"}},
+    "custom_spec": {"type": "boolean"}}}
 PROJECT = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "workspace_id": {"type": "integer"},
     "created": {"type": "string"}}}
@@ -45,6 +47,10 @@ class QuotaService(GemService):
 
     hub_api = Any(help="Client of the hub REST API (default: HubAPI with the service's own token).").tag(config=True)
 
+    preset_names = List(
+        Unicode(), help="Names of the configured spec presets (workspaces may be limited to some of them)."
+    ).tag(config=True)
+
     @default("hub_api")
     def _default_hub_api(self):
         return HubAPI(log=self.log)
@@ -64,7 +70,8 @@ class QuotaService(GemService):
         ]
 
     def extra_settings(self):
-        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set()}
+        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set(),
+                "preset_names": list(self.preset_names)}
 
     def openapi(self) -> OpenAPIRegistry:
         r = OpenAPIRegistry("GemHub quota service")
@@ -75,8 +82,11 @@ class QuotaService(GemService):
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}},
               response=WORKSPACE, errors=(400, 401, 409))
         r.add("get", wsid, "A workspace", response=WORKSPACE)
-        r.add("patch", wsid, "Rename a workspace", response=WORKSPACE, errors=(400, 401, 403, 404, 409),
-              request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
+        r.add("patch", wsid, "Rename a workspace; hub admins also set allowed_presets (null = all) "
+              "and custom_spec", response=WORKSPACE, errors=(400, 401, 403, 404, 409),
+              request={"type": "object", "properties": {
+                  "name": NAME, "allowed_presets": {"type": ["array", "null"], "items": {"type": "string"}},
+                  "custom_spec": {"type": "boolean"}}})
         r.add("delete", wsid, "Delete a workspace (refused while a server of it runs)", status=204,
               errors=(401, 403, 404, 409))
         r.add("get", f"{wsid}/members", "Members of a workspace", response=page_of(MEMBER))

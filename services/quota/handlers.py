@@ -5,10 +5,10 @@ from __future__ import annotations
 from gemhub.services.common.errors import BadRequest, Conflict
 from gemhub.services.common.handlers import APIHandler, PageHandler
 
-from . import domain
+from . import domain, presets
 from .hubapi import spawn_background
 from .models import Membership, Workspace
-from .workspaces import Workspaces, member_json, project_json, workspace_json
+from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
 
 
 class QuotaMixin:
@@ -84,10 +84,21 @@ class WorkspaceAPI(QuotaAPIHandler):
 
     async def patch(self, ws_id):
         body = self.json_body()
-        if "name" not in body:
-            raise BadRequest("nothing to change: send {\"name\": ...}")
+        limits = {k: body[k] for k in ("allowed_presets", "custom_spec") if k in body}
+        if "name" not in body and not limits:
+            raise BadRequest("nothing to change: send name, allowed_presets or custom_spec")
         store = self.workspaces()
-        ws = store.rename(int(ws_id), body["name"])
+        if limits:
+            # checked before anything changes, so a refused request changes nothing
+            presets.require_hub_admin(await self.settings["hub_api"].is_admin(store.actor))
+            known = tuple(self.settings["preset_names"])
+            if "allowed_presets" in limits:
+                presets.validate_allowed_presets(limits["allowed_presets"], known)
+            if "custom_spec" in limits:
+                presets.validate_custom_spec(limits["custom_spec"])
+        ws = store.rename(int(ws_id), body["name"]) if "name" in body else None
+        if limits:
+            ws = store.set_preset_limits(int(ws_id), known_presets=known, **limits)
         self.write_json(workspace_json(ws, store.role_in(ws)))
 
     async def delete(self, ws_id):
@@ -194,7 +205,8 @@ class ResolveAPI(QuotaAPIHandler):
         if pr_ref is None or not pr_ref.strip():
             pr_ref = domain.DEFAULT_PROJECT
         p = store.project(ws, pr_ref)
-        self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal},
+        self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
+                                       **preset_limits_json(ws)},
                          "project": {"id": p.id, "name": p.name}})
 
 

@@ -14,6 +14,7 @@ from kubespawner import KubeSpawner
 from traitlets import Dict, Float, Unicode, default, validate
 from traitlets import Enum as EnumTrait
 
+from gemhub.spawner.accelerators import default_registry
 from gemhub.spawner.common import GemSpawnerMixin, user_error
 from gemhub.spawner.kube import manifests
 
@@ -80,6 +81,10 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
     def _default_notebook_dir(self):
         # the server's root is /gemini, so default_url /lab/tree/code opens the project
         return manifests.layout.GEMINI_ROOT
+
+    @property
+    def accelerator_registry(self):
+        return default_registry().with_overrides(self.accelerator_vendors or None)
 
     @property
     def storage(self) -> manifests.StorageSettings:

@@ -27,9 +27,11 @@ from traitlets import Enum as EnumTrait
 from gemhub.spawner import layout
 from gemhub.spawner.common import GemSpawnerMixin, user_error
 from gemhub.spawner.local import accounts, cgroups, record, runtime
+from gemhub.spawner.local.accelspawner import AcceleratorMixin
+from gemhub.spawner.local.devices import build_registry
 
 
-class LocalGemSpawner(GemSpawnerMixin, Spawner):
+class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
     state_dir = Unicode(
         "var", help="GemHub state directory (its layout is in gemhub.spawner.layout)."
     ).tag(config=True)
@@ -58,6 +60,10 @@ class LocalGemSpawner(GemSpawnerMixin, Spawner):
 
     _accounts = accounts.Accounts()
     _fallback_warned = False
+
+    @property
+    def accelerator_registry(self):
+        return build_registry(self.accelerators)
 
     # -- lifecycle ----------------------------------------------------------------
     def load_state(self, state):
@@ -91,6 +97,7 @@ class LocalGemSpawner(GemSpawnerMixin, Spawner):
         if self.workload is None:
             await self._apply_user_options(self, self.user_options)
         request = self.workload
+        device_env = await self.accelerator_start(request.accelerator)
         as_root = os.geteuid() == 0
         state_dir = os.path.abspath(self.state_dir)
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
@@ -135,6 +142,7 @@ class LocalGemSpawner(GemSpawnerMixin, Spawner):
             cgroup_procs=cg.procs_files if cg else [],
             as_root=as_root,
             python=self.python,
+            device_env=device_env,
         )
         log_dir = layout.logs_dir(state_dir) / "servers"
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -217,7 +217,8 @@ def test_resolve_for_the_spawner(hub):
     wname = call(hub, "GET", f"workspaces/{wid}", t).json()["name"]
     pid = call(hub, "POST", f"workspaces/{wid}/projects", t, json={"name": "exp"}).json()["id"]
     r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": wname, "project": "exp"})
-    assert r.json() == {"workspace": {"id": wid, "name": wname, "personal": False},
+    assert r.json() == {"workspace": {"id": wid, "name": wname, "personal": False,
+                                      "allowed_presets": None, "custom_spec": False},
                         "project": {"id": pid, "name": "exp"}}
     r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid), "project": str(pid)})
     assert r.json()["project"]["id"] == pid
