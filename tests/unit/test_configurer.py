@@ -8,11 +8,7 @@ from gemhub.hub_config.configurer import ConfigError, Inputs, build_config, merg
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "gemhub.example.yaml"
 
-INPUTS = Inputs(
-    repo_dir="/repo", state_dir="/state", python="/venv/bin/python", hub_port=8081,
-    proxy_api_port=8001, service_ports={"quota": 9101, "ssh": 9102}, service_tokens={"quota": "qtok", "ssh": "stok"},
-    admin_password="pw", admin_token="",
-)
+from config_inputs import INPUTS  # noqa: E402
 
 
 def test_example_file_is_exactly_the_defaults():

@@ -14,14 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kube.cluster import use_kubeconfig, write_kubeconfig  # noqa: E402
 
-from gemhub.hub_config.configurer import ConfigError, Inputs, build_config, merge_platform  # noqa: E402
+from gemhub.hub_config.configurer import ConfigError, build_config, merge_platform  # noqa: E402
 from gemhub.spawner.kube.spawner import KubeGemSpawner  # noqa: E402
 
-INPUTS = Inputs(
-    repo_dir="/repo", state_dir="/state", python="/venv/bin/python", hub_port=8081,
-    proxy_api_port=8001, service_ports={"quota": 9101, "ssh": 9102}, service_tokens={"quota": "qtok", "ssh": "stok"},
-    admin_password="pw", admin_token="",
-)
+from config_inputs import INPUTS  # noqa: E402
 KUBE = {"spawner": {"runtime": "kubernetes"},
         "kubernetes": {"namespace": "gemhub-users", "image": "registry.local/gemhub/notebook:2",
                        "storage_claim": "gemhub-homes", "datasets_claim": "", "cpu_guarantee_ratio": 0.5,
