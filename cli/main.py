@@ -138,6 +138,9 @@ def project_create(ctx: Context, name: str, workspace: str, as_json: bool) -> No
 from gemhub.cli.spec import spec  # noqa: E402  (registered after the group exists)
 
 main.add_command(spec)
+from gemhub.cli.admin import admin  # noqa: E402
+
+main.add_command(admin)
 
 if __name__ == "__main__":
     main()

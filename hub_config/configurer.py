@@ -39,19 +39,68 @@ DEFAULTS: dict[str, Any] = {
     },
     "presets": [
         {"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
-         "description": "development"},
+         "description": "development", "accelerator": "0", "use": "development",
+         "price_per_hour": "0.50"},
+        {"name": "B2", "display_name": "B2 · basic", "cpu": 2, "memory": "8G",
+         "description": "development on a quarter of an RTX 4090", "accelerator": "0.25(RTX4090)",
+         "use": "development", "price_per_hour": "1.00"},
         {"name": "S1", "display_name": "S1 · standard", "cpu": 2, "memory": "4G",
-         "description": "development and small training runs"},
+         "description": "development and small training runs", "accelerator": "1(RTX4090)",
+         "use": "training", "price_per_hour": "3.00"},
+        {"name": "S2", "display_name": "S2 · standard", "cpu": 4, "memory": "16G",
+         "description": "training on half an A100", "accelerator": "0.5(A100-80G)",
+         "use": "training", "price_per_hour": "6.00"},
+        {"name": "S3", "display_name": "S3 · standard NPU", "cpu": 4, "memory": "16G",
+         "description": "inference on an Ascend 910B", "accelerator": "1(910B)",
+         "use": "inference", "price_per_hour": "5.00"},
         {"name": "P1", "display_name": "P1 · premium", "cpu": 2, "memory": "8G",
-         "description": "training"},
+         "description": "training", "accelerator": "1(A100-80G)", "use": "training",
+         "price_per_hour": "12.00"},
+        {"name": "P2", "display_name": "P2 · premium", "cpu": 8, "memory": "32G",
+         "description": "multi-GPU training", "accelerator": "2(A100-80G)", "use": "training",
+         "price_per_hour": "24.00"},
     ],
-    "services": {"quota": {"port": 0, "database_url": ""}},
+    "accelerators": {
+        "inventory": "auto",
+        "simulated": [
+            {"node": "local", "model": "A100-80G", "count": 2},
+            {"node": "local", "model": "RTX4090", "count": 4},
+            {"node": "local", "model": "910B", "count": 8},
+        ],
+        "policy": "binpack",
+        "vendors": {},
+        "kubernetes_profile": "native",
+    },
+    "services": {
+        "quota": {"port": 0, "database_url": ""},
+        "ssh": {"port": 2222, "host": "127.0.0.1", "public_host": "", "start_stopped": False,
+                "max_failures": 5, "lockout_seconds": 1800, "database_url": ""},
+    },
+    "kubernetes": {
+        "namespace": "",
+        "image": "quay.io/jupyterhub/singleuser:latest",
+        "image_pull_policy": "IfNotPresent",
+        "storage_claim": "gemhub-storage",
+        "storage_sub_path": "",
+        "datasets_claim": "gemhub-datasets",
+        "datasets_sub_path": "",
+        "cpu_guarantee_ratio": 1.0,
+        "mem_guarantee_ratio": 1.0,
+        "hub_connect_ip": "",
+    },
     "lab": {"pip_index_url": "", "pip_trusted_host": "", "apt_mirror": ""},
     "culling": {"enabled": True, "timeout": 3600, "accelerator_timeout": 1800, "every": 300, "max_age": 0},
 }
 
+# spawner.runtime -> JupyterHub.spawner_class
+RUNTIMES = {"local": "gemhub.spawner.local.spawner.LocalGemSpawner",
+            "kubernetes": "gemhub.spawner.kube.spawner.KubeGemSpawner"}
+
 # Keys whose value is a free-form mapping (validated by their own consumer).
-_OPEN_KEYS = {("auth", "oauth")}
+_OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors")}
+INVENTORIES = ("auto", "nvml", "simulated", "none")
+POLICIES = ("binpack", "spread")
+KUBE_PROFILES = ("native", "hami", "volcano")
 
 
 class ConfigError(ValueError):
@@ -116,10 +165,11 @@ def _dotted(path: tuple[str, ...]) -> str:
 def _check(cfg: Mapping[str, Any]) -> None:
     if not 0 < cfg["hub"]["port"] < 65536:
         raise ConfigError(f"hub.port must be between 1 and 65535, not {cfg['hub']['port']}")
-    if cfg["spawner"]["runtime"] != "local":
+    if cfg["spawner"]["runtime"] not in RUNTIMES:
         raise ConfigError(
-            f"spawner.runtime {cfg['spawner']['runtime']!r} is not available yet (use 'local')"
+            f"spawner.runtime {cfg['spawner']['runtime']!r} is not one of {', '.join(RUNTIMES)}"
         )
+    _check_kubernetes(cfg["kubernetes"])
     if cfg["spawner"]["cgroups"] not in ("auto", "required", "off"):
         raise ConfigError("spawner.cgroups must be one of auto, required, off")
     _check_lab(cfg)
@@ -128,11 +178,86 @@ def _check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("presets: every preset needs a name")
     if len(set(names)) != len(names):
         raise ConfigError("presets: names must be unique")
+    ssh = cfg["services"]["ssh"]
+    if not 0 <= ssh["port"] < 65536:
+        raise ConfigError(f"services.ssh.port must be between 1 and 65535, not {ssh['port']}")
+    if ssh["max_failures"] < 1 or ssh["lockout_seconds"] < 1:
+        raise ConfigError("services.ssh.max_failures and lockout_seconds must be at least 1")
     if cfg["spawner"]["default_preset"] not in names:
         raise ConfigError(
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
             f" ({', '.join(names)})"
         )
+    _check_accelerators(cfg)
+
+
+def _check_accelerators(cfg: Mapping[str, Any]) -> None:
+    """The accelerators block, and every preset's spec parsed with the (overridden) registry."""
+    from gemhub.spawner.local.devices import AcceleratorConfigError, check_config
+    from gemhub.spawner.presets import Catalog, PresetError
+
+    acc = cfg["accelerators"]
+    for key, allowed in (("inventory", INVENTORIES), ("policy", POLICIES),
+                         ("kubernetes_profile", KUBE_PROFILES)):
+        if acc[key] not in allowed:
+            raise ConfigError(f"accelerators.{key} must be one of {', '.join(allowed)}, not {acc[key]!r}")
+    try:
+        registry = check_config(acc)
+    except AcceleratorConfigError as e:
+        raise ConfigError(f"accelerators: {e}") from None
+    try:
+        Catalog.from_config(cfg["presets"], cfg["spawner"]["default_preset"], registry)
+    except PresetError as e:
+        raise ConfigError(f"presets: {e}") from None
+
+
+def device_handlers(state_dir: str, accelerators: Mapping[str, Any]) -> list[tuple]:
+    """The hub's device pages (admin inventory, maintenance, GPU metrics), by import name so
+    this module stays free of tornado."""
+    kw = {"state_dir": state_dir, "accelerators": copy.deepcopy(dict(accelerators))}
+    mod = "gemhub.hub_config.devices"
+    return [
+        (r"/gemhub/devices", f"{mod}.DevicesPage", kw),
+        (r"/api/gemhub/devices", f"{mod}.DevicesAPI", kw),
+        (r"/api/gemhub/metrics", f"{mod}.DeviceMetricsAPI", kw),
+    ]
+
+
+def _check_kubernetes(kube: Mapping[str, Any]) -> None:
+    from gemhub.spawner.kube.manifests import ManifestError, StorageSettings
+
+    for key in ("namespace", "image", "image_pull_policy", "storage_claim", "storage_sub_path",
+                "datasets_claim", "datasets_sub_path", "hub_connect_ip"):
+        if not isinstance(kube[key], str):
+            raise ConfigError(f"kubernetes.{key} must be text, not {kube[key]!r}")
+    if kube["image_pull_policy"] not in ("Always", "IfNotPresent", "Never"):
+        raise ConfigError("kubernetes.image_pull_policy must be one of Always, IfNotPresent, Never")
+    for key in ("cpu_guarantee_ratio", "mem_guarantee_ratio"):
+        if isinstance(kube[key], bool) or not isinstance(kube[key], (int, float)):
+            raise ConfigError(f"kubernetes.{key} must be a number, not {kube[key]!r}")
+    try:
+        StorageSettings(**{k: kube[k] for k in ("storage_claim", "datasets_claim", "storage_sub_path",
+                                                "datasets_sub_path", "cpu_guarantee_ratio",
+                                                "mem_guarantee_ratio")})
+    except ManifestError as e:
+        raise ConfigError(f"kubernetes: {e}") from None
+
+
+def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -> dict[str, Any]:
+    """KubeGemSpawner's traits: the runtime-independent ones, then the kubernetes block."""
+    kube = cfg["kubernetes"]
+    # accelerators.* belongs to the accelerator configuration (absent before it is merged)
+    accel = cfg.get("accelerators") or {}
+    out = {k: copy.deepcopy(gem_spawner[k])
+           for k in ("presets", "default_preset", "quota_url", "quota_token")}
+    out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
+                                     "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
+                                     "mem_guarantee_ratio")})
+    if kube["namespace"]:
+        out["namespace"] = kube["namespace"]
+    out["accelerator_profile"] = accel.get("kubernetes_profile", "native")
+    out["accelerator_vendors"] = copy.deepcopy(accel.get("vendors") or {})
+    return out
 
 
 def _check_lab(cfg: Mapping[str, Any]) -> None:
@@ -226,6 +351,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
                         f"--QuotaService.port={inputs.service_ports['quota']}",
                         f"--QuotaService.db_url={quota_db}",
                         f"--QuotaService.state_dir={state}",
+                        *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]],
                     ],
                     "cwd": inputs.repo_dir,
                 },
@@ -259,6 +385,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "quota_token": inputs.service_tokens["quota"],
             "cgroups": cfg["spawner"]["cgroups"],
             "user_prefix": cfg["spawner"]["user_prefix"],
+            "accelerators": copy.deepcopy(cfg["accelerators"]),
             "lab_mirrors": copy.deepcopy(cfg["lab"]),
         },
         "Authenticator": {"admin_users": {admin}},
@@ -266,8 +393,17 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     culler, culler_role = culler_service(cfg, inputs)
     out["JupyterHub"]["services"].append(culler)
     out["JupyterHub"]["load_roles"].append(culler_role)
+    if cfg["spawner"]["runtime"] == "kubernetes":
+        out["JupyterHub"]["spawner_class"] = RUNTIMES["kubernetes"]
+        out["KubeGemSpawner"] = _kubernetes_config(cfg, out["LocalGemSpawner"])
+        if cfg["kubernetes"]["hub_connect_ip"]:
+            # pods reach the hub through this address (e.g. its Service's name)
+            out["JupyterHub"]["hub_ip"] = "0.0.0.0"
+            out["JupyterHub"]["hub_connect_ip"] = cfg["kubernetes"]["hub_connect_ip"]
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
+    _add_ssh_service(out, cfg, inputs)
+    out["JupyterHub"]["extra_handlers"] = device_handlers(state, cfg["accelerators"])
 
     try:
         auth = authenticator_config(cfg["auth"])
@@ -279,3 +415,47 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if cfg["auth"]["type"] == "native":
         out.setdefault("GemAuthenticator", {})["admin_password"] = inputs.admin_password
     return out
+
+
+def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inputs: Inputs) -> None:
+    """The SSH gateway (gemhub.services.ssh): its page, its token's scopes, and what the
+    hub's home page shows about connecting."""
+    ssh = cfg["services"]["ssh"]
+    state = inputs.state_dir
+    hub = cfg["hub"]
+    base_url = hub["base_url"].rstrip("/") + "/"
+    public_ip = ssh["public_host"] or ("127.0.0.1" if hub["ip"] in ("", "0.0.0.0", "::") else hub["ip"])
+    hub_url = f"http://{public_ip}:{hub['port']}{base_url}"
+    db = ssh["database_url"] or f"sqlite:///{state}/db/ssh.sqlite"
+    jh = out["JupyterHub"]
+    jh["services"].append({
+        "name": "ssh",
+        "display": True,
+        "url": service_url(inputs, "ssh"),
+        "api_token": inputs.service_tokens["ssh"],
+        "oauth_no_confirm": True,
+        "command": [
+            inputs.python, "-m", "gemhub.services.ssh.app",
+            f"--SSHService.port={inputs.service_ports['ssh']}",
+            f"--SSHService.db_url={db}",
+            f"--SSHService.state_dir={state}",
+            f"--SSHService.ssh_host={ssh['host']}",
+            f"--SSHService.ssh_port={ssh['port']}",
+            f"--SSHService.public_host={ssh['public_host']}",
+            f"--SSHService.hub_url={hub_url}",
+            f"--SSHService.start_stopped={ssh['start_stopped']}",
+            f"--SSHService.max_failures={ssh['max_failures']}",
+            f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
+        ],
+        "cwd": inputs.repo_dir,
+    })
+    for role in jh["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
+    scopes = ["read:users:name", "read:servers", "users:activity"]
+    if ssh["start_stopped"]:
+        scopes.append("servers")
+    jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})
+    jh.setdefault("template_vars", {})["gemhub_ssh"] = {
+        "port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/",
+    }

@@ -1,11 +1,13 @@
 """The spawn page's options form and the parsing of its submission (pure).
 
 Element names are stable (tests and the browser flows use them):
-``select name="workspace"``, ``select name="project"``, ``input type="radio" name="preset"``.
+``select name="workspace"``, ``select name="project"``, ``input type="radio" name="preset"``,
+``input type="text" name="accelerator"`` (custom accelerator spec, when allowed).
 """
 
 from __future__ import annotations
 
+import json
 from html import escape
 from typing import Any, Iterable, Mapping
 
@@ -67,16 +69,101 @@ def _selected_workspace(workspaces: list[Mapping[str, Any]], previous: Mapping[s
     return str((personal or workspaces or [{"name": ""}])[0].get("name"))
 
 
+_LIMITS_SCRIPT = """
+<script>
+(function () {
+  var ws = document.getElementById("gemhub-workspace");
+  var data = document.getElementById("gemhub-workspace-limits");
+  if (!ws || !data) { return; }
+  var limits = JSON.parse(data.textContent), admin = data.getAttribute("data-admin") === "1";
+  var custom = document.getElementById("gemhub-custom-spec");
+  function apply() {
+    var lim = limits[ws.value] || {allowed_presets: null, custom_spec: false};
+    var radios = document.querySelectorAll('input[name="preset"]'), first = null, lost = false;
+    for (var i = 0; i < radios.length; i++) {
+      var r = radios[i];
+      var ok = r.getAttribute("data-never") !== "1" &&
+        (lim.allowed_presets === null || lim.allowed_presets.indexOf(r.value) >= 0);
+      r.disabled = !ok;
+      if (ok && first === null) { first = r; }
+      if (!ok && r.checked) { lost = true; r.checked = false; }
+    }
+    if (lost && first !== null) { first.checked = true; }
+    if (custom) {
+      var show = admin || lim.custom_spec;
+      custom.hidden = !show;
+      custom.querySelector("input").disabled = !show;
+    }
+  }
+  ws.addEventListener("change", apply);
+  apply();
+})();
+</script>
+"""
+
+
+def _limits(workspaces: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(w.get("name")): {"allowed_presets": w.get("allowed_presets"),
+                                 "custom_spec": bool(w.get("custom_spec"))} for w in workspaces}
+
+
+def _preset_choices(catalog: Catalog, selected: str, labels: Mapping[str, str],
+                    never: Mapping[str, str]) -> list[str]:
+    out = ['<fieldset class="form-group mb-3"><legend class="form-label">Spec preset</legend>']
+    for p in catalog.presets:
+        pid = f"gemhub-preset-{escape(p.name)}"
+        checked = " checked" if p.name == selected else ""
+        reason = never.get(p.name)
+        disabled = ' disabled data-never="1"' if reason else ""
+        cpu = f"{p.cpu:g} CPU"
+        desc = f" — {escape(p.description)}" if p.description else ""
+        accel = escape(labels.get(p.name) or f"accelerator {p.accelerator}")
+        price = f"{p.price_per_hour:.2f}"
+        note = f'<br><small class="text-danger">unavailable: {escape(reason)}</small>' if reason else ""
+        out.append(
+            f'<div class="form-check"><input class="form-check-input" type="radio" name="preset"'
+            f' id="{pid}" value="{escape(p.name)}"{checked}{disabled}>'
+            f'<label class="form-check-label" for="{pid}"><strong>{escape(p.display_name)}</strong>'
+            f" · {cpu} · {format_memory(p.memory)} memory · <span class=\"gemhub-accel\">{accel}</span>"
+            f' · <span class="gemhub-price">{price} points/hour</span>'
+            f' · <span class="gemhub-use">{escape(p.use)}</span>{desc}{note}</label></div>'
+        )
+    out.append("</fieldset>")
+    return out
+
+
+def _custom_spec_field(previous: Mapping[str, Any], show: bool) -> list[str]:
+    value = previous.get("accelerator")
+    value = escape(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    hidden = "" if show else " hidden"
+    return [
+        f'<div class="form-group mb-3" id="gemhub-custom-spec"{hidden}>',
+        '<label for="gemhub-accelerator" class="form-label">Custom accelerator spec (optional; '
+        "replaces the preset's accelerator)</label>",
+        f'<input type="text" class="form-control" id="gemhub-accelerator" name="accelerator"'
+        f' value="{value}" maxlength="200" placeholder="e.g. 0.5(A100-80G), 1(mig-1g.10gb), 1(910B)">',
+        "</div>",
+    ]
+
+
 def render_form(
     workspaces: Iterable[Mapping[str, Any]],
     catalog: Catalog,
     previous: Mapping[str, Any] | None = None,
     base_url: str = "/",
+    *,
+    accelerator_labels: Mapping[str, str] | None = None,
+    never_fits: Mapping[str, str] | None = None,
+    is_admin: bool = False,
 ) -> str:
     """HTML for JupyterHub's spawn page (inserted inside its <form>).
 
     Option values are workspace and project *names* (what users type in the REST API too);
     each project option carries its workspace's name in ``data-workspace`` for the filter.
+    ``accelerator_labels``: preset name -> what its accelerator is (device model, memory);
+    ``never_fits``: preset name -> why it can never run here (shown disabled). Presets the
+    selected workspace may not use are disabled, and the custom spec field is shown to hub
+    admins and to workspaces allowed to type one (the spawner enforces both).
     """
     previous = previous or {}
     workspaces = list(workspaces)
@@ -116,21 +203,17 @@ def render_form(
     out.append("</select>")
     out.append("</div>")
 
-    out.append('<fieldset class="form-group mb-3"><legend class="form-label">Spec preset</legend>')
-    for p in catalog.presets:
-        pid = f"gemhub-preset-{escape(p.name)}"
-        checked = " checked" if p.name == sel_preset else ""
-        cpu = f"{p.cpu:g} CPU"
-        desc = f" — {escape(p.description)}" if p.description else ""
-        out.append(
-            f'<div class="form-check"><input class="form-check-input" type="radio" name="preset"'
-            f' id="{pid}" value="{escape(p.name)}"{checked}>'
-            f'<label class="form-check-label" for="{pid}"><strong>{escape(p.display_name)}</strong>'
-            f" · {cpu} · {format_memory(p.memory)} memory{desc}</label></div>"
-        )
-    out.append("</fieldset>")
+    out += _preset_choices(catalog, sel_preset, accelerator_labels or {}, never_fits or {})
+    limits = _limits(workspaces)
+    sel_limits = limits.get(sel_ws, {})
+    out += _custom_spec_field(previous, is_admin or bool(sel_limits.get("custom_spec")))
+    # a workspace named "</script>" must not end the element early (json.dumps keeps "/")
+    payload = json.dumps(limits).replace("</", "<\\/")
+    out.append(f'<script type="application/json" id="gemhub-workspace-limits"'
+               f' data-admin="{1 if is_admin else 0}">{payload}</script>')
     out.append("</div>")
     out.append(_SCRIPT)
+    out.append(_LIMITS_SCRIPT)
     return "\n".join(out)
 
 
@@ -145,15 +228,17 @@ def _one(formdata: Mapping[str, Any], key: str) -> str | None:
     return values[0].strip() or None
 
 
+_FORM_FIELDS = ("workspace", "project", "preset", "accelerator")
+
+
 def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
     """user_options from the submitted form (a dict of lists of strings)."""
     # JupyterHub passes every body field, its own "_xsrf" included.
-    unknown = sorted(k for k in formdata if k not in ("workspace", "project", "preset")
-                     and not k.startswith("_"))
+    unknown = sorted(k for k in formdata if k not in _FORM_FIELDS and not k.startswith("_"))
     if unknown:
         raise RequestError(f"unknown form field(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
-    for key in ("workspace", "project", "preset"):
+    for key in _FORM_FIELDS:
         value = _one(formdata, key)
         if value is not None:
             out[key] = value  # names, as the form offers them

@@ -16,7 +16,8 @@ from gemhub.spawner.presets import Catalog, Preset, PresetError
 
 # workspace_id/project_id are written back by the spawner after resolution and come back
 # when JupyterHub reuses the previous options (a REST spawn with an empty body).
-OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id")
+OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator")
+MAX_SPEC = 200  # characters of a custom accelerator spec
 
 
 class RequestError(ValueError):
@@ -49,6 +50,7 @@ class RequestedOptions:
     workspace: str | None = None
     project: str | None = None
     preset: str | None = None
+    accelerator: str | None = None  # custom accelerator spec text (replaces the preset's)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class WorkloadRequest:
     workspace: Ref
     project: Ref
     preset: Preset
+    # the parsed accelerator request (the preset's or a custom spec), set by the spawner
+    # once the workspace's limits are checked; None until then
+    accelerator: Any = None
 
     def env(self) -> dict[str, str]:
         """Environment describing the request inside the workload."""
@@ -109,7 +114,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise RequestError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} (known: workspace, project, preset)"
+            f"unknown option(s) {', '.join(map(repr, unknown))} (known: workspace, project, preset, accelerator)"
         )
     workspace = _ref_text(options.get("workspace"), "workspace")
     project = _ref_text(options.get("project"), "project")
@@ -134,7 +139,14 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
         catalog.get(preset)
     except PresetError as e:
         raise RequestError(str(e)) from None
-    return RequestedOptions(workspace=workspace, project=project, preset=preset)
+    accelerator = options.get("accelerator")
+    if accelerator is not None:
+        if not isinstance(accelerator, (str, int)) or isinstance(accelerator, bool):
+            raise RequestError(f"accelerator must be a spec text like '0.5(A100-80G)', not {accelerator!r}")
+        accelerator = str(accelerator).strip() or None
+        if accelerator is not None and len(accelerator) > MAX_SPEC:
+            raise RequestError(f"accelerator spec is longer than {MAX_SPEC} characters")
+    return RequestedOptions(workspace=workspace, project=project, preset=preset, accelerator=accelerator)
 
 
 def build_request(user: str, requested: RequestedOptions, resolved: Mapping[str, Any],

@@ -63,6 +63,9 @@ class Hub:
         self.admin_password = "Adm1n-" + secrets.token_hex(6)
         self.config_file = self.workdir / "gemhub.yaml"
         self.config = deep_merge(TEST_CONFIG, overrides or {})
+        # Every hub gets its own SSH gateway port: several hubs run at once in a test session.
+        self.config = deep_merge({"services": {"ssh": {"port": free_port()}}}, self.config)
+        self.ssh_port = self.config["services"]["ssh"]["port"]
         self.config_file.write_text(yaml.safe_dump(self.config))
         self.log_path = self.workdir / "hub.log"
         # A wrapper config (load_subconfig + extra lines) may replace the shipped one.

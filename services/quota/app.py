@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from traitlets import Any, default
+from traitlets import Any, List, Unicode, default
 
 from gemhub.services.common.app import GemService
 from gemhub.services.common.openapi import OpenAPIRegistry
@@ -19,7 +19,9 @@ NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^/]*$"}
 WORKSPACE = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "personal": {"type": "boolean"},
     "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"},
-    "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600}}}
+    "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600},
+    "allowed_presets": {"type": ["array", "null"], "items": {"type": "string"}},
+    "custom_spec": {"type": "boolean"}}}
 PROJECT = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "workspace_id": {"type": "integer"},
     "created": {"type": "string"}}}
@@ -46,6 +48,10 @@ class QuotaService(GemService):
 
     hub_api = Any(help="Client of the hub REST API (default: HubAPI with the service's own token).").tag(config=True)
 
+    preset_names = List(
+        Unicode(), help="Names of the configured spec presets (workspaces may be limited to some of them)."
+    ).tag(config=True)
+
     @default("hub_api")
     def _default_hub_api(self):
         return HubAPI(log=self.log)
@@ -65,7 +71,8 @@ class QuotaService(GemService):
         ]
 
     def extra_settings(self):
-        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set()}
+        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set(),
+                "preset_names": list(self.preset_names)}
 
     def openapi(self) -> OpenAPIRegistry:
         r = OpenAPIRegistry("GemHub quota service")
@@ -76,10 +83,12 @@ class QuotaService(GemService):
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}},
               response=WORKSPACE, errors=(400, 401, 409))
         r.add("get", wsid, "A workspace", response=WORKSPACE)
-        r.add("patch", wsid, "Rename a workspace, or (platform admins) set its run-time limit",
+        r.add("patch", wsid, "Rename a workspace; hub admins also set allowed_presets (null = all), "
+              "custom_spec and max_runtime_minutes (null = no limit)",
               response=WORKSPACE, errors=(400, 401, 403, 404, 409),
-              request={"type": "object", "minProperties": 1, "properties": {
-                  "name": NAME,
+              request={"type": "object", "properties": {
+                  "name": NAME, "allowed_presets": {"type": ["array", "null"], "items": {"type": "string"}},
+                  "custom_spec": {"type": "boolean"},
                   "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600}}})
         r.add("delete", wsid, "Delete a workspace (refused while a server of it runs)", status=204,
               errors=(401, 403, 404, 409))

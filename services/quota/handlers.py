@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from gemhub.lab import limits
+from gemhub.lab import limits as runtime_limits
 from gemhub.services.common.errors import BadRequest, Conflict, Forbidden
 from gemhub.services.common.handlers import APIHandler, PageHandler
 
-from . import domain
+from . import domain, presets
 from .hubapi import spawn_background
 from .models import Membership, Workspace
-from .workspaces import Workspaces, member_json, project_json, workspace_json
+from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
 
 
 class QuotaMixin:
@@ -85,25 +85,36 @@ class WorkspaceAPI(QuotaAPIHandler):
 
     async def patch(self, ws_id):
         body = self.json_body()
-        if "name" not in body and "max_runtime_minutes" not in body:
-            raise BadRequest("nothing to change: send {\"name\": ...} or {\"max_runtime_minutes\": ...}")
+        limits = {k: body[k] for k in ("allowed_presets", "custom_spec") if k in body}
+        if "name" not in body and not limits and "max_runtime_minutes" not in body:
+            raise BadRequest("nothing to change: send name, allowed_presets, custom_spec or max_runtime_minutes")
         store = self.workspaces()
-        minutes = self.runtime_limit(body)  # checked before anything changes
+        minutes = await self.runtime_limit(body, store.actor)
+        if limits:
+            # checked before anything changes, so a refused request changes nothing
+            presets.require_hub_admin(await self.settings["hub_api"].is_admin(store.actor))
+            known = tuple(self.settings["preset_names"])
+            if "allowed_presets" in limits:
+                presets.validate_allowed_presets(limits["allowed_presets"], known)
+            if "custom_spec" in limits:
+                presets.validate_custom_spec(limits["custom_spec"])
         ws = store.rename(int(ws_id), body["name"]) if "name" in body else None
+        if limits:
+            ws = store.set_preset_limits(int(ws_id), known_presets=known, **limits)
         if "max_runtime_minutes" in body:
             ws = store.set_runtime_limit(int(ws_id), minutes)
         self.write_json(workspace_json(ws, store.role_in(ws)))
 
-    def runtime_limit(self, body: dict) -> int | None:
-        """The run-time limit in ``body``: platform administrators set it (seed 001), not
-        workspace owners, since it bounds what a workspace may use."""
+    async def runtime_limit(self, body: dict, actor: str) -> int | None:
+        """The run-time limit in ``body`` (checked before anything changes). Hub admins set
+        it (seed 001), not workspace owners: it bounds what a workspace may use."""
         if "max_runtime_minutes" not in body:
             return None
-        if not self.require_user().get("admin"):
-            raise Forbidden("only platform administrators set a workspace's run-time limit")
+        if not await self.settings["hub_api"].is_admin(actor):
+            raise Forbidden("only hub administrators may set a workspace's run-time limit")
         try:
-            return limits.check_minutes(body["max_runtime_minutes"])
-        except limits.LimitError as e:
+            return runtime_limits.check_minutes(body["max_runtime_minutes"])
+        except runtime_limits.LimitError as e:
             raise BadRequest(str(e)) from None
 
     async def delete(self, ws_id):
@@ -211,7 +222,8 @@ class ResolveAPI(QuotaAPIHandler):
             pr_ref = domain.DEFAULT_PROJECT
         p = store.project(ws, pr_ref)
         self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
-                                       "max_runtime_minutes": ws.max_runtime_minutes},
+                                       "max_runtime_minutes": ws.max_runtime_minutes,
+                                       **preset_limits_json(ws)},
                          "project": {"id": p.id, "name": p.name}})
 
 

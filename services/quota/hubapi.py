@@ -52,6 +52,18 @@ class HubAPI:
             raise Unavailable(f"the hub answered {r.status_code} looking up user {name!r}")
         return True
 
+    async def is_admin(self, name: str) -> bool:
+        """Whether ``name`` is a hub administrator (asked of the hub, never taken from the caller)."""
+        try:
+            r = await self._request("GET", f"/users/{quote(name, safe='')}")
+        except httpx.HTTPError as e:
+            raise Unavailable(f"cannot reach the hub to look up user {name!r}: {e}") from None
+        if r.status_code == 404:
+            return False
+        if r.status_code != 200:
+            raise Unavailable(f"the hub answered {r.status_code} looking up user {name!r}")
+        return bool(r.json().get("admin"))
+
     async def running_servers(self) -> list[dict]:
         """[{user, server, user_options}] of every active (running or starting) server."""
         out: list[dict] = []

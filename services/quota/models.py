@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from gemhub.services.common.audit import AuditEventColumns, utcnow
@@ -26,6 +26,10 @@ class Workspace(Base):
     created: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # How long an environment of this workspace may run (seed 001 资源时效); None: no limit.
     max_runtime_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # Set by hub admins only: the presets this workspace may use (None = every preset) and
+    # whether its members may type a custom accelerator spec.
+    allowed_presets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
+    custom_spec: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True

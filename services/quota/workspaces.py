@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import Conflict, NotFound
 
-from . import domain
+from . import domain, presets
 from .domain import MEMBER, OWNER
 from .models import Membership, Project, Workspace
 from .paths import make_project_dirs
@@ -30,7 +30,11 @@ def iso(dt: datetime.datetime | None) -> str | None:
 
 def workspace_json(ws: Workspace, role: str | None) -> dict:
     return {"id": ws.id, "name": ws.name, "personal": ws.personal, "role": role, "created": iso(ws.created),
-            "max_runtime_minutes": ws.max_runtime_minutes}
+            "max_runtime_minutes": ws.max_runtime_minutes, **preset_limits_json(ws)}
+
+
+def preset_limits_json(ws: Workspace) -> dict:
+    return {"allowed_presets": ws.allowed_presets, "custom_spec": bool(ws.custom_spec)}
 
 
 def project_json(p: Project) -> dict:
@@ -189,6 +193,24 @@ class Workspaces:
             audit_event(self.db, self.actor, "workspace.runtime_limit", f"workspace:{ws.id}",
                         old=ws.max_runtime_minutes, new=minutes)
             ws.max_runtime_minutes = minutes
+            self.db.commit()
+        return ws
+
+    def set_preset_limits(self, ws_id: int, allowed_presets: object = ..., custom_spec: object = ...,
+                          known_presets: tuple[str, ...] = ()) -> Workspace:
+        """Hub admins only (the caller checks): membership is not needed. ``...`` = unchanged."""
+        ws = self.db.get(Workspace, ws_id)
+        if ws is None:
+            raise NotFound(f"workspace {ws_id} does not exist")
+        new = {"allowed_presets": ws.allowed_presets, "custom_spec": bool(ws.custom_spec)}
+        if allowed_presets is not ...:
+            new["allowed_presets"] = presets.validate_allowed_presets(allowed_presets, known_presets)
+        if custom_spec is not ...:
+            new["custom_spec"] = presets.validate_custom_spec(custom_spec)
+        old = preset_limits_json(ws)
+        if new != old:
+            ws.allowed_presets, ws.custom_spec = new["allowed_presets"], new["custom_spec"]
+            audit_event(self.db, self.actor, "workspace.presets", f"workspace:{ws.id}", old=old, new=new)
             self.db.commit()
         return ws
 

@@ -46,12 +46,14 @@ def plan_launch(
     cgroup_procs: list[str] = (),
     as_root: bool = True,
     python: str = sys.executable,
+    device_env: Mapping[str, str] | None = None,
 ) -> LaunchPlan:
     """The launcher invocation for ``request``.
 
     as_root: private mount namespace at /gemini and a drop to ``unix_user``;
     otherwise the same-user fallback rooted at ``state/users/<user>/gemini``.
     ``command`` is the workload's argv (``{root}`` in it is replaced by the root).
+    ``device_env`` is the accelerator placement (visible devices, MPS limits, GEMHUB_ACCELERATOR).
     """
     mounts = layout.mount_table(state_dir, request.workspace.id, request.project.id)
     if as_root:
@@ -77,6 +79,7 @@ def plan_launch(
     env = dict(base_env)
     bindir = os.path.dirname(python)
     env.update(request.env())
+    env.update(device_env or {})
     env.update(
         HOME=home,
         SHELL="/bin/bash",

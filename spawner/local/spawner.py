@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import getpass
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -20,54 +22,20 @@ import time
 import psutil
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import random_port
-from tornado import web
-from traitlets import Any, Dict, Float, Integer, List, Unicode, default, validate
+from traitlets import Dict, Float, Integer, Unicode
 from traitlets import Enum as EnumTrait
 
 from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
-from gemhub.spawner.form import options_from_form, render_form
-from gemhub.spawner.local import accounts, cgroups, runtime
-from gemhub.spawner.presets import Catalog, Preset, PresetError
-from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
+from gemhub.spawner.common import GemSpawnerMixin, user_error
+from gemhub.spawner.local import accounts, cgroups, record, runtime
+from gemhub.spawner.local.accelspawner import AcceleratorMixin
+from gemhub.spawner.local.devices import build_registry
 
 
-def user_error(status: int, message: str) -> web.HTTPError:
-    """An HTTP error whose message JupyterHub shows as is (spawn page and REST)."""
-    e = web.HTTPError(status, "%s", message, reason=None)
-    e.jupyterhub_message = message
-    return e
-
-
-class _OfflineQuota:
-    """Stand-in when no quota service is configured: the personal workspace only."""
-
-    async def resolve(self, user, workspace=None, project=None):
-        if workspace not in (None, "0", user) or project not in (None, "0", "default"):
-            raise RequestError("no quota service is configured: only the personal workspace exists")
-        return {"workspace": {"id": 0, "name": user}, "project": {"id": 0, "name": "default"}}
-
-    async def list_workspaces(self, user):
-        return [{"id": 0, "name": user, "personal": True, "role": "owner",
-                 "projects": [{"id": 0, "name": "default"}]}]
-
-
-class LocalGemSpawner(Spawner):
+class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
     state_dir = Unicode(
         "var", help="GemHub state directory (its layout is in gemhub.spawner.layout)."
-    ).tag(config=True)
-    presets = List(
-        Dict(),
-        default_value=[{"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
-                        "description": "development"}],
-        help="Spec presets: dicts {name, display_name, cpu (float), memory ('2G'), description}.",
-    ).tag(config=True)
-    default_preset = Unicode("B1", help="Preset used when a request names none.").tag(config=True)
-    quota_url = Unicode(
-        "", help="Base URL of the quota service (…/services/quota/). Empty: personal workspace only."
-    ).tag(config=True)
-    quota_token = Unicode(
-        "", help="The quota service's own hub API token (the spawner acts for users with it)."
     ).tag(config=True)
     cgroups = EnumTrait(
         list(cgroups.MODES), default_value="auto",
@@ -83,139 +51,25 @@ class LocalGemSpawner(Spawner):
         help="Interpreter for the launcher and jupyterhub-singleuser; must be executable by "
         "the per-user accounts (not a pyenv Python under /root).",
     ).tag(config=True)
-    lab_mirrors = Dict(
-        help="Package mirrors written into every environment: {pip_index_url, pip_trusted_host, "
-        "apt_mirror} (gemhub.yaml lab:; see gemhub.lab.mirrors).",
-    ).tag(config=True)
-    quota_client_factory = Any(
-        None, allow_none=True,
-        help="Callable (url, token) -> client with async resolve()/list_workspaces(); "
-        "default gemhub.services.quota.client.QuotaClient.",
-    ).tag(config=True)
 
     # state that survives a hub restart (get_state/load_state)
     pid = Integer(0, help="pid of the server process (state: survives hub restarts).")
     pid_started = Float(0.0, help="Start time of that process, to detect a reused pid (state).")
     unix_user = Unicode("", help="Unix account the server runs as; empty when not root (state).")
     cgroup_state = Dict(help="The server's cgroup: version and directories (state).")
+    lab_mirrors = Dict(
+        help="Package mirrors written into every environment: {pip_index_url, pip_trusted_host, "
+        "apt_mirror} (gemhub.yaml lab:; see gemhub.lab.mirrors).",
+    ).tag(config=True)
     _extra_state: dict = {}
-    _max_runtime_minutes: int | None = None
-    workload: WorkloadRequest | None = None
     proc: subprocess.Popen | None = None
 
     _accounts = accounts.Accounts()
     _fallback_warned = False
 
-    @validate("presets")
-    def _check_presets(self, proposal):
-        try:
-            for preset in proposal.value:
-                Preset.from_dict(preset)
-        except PresetError as e:
-            raise ValueError(str(e)) from None
-        return proposal.value
-
-    @default("default_url")
-    def _default_url(self):
-        return "/lab/tree/code"
-
-    @default("options_form")
-    def _default_options_form(self):
-        return self._render_options_form
-
-    @default("options_from_form")
-    def _default_options_from_form(self):
-        return self._options_from_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self):
-        return self._apply_user_options
-
-    # -- request ------------------------------------------------------------------
     @property
-    def catalog(self) -> Catalog:
-        try:
-            return Catalog.from_config(self.presets, self.default_preset)
-        except PresetError as e:
-            raise user_error(500, f"preset configuration is wrong: {e}") from None
-
-    def _quota(self):
-        if self.quota_client_factory is not None:
-            return self.quota_client_factory(self.quota_url, self.quota_token)
-        if not self.quota_url:
-            return _OfflineQuota()
-        from gemhub.services.quota.client import QuotaClient
-
-        return QuotaClient(self.quota_url, self.quota_token)
-
-    async def _with_quota(self, call):
-        """Run ``call(client)``; refusals become HTTP errors whose message the user sees."""
-        try:
-            from gemhub.services.quota.client import QuotaError
-        except ImportError:  # the quota service is not installed (offline stand-in)
-            QuotaError = None  # noqa: N806
-        client = self._quota()
-        try:
-            return await call(client)
-        except web.HTTPError:
-            raise
-        except RequestError as e:
-            raise user_error(400, str(e)) from None
-        except Exception as e:
-            if QuotaError is not None and isinstance(e, QuotaError):
-                status = getattr(e, "status", 500) or 500
-                message = getattr(e, "message", None) or str(e)
-                if 400 <= status < 500:
-                    # not a member -> 403; unknown workspace/project and the like -> 400
-                    raise user_error(403 if status == 403 else 400, message) from None
-            else:
-                message = f"{type(e).__name__}: {e}"
-            self.log.error("quota service error for %s: %s", self._log_name, message)
-            raise user_error(503, f"the workspace service is unavailable right now ({message})") from None
-        finally:
-            close = getattr(client, "aclose", None) or getattr(client, "close", None)
-            if close is not None:
-                r = close()
-                if asyncio.iscoroutine(r):
-                    await r
-
-    async def _render_options_form(self, spawner=None):
-        try:
-            workspaces = await self._with_quota(lambda q: q.list_workspaces(self.user.name))
-            note = ""
-        except Exception as e:
-            self.log.warning("cannot list workspaces of %s: %s", self.user.name, e)
-            workspaces, note = [], ('<div class="alert alert-warning">Workspaces are unavailable '
-                                    "right now; the server starts in your personal workspace.</div>")
-        previous = self.orm_spawner.user_options if self.orm_spawner is not None else {}
-        base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
-        return note + render_form(workspaces, self.catalog, previous or {}, base_url)
-
-    def _options_from_form(self, formdata):
-        try:
-            return options_from_form(formdata)
-        except RequestError as e:
-            raise user_error(400, str(e)) from None
-
-    async def _apply_user_options(self, spawner, user_options):
-        catalog = self.catalog
-        try:
-            requested = parse_options(user_options, catalog)
-        except RequestError as e:
-            raise user_error(400, str(e)) from None
-        resolved = await self._with_quota(
-            lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
-        )
-        # The workspace's run-time limit (seed 001) becomes this run's deadline in start().
-        self._max_runtime_minutes = (resolved.get("workspace") or {}).get("max_runtime_minutes")
-        try:
-            self.workload = build_request(self.user.name, requested, resolved, catalog)
-        except RequestError as e:
-            raise user_error(400, str(e)) from None
-        persisted = self.workload.persisted_options(user_options or {})
-        self.user_options = persisted
-        if self.orm_spawner is not None:
-            self.orm_spawner.user_options = dict(persisted)
+    def accelerator_registry(self):
+        return build_registry(self.accelerators)
 
     # -- lifecycle ----------------------------------------------------------------
     def load_state(self, state):
@@ -250,6 +104,7 @@ class LocalGemSpawner(Spawner):
         if self.workload is None:
             await self._apply_user_options(self, self.user_options)
         request = self.workload
+        device_env = await self.accelerator_start(request.accelerator)
         as_root = os.geteuid() == 0
         state_dir = os.path.abspath(self.state_dir)
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
@@ -285,7 +140,7 @@ class LocalGemSpawner(Spawner):
         self.cgroup_state = cg.to_state() if cg else {}
 
         self.port = random_port()
-        stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self._max_runtime_minutes)
+        stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self.max_runtime_minutes)
         plan = runtime.plan_launch(
             request,
             state_dir=state_dir,
@@ -295,6 +150,7 @@ class LocalGemSpawner(Spawner):
             cgroup_procs=cg.procs_files if cg else [],
             as_root=as_root,
             python=self.python,
+            device_env=device_env,
         )
         log_dir = layout.logs_dir(state_dir) / "servers"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -316,6 +172,7 @@ class LocalGemSpawner(Spawner):
         if stop_at is not None:
             self._extra_state[limits.STATE_KEY] = limits.format_deadline(stop_at)
         await self._wait_listening(log_path)
+        self._write_runtime_record(plan, cg)
         return f"http://127.0.0.1:{self.port}"
 
     def _lab_env(self, state_dir: str, stop_at: datetime.datetime | None) -> dict[str, str]:
@@ -324,6 +181,23 @@ class LocalGemSpawner(Spawner):
         if stop_at is not None:
             env[limits.ENV_VAR] = limits.format_deadline(stop_at)
         return env
+
+    def _write_runtime_record(self, plan: runtime.LaunchPlan, cg: "cgroups.Cgroup | None") -> None:
+        """Tell the SSH gateway how to enter this server (gemhub.spawner.local.record)."""
+        if self.unix_user:
+            pw = pwd.getpwnam(self.unix_user)
+            unix_user, uid, gid = self.unix_user, pw.pw_uid, pw.pw_gid
+        else:
+            unix_user, uid, gid = getpass.getuser(), os.getuid(), os.getgid()
+        rec = record.RuntimeRecord(
+            pid=self.pid, unix_user=unix_user, uid=uid, gid=gid, cwd=plan.spec["cwd"], root=plan.root,
+            namespace="mnt" if plan.mode == "namespace" else "none", env=dict(plan.env),
+            pid_started=self.pid_started, cgroup_procs=list(cg.procs_files) if cg else [],
+        )
+        try:
+            record.write_record(self.state_dir, self.user.name, self.name, rec)
+        except OSError as e:  # ssh into this server will say it is not running; the server itself is fine
+            self.log.warning("cannot write the runtime record of %s: %s", self._log_name, e)
 
     async def _wait_listening(self, log_path) -> None:
         """Return once the server accepts connections (the hub's own check then succeeds at
@@ -375,6 +249,7 @@ class LocalGemSpawner(Spawner):
     async def stop(self, now=False):
         """SIGTERM the server (it shuts its kernels and terminals down), wait ``term_timeout``,
         then SIGKILL whatever is left: the whole cgroup, or the process tree without one."""
+        record.remove_record(self.state_dir, self.user.name, self.name)
         cg = cgroups.Cgroup.from_state(self.cgroup_state)
         p = self._process()
         tree: list[psutil.Process] = []

@@ -218,6 +218,7 @@ def test_resolve_for_the_spawner(hub):
     pid = call(hub, "POST", f"workspaces/{wid}/projects", t, json={"name": "exp"}).json()["id"]
     r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": wname, "project": "exp"})
     assert r.json() == {"workspace": {"id": wid, "name": wname, "personal": False,
+                                      "allowed_presets": None, "custom_spec": False,
                                       "max_runtime_minutes": None},
                         "project": {"id": pid, "name": "exp"}}
     r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid), "project": str(pid)})

@@ -8,11 +8,7 @@ from gemhub.hub_config.configurer import ConfigError, Inputs, build_config, merg
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub_config" / "gemhub.example.yaml"
 
-INPUTS = Inputs(
-    repo_dir="/repo", state_dir="/state", python="/venv/bin/python", hub_port=8081,
-    proxy_api_port=8001, service_ports={"quota": 9101}, service_tokens={"quota": "qtok"},
-    admin_password="pw", admin_token="",
-)
+from config_inputs import INPUTS  # noqa: E402
 
 
 def test_example_file_is_exactly_the_defaults():
@@ -56,7 +52,7 @@ def test_admin_token_becomes_an_admin_api_token():
         ({"spawner": {"cgroups": "sometimes"}}, "spawner.cgroups"),
         ({"spawner": {"default_preset": "X9"}}, "not one of the presets"),
         ({"presets": [{"name": "A"}, {"name": "A"}], "spawner": {"default_preset": "A"}}, "unique"),
-        ({"spawner": {"runtime": "kubernetes"}}, "not available"),
+        ({"spawner": {"runtime": "docker"}}, "spawner.runtime 'docker' is not one of"),
         ({"hub": []}, "hub must be a mapping"),
     ],
 )

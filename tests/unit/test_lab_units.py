@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from config_inputs import INPUTS
 from gemhub.hub_config import configurer
 from gemhub.lab import culling, gpu, limits, mirrors
 
@@ -183,11 +184,9 @@ def test_platform_config_for_lab_and_culling():
             configurer.merge_platform(bad, {})
     presets = [{"name": "B1"}, {"name": "G1", "accelerator": "0.5(A100-80G)"}, {"name": "C1", "accelerator": "0"}]
     assert configurer.accelerated_presets(presets) == ["G1"]
-    inputs = configurer.Inputs(repo_dir="/r", state_dir="/s", python="/py", hub_port=1, proxy_api_port=2,
-                               service_ports={"quota": 3}, service_tokens={"quota": "t"}, admin_password="p")
-    out = configurer.build_config(cfg, inputs)
+    out = configurer.build_config(cfg, INPUTS)
     (culler,) = [s for s in out["JupyterHub"]["services"] if s["name"] == "idle-culler"]
-    assert culler["command"][:3] == ["/py", "-m", "gemhub.lab.culling"]
+    assert culler["command"][:3] == [INPUTS.python, "-m", "gemhub.lab.culling"]
     assert "--timeout=20" in culler["command"] and "--cull-idle=False" in culler["command"]
     (role,) = [r for r in out["JupyterHub"]["load_roles"] if r.get("services") == ["idle-culler"]]
     assert "delete:servers" in role["scopes"] and "admin:users" not in role["scopes"]

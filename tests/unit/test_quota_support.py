@@ -40,6 +40,10 @@ class FakeHub:
         self.users: set[str] = set()
         self.servers: list[dict] = []
         self.groups: dict[str, list[str] | None] = {}
+        self.admins: set[str] = set()
+
+    async def is_admin(self, name: str) -> bool:
+        return name in self.admins
 
     async def user_exists(self, name: str) -> bool:
         return name in self.users
@@ -52,7 +56,7 @@ class FakeHub:
 
 
 class QuotaUnderTest:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, **service_traits):
         self.state_dir = tmp_path / "state"
         self.hub = FakeHub()
         self.tokens: dict[str, dict] = {
@@ -62,7 +66,7 @@ class QuotaUnderTest:
         }
         self.service = QuotaService(
             state_dir=str(self.state_dir), db_url=f"sqlite:///{tmp_path}/quota.sqlite",
-            base_url=PREFIX, service_name="quota", hub_api=self.hub,
+            base_url=PREFIX, service_name="quota", hub_api=self.hub, **service_traits,
         )
         self.app = self.service.make_app(hub_auth=FakeHubAuth(self.tokens))
 

@@ -1,14 +1,14 @@
 """workspaces.max_runtime_minutes: how long an environment may run (seed 001)
 
-Revision ID: 0002_lab
-Revises: 0001
+Revision ID: 0003_lab
+Revises: 0002_presets
 Create Date: 2026-11-25
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_lab"
-down_revision = "0001"
+revision = "0003_lab"
+down_revision = "0002_presets"
 branch_labels = None
 depends_on = None
 

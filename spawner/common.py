@@ -1,0 +1,208 @@
+"""What every GemHub spawner shares, whatever runs the workload (thin adapter).
+
+Options are validated and resolved (quota service) in ``apply_user_options``, which sets
+``self.workload``, the :class:`~gemhub.spawner.request.WorkloadRequest` the runtime
+(LocalGemSpawner, KubeGemSpawner) turns into a process or a pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from tornado import web
+from traitlets import Any, Dict, List, Unicode, default, validate
+from traitlets.config import Configurable
+
+from gemhub.spawner.form import options_from_form, render_form
+from gemhub.spawner.accelerators import SpecError, default_registry, parse
+from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
+from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
+
+
+def user_error(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose message JupyterHub shows as is (spawn page and REST)."""
+    e = web.HTTPError(status, "%s", message, reason=None)
+    e.jupyterhub_message = message
+    return e
+
+
+class _OfflineQuota:
+    """Stand-in when no quota service is configured: the personal workspace only."""
+
+    async def resolve(self, user, workspace=None, project=None):
+        if workspace not in (None, "0", user) or project not in (None, "0", "default"):
+            raise RequestError("no quota service is configured: only the personal workspace exists")
+        return {"workspace": {"id": 0, "name": user}, "project": {"id": 0, "name": "default"}}
+
+    async def list_workspaces(self, user):
+        return [{"id": 0, "name": user, "personal": True, "role": "owner",
+                 "projects": [{"id": 0, "name": "default"}]}]
+
+
+class GemSpawnerMixin(Configurable):
+    """Presets, the options form and the quota service's resolution, for any Spawner.
+
+    Put it first in the bases (``class X(GemSpawnerMixin, Spawner)``) so that its trait
+    defaults (options form, apply_user_options) win over the runtime spawner's own.
+    """
+
+    presets = List(
+        Dict(),
+        default_value=[{"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
+                        "description": "development"}],
+        help="Spec presets: dicts {name, display_name, cpu (float), memory ('2G'), description, "
+        "accelerator (spec text), use (development|training|inference), price_per_hour ('1.50')}.",
+    ).tag(config=True)
+    default_preset = Unicode("B1", help="Preset used when a request names none.").tag(config=True)
+    quota_url = Unicode(
+        "", help="Base URL of the quota service (…/services/quota/). Empty: personal workspace only."
+    ).tag(config=True)
+    quota_token = Unicode(
+        "", help="The quota service's own hub API token (the spawner acts for users with it)."
+    ).tag(config=True)
+    quota_client_factory = Any(
+        None, allow_none=True,
+        help="Callable (url, token) -> client with async resolve()/list_workspaces(); "
+        "default gemhub.services.quota.client.QuotaClient.",
+    ).tag(config=True)
+
+    workload: WorkloadRequest | None = None
+    max_runtime_minutes: int | None = None  # of the resolved workspace (None: no limit)
+
+    @validate("presets")
+    def _check_presets(self, proposal):
+        try:
+            registry = self.accelerator_registry
+            for preset in proposal.value:
+                Preset.from_dict(preset, registry)
+        except ValueError as e:  # PresetError, a bad registry override
+            raise ValueError(str(e)) from None
+        return proposal.value
+
+    @default("default_url")
+    def _default_url(self):
+        return "/lab/tree/code"
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return self._apply_user_options
+
+    # -- accelerators (runtimes refine these: LocalGemSpawner's AcceleratorMixin) ---------
+    @property
+    def accelerator_registry(self):
+        """The vendor registry presets and custom specs are parsed with."""
+        return default_registry()
+
+    def choose_accelerator(self, requested, resolved):
+        """The accelerator request for this spawn: the preset's, or the user's custom spec
+        where the workspace (or being a hub admin) allows it. Raises RequestError."""
+        try:
+            return choose_accelerator(
+                self.workload.preset, requested.accelerator, resolved.get("workspace") or {},
+                bool(getattr(self.user, "admin", False)),
+                lambda text: parse(text, self.accelerator_registry))
+        except (PresetError, SpecError) as e:
+            raise RequestError(str(e)) from None
+
+    def form_accelerators(self, catalog) -> dict:
+        """render_form's accelerator arguments."""
+        return {"is_admin": bool(getattr(self.user, "admin", False))}
+
+    # -- request ------------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        try:
+            return Catalog.from_config(self.presets, self.default_preset, self.accelerator_registry)
+        except PresetError as e:
+            raise user_error(500, f"preset configuration is wrong: {e}") from None
+
+    def _quota(self):
+        if self.quota_client_factory is not None:
+            return self.quota_client_factory(self.quota_url, self.quota_token)
+        if not self.quota_url:
+            return _OfflineQuota()
+        from gemhub.services.quota.client import QuotaClient
+
+        return QuotaClient(self.quota_url, self.quota_token)
+
+    async def _with_quota(self, call):
+        """Run ``call(client)``; refusals become HTTP errors whose message the user sees."""
+        try:
+            from gemhub.services.quota.client import QuotaError
+        except ImportError:  # the quota service is not installed (offline stand-in)
+            QuotaError = None  # noqa: N806
+        client = self._quota()
+        try:
+            return await call(client)
+        except web.HTTPError:
+            raise
+        except RequestError as e:
+            raise user_error(400, str(e)) from None
+        except Exception as e:
+            if QuotaError is not None and isinstance(e, QuotaError):
+                status = getattr(e, "status", 500) or 500
+                message = getattr(e, "message", None) or str(e)
+                if 400 <= status < 500:
+                    # not a member -> 403; unknown workspace/project and the like -> 400
+                    raise user_error(403 if status == 403 else 400, message) from None
+            else:
+                message = f"{type(e).__name__}: {e}"
+            self.log.error("quota service error for %s: %s", self._log_name, message)
+            raise user_error(503, f"the workspace service is unavailable right now ({message})") from None
+        finally:
+            close = getattr(client, "aclose", None) or getattr(client, "close", None)
+            if close is not None:
+                r = close()
+                if asyncio.iscoroutine(r):
+                    await r
+
+    async def _render_options_form(self, spawner=None):
+        try:
+            workspaces = await self._with_quota(lambda q: q.list_workspaces(self.user.name))
+            note = ""
+        except Exception as e:
+            self.log.warning("cannot list workspaces of %s: %s", self.user.name, e)
+            workspaces, note = [], ('<div class="alert alert-warning">Workspaces are unavailable '
+                                    "right now; the server starts in your personal workspace.</div>")
+        previous = self.orm_spawner.user_options if self.orm_spawner is not None else {}
+        base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
+        catalog = self.catalog
+        return note + render_form(workspaces, catalog, previous or {}, base_url,
+                                  **self.form_accelerators(catalog))
+
+    def _options_from_form(self, formdata):
+        try:
+            return options_from_form(formdata)
+        except RequestError as e:
+            raise user_error(400, str(e)) from None
+
+    async def _apply_user_options(self, spawner, user_options):
+        catalog = self.catalog
+        try:
+            requested = parse_options(user_options, catalog)
+        except RequestError as e:
+            raise user_error(400, str(e)) from None
+        resolved = await self._with_quota(
+            lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
+        )
+        # The workspace's run-time limit (seed 001): the runtime turns it into a deadline.
+        self.max_runtime_minutes = (resolved.get("workspace") or {}).get("max_runtime_minutes")
+        try:
+            self.workload = build_request(self.user.name, requested, resolved, catalog)
+            self.workload = dataclasses.replace(
+                self.workload, accelerator=self.choose_accelerator(requested, resolved))
+        except RequestError as e:
+            raise user_error(400, str(e)) from None
+        persisted = self.workload.persisted_options(user_options or {})
+        self.user_options = persisted
+        if self.orm_spawner is not None:
+            self.orm_spawner.user_options = dict(persisted)

@@ -1,0 +1,145 @@
+"""The accelerator part of LocalGemSpawner (a mixin, so the spawner keeps small hooks only).
+
+- :meth:`choose_accelerator` (from ``apply_user_options``): the workspace's preset limits,
+  the custom spec permission, the spec parsed with the platform's registry;
+- :meth:`accelerator_start` (from ``start``, before launch): allocate, start MPS when
+  needed, return the environment (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...);
+- the allocation is saved in the spawner's state, re-adopted by ``load_state`` when the hub
+  restarts, and released in ``run_post_stop_hook``, which JupyterHub runs after every stop,
+  failed start and server that died on its own.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Mapping
+
+from jupyterhub.utils import maybe_future
+from traitlets import Dict, HasTraits
+from traitlets import Any as AnyTrait
+
+from gemhub.spawner.accelerators import SpecError
+from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
+from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
+from gemhub.spawner.local.mps import MpsError
+from gemhub.spawner.presets import PresetError, choose_accelerator
+from gemhub.spawner.request import RequestedOptions, RequestError
+
+
+class AcceleratorMixin(HasTraits):
+    accelerators = Dict(
+        help="The platform's accelerators block: {inventory: auto|nvml|simulated|none, simulated: "
+        "[{node, model, count}], policy: binpack|spread, vendors: {registry overrides}, "
+        "kubernetes_profile}. Empty: no devices.",
+    ).tag(config=True)
+    allocation = AnyTrait(None, allow_none=True,
+                          help="The devices this server holds (an Allocation; state: survives hub restarts).")
+
+    @property
+    def devices(self) -> LocalDevices:
+        return hub_devices(self.state_dir, self.accelerators, self.log)
+
+    @property
+    def holder(self) -> str:
+        return server_holder(self.user.name, self.name)
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(getattr(self.user, "admin", False))
+
+    def choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
+        """The accelerator request for this spawn: the preset's, or the user's custom spec
+        where the workspace (or being a hub admin) allows it. Raises RequestError."""
+        with self._inventory_errors():
+            return self._choose_accelerator(requested, resolved)
+
+    @contextmanager
+    def _inventory_errors(self):
+        """An unusable inventory (e.g. ``inventory: nvml`` without a driver) is a 503 with the
+        reason, never a 500."""
+        from gemhub.spawner.local.spawner import user_error  # spawner.py imports this module
+
+        try:
+            yield
+        except AcceleratorConfigError as e:
+            self.log.error("accelerator inventory: %s", e)
+            raise user_error(503, f"the accelerator inventory is unavailable: {e}") from None
+
+    def _choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
+        preset = self.workload.preset
+        try:
+            request = choose_accelerator(preset, requested.accelerator, resolved.get("workspace") or {},
+                                         self.is_admin, self.devices.parse)
+        except (PresetError, SpecError) as e:
+            raise RequestError(str(e)) from None
+        reason = self.devices.never_fits(request)
+        if reason is not None:
+            what = "this accelerator spec" if requested.accelerator else f"preset {preset.name}"
+            raise RequestError(f"{what} cannot run on this platform: {reason}")
+        return request
+
+    def form_accelerators(self, catalog) -> dict[str, Any]:
+        """render_form's accelerator arguments: labels, presets that can never run, admin."""
+        devices = self.devices
+        try:
+            labels = {p.name: devices.describe(p.request) for p in catalog.presets}
+            never = {p.name: r for p in catalog.presets if (r := devices.never_fits(p.request))}
+        except AcceleratorConfigError as e:  # the form still offers what needs no device
+            self.log.error("accelerator inventory: %s", e)
+            labels = {}
+            never = {p.name: f"the accelerator inventory is unavailable: {e}"
+                     for p in catalog.presets if not p.request.none}
+        return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
+
+    async def accelerator_start(self, request) -> dict[str, str]:
+        """Allocate devices for ``request`` and return the server's device environment.
+        No capacity -> HTTP 409 with the allocator's message."""
+        from gemhub.spawner.local.spawner import user_error  # spawner.py imports this module
+
+        if request is None:  # a workload built without choose_accelerator: the preset's
+            request = self.workload.preset.request
+        # A server that is starting holds nothing: whatever is recorded for it is left over
+        # (e.g. from an earlier start under another preset) and must not be reused.
+        if await self.devices.release(self.holder) is not None:
+            self.log.warning("%s: dropped a stale device allocation before starting", self._log_name)
+        try:
+            with self._inventory_errors():
+                self.allocation = await self.devices.allocate(request, self.holder)
+        except NoCapacityError as e:
+            self.log.info("no capacity for %s: %s", self._log_name, e.no_capacity.message)
+            raise user_error(409, f"no capacity for your request right now: {e.no_capacity.message}") from None
+        try:
+            await self.devices.prepare_mps(self.allocation)
+        except MpsError as e:
+            self.log.error("MPS for %s: %s", self._log_name, e)
+            await self.accelerator_release()
+            raise user_error(503, "the GPU sharing service (MPS) could not be started; "
+                             "ask an administrator") from None
+        with self._inventory_errors():
+            return self.devices.env(request, self.allocation)
+
+    async def accelerator_release(self) -> None:
+        await self.devices.release(self.holder)
+        self.allocation = None
+
+    # -- state: chained through super() by LocalGemSpawner's own methods -------------------
+    def load_state(self, state):
+        super().load_state(state)
+        saved = state.get("accelerator_allocation")
+        if saved:
+            self.allocation = Allocation.from_json(saved)
+            self.devices.remember(self.allocation)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.allocation is not None:
+            state["accelerator_allocation"] = self.allocation.to_json()
+        return state
+
+    def clear_state(self):
+        super().clear_state()
+        self.allocation = None
+
+    async def run_post_stop_hook(self):
+        await self.accelerator_release()
+        return await maybe_future(super().run_post_stop_hook())

@@ -1,0 +1,400 @@
+"""Accelerators on the local runtime: a thin adapter over :mod:`gemhub.spawner.accelerators`.
+
+It builds the device inventory from the ``accelerators`` configuration block, applies the
+admins' maintenance marks, keeps who holds which device (an :class:`AllocationStore`),
+places requests with the pure allocator, and renders the placement into a server's
+environment (plus, on real NVIDIA devices, a per-device MPS control daemon for fractions).
+
+Allocations live in the hub process for now (rebuilt from the spawners' saved state when
+the hub starts); the quota service's ledger will replace :class:`HubProcessStore` behind
+the same small interface. No tornado or jupyterhub import here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Mapping
+
+from gemhub.spawner.accelerators import AcceleratorRequest, VendorRegistry, default_registry
+from gemhub.spawner.accelerators import parse as parse_spec
+from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError, allocate
+from gemhub.spawner.accelerators.inventory import (
+    Device,
+    DeviceInventory,
+    DeviceStatus,
+    InventoryError,
+    NvmlInventory,
+    SimulatedInventory,
+)
+from gemhub.spawner.accelerators.render import local_env
+from gemhub.spawner.local.mps import MpsDaemons
+
+DEVICE_CACHE_SECONDS = 5
+DEFAULT_CONFIG: dict[str, Any] = {
+    "inventory": "none", "simulated": [], "policy": "binpack", "vendors": {},
+    "kubernetes_profile": "native",
+}
+
+
+class AcceleratorConfigError(ValueError):
+    """The ``accelerators`` configuration block is wrong; the message says where."""
+
+
+def build_registry(config: Mapping[str, Any]) -> VendorRegistry:
+    try:
+        return default_registry().with_overrides(config.get("vendors") or {})
+    except ValueError as e:
+        raise AcceleratorConfigError(f"vendors: {e}") from None
+
+
+def check_config(config: Mapping[str, Any]) -> VendorRegistry:
+    """Validate the block (registry overrides, simulated devices); returns the registry."""
+    registry = build_registry(config)
+    try:
+        SimulatedInventory.from_config(list(config.get("simulated") or []), registry=registry)
+    except (ValueError, TypeError, KeyError) as e:
+        raise AcceleratorConfigError(f"simulated: {e}") from None
+    return registry
+
+
+class AllocationStore(ABC):
+    """Who holds which devices. Placement runs under :attr:`lock`, so two concurrent
+    requests never see the same free device."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+    @abstractmethod
+    async def held(self) -> list[Allocation]:
+        """Every current allocation."""
+
+    @abstractmethod
+    async def hold(self, allocation: Allocation) -> None:
+        """Record ``allocation`` (replacing any earlier one of the same holder)."""
+
+    @abstractmethod
+    async def release(self, holder: str) -> Allocation | None:
+        """Forget the holder's allocation (idempotent); returns what it held."""
+
+    @abstractmethod
+    def remember(self, allocation: Allocation) -> None:
+        """Re-adopt an allocation found in a spawner's saved state when the hub starts."""
+
+
+class HubProcessStore(AllocationStore):
+    """Allocations in the hub's memory; the spawners' states are the durable record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_holder: dict[str, Allocation] = {}
+
+    async def held(self) -> list[Allocation]:
+        return list(self._by_holder.values())
+
+    async def hold(self, allocation: Allocation) -> None:
+        self._by_holder[allocation.holder] = allocation
+
+    async def release(self, holder: str) -> Allocation | None:
+        return self._by_holder.pop(holder, None)
+
+    def remember(self, allocation: Allocation) -> None:
+        self._by_holder[allocation.holder] = allocation
+
+
+class MaintenanceMarks:
+    """Devices and nodes an admin took out of service, persisted in the state directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.devices: set[str] = set()
+        self.nodes: set[str] = set()
+        if path.exists():
+            data = json.loads(path.read_text())
+            self.devices, self.nodes = set(data.get("devices", [])), set(data.get("nodes", []))
+
+    def set(self, *, device: str | None = None, node: str | None = None, on: bool) -> None:
+        target = self.devices if device is not None else self.nodes
+        name = device if device is not None else node
+        (target.add if on else target.discard)(name)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"devices": sorted(self.devices), "nodes": sorted(self.nodes)}, indent=1))
+        tmp.replace(self.path)
+
+    def apply(self, devices: list[Device]) -> list[Device]:
+        out = []
+        for d in devices:
+            if d.status == DeviceStatus.ONLINE and (d.id in self.devices or d.node in self.nodes):
+                d = dataclasses.replace(d, status=DeviceStatus.MAINTENANCE)
+            out.append(d)
+        return out
+
+
+class LocalDevices:
+    """The local runtime's devices: inventory + maintenance + allocations, for one hub."""
+
+    def __init__(self, config: Mapping[str, Any], state_dir: str, store: AllocationStore | None = None,
+                 log: logging.Logger | None = None, nvml_inventory=NvmlInventory):
+        self.config = {**copy.deepcopy(DEFAULT_CONFIG), **copy.deepcopy(dict(config or {}))}
+        self.state_dir = Path(state_dir)
+        self.log = log or logging.getLogger(__name__)
+        self.registry = build_registry(self.config)
+        self.store = store or HubProcessStore()
+        self.maintenance = MaintenanceMarks(self.state_dir / "devices" / "maintenance.json")
+        self._nvml_inventory = nvml_inventory
+        self._inventory: DeviceInventory | None = None
+        self.source = ""  # "nvml", "simulated" or "none" once resolved
+        self.mps = MpsDaemons(self.state_dir, self.log)
+        self._cache: tuple[float, list[Device]] | None = None
+        self._metrics = None  # a prometheus CollectorRegistry, made on first scrape
+
+    # -- inventory -------------------------------------------------------------------
+    def inventory(self) -> DeviceInventory | None:
+        """Resolved on first use (NVML is touched only then)."""
+        if self.source:
+            return self._inventory
+        mode = self.config["inventory"]
+        simulated = list(self.config.get("simulated") or [])
+        if mode in ("nvml", "auto"):
+            nvml = self._nvml_inventory(registry=self.registry)
+            try:
+                found = nvml.devices()
+            except Exception as e:  # no driver / no library: auto falls back, nvml is an error
+                if mode == "nvml":
+                    raise AcceleratorConfigError(f"accelerators.inventory is nvml but NVML failed: {e}") from e
+                self.log.info("NVML is not usable here (%s); falling back", e)
+                found = []
+            if found or mode == "nvml":
+                self._inventory, self.source = nvml, "nvml"
+                return nvml
+        if mode in ("simulated", "auto") and simulated:
+            self._inventory = SimulatedInventory.from_config(simulated, registry=self.registry)
+            self.source = "simulated"
+            self.log.info("accelerators: %d simulated device(s); no real device is bound",
+                          len(self._inventory.devices()))
+            return self._inventory
+        self._inventory, self.source = None, "none"
+        return None
+
+    def raw_devices(self) -> list[Device]:
+        """The inventory's devices; NVML answers are reused for a few seconds (one spawn
+        page asks once per preset)."""
+        inv = self.inventory()
+        if inv is None:
+            return []
+        now = time.monotonic()
+        if self._cache is None or now - self._cache[0] > DEVICE_CACHE_SECONDS:
+            try:
+                self._cache = (now, list(inv.devices()))
+            except InventoryError as e:  # e.g. the driver went away after the hub started
+                raise AcceleratorConfigError(str(e)) from e
+        return list(self._cache[1])
+
+    def devices(self) -> list[Device]:
+        """Devices with the admins' maintenance marks applied."""
+        return self.maintenance.apply(self.raw_devices())
+
+    # -- requests ----------------------------------------------------------------------
+    def parse(self, text: str) -> AcceleratorRequest:
+        """A custom spec, checked against the registry and the models present here."""
+        models = sorted({d.model for d in self.raw_devices()})
+        return parse_spec(text, self.registry, inventory_models=models or None)
+
+    def describe(self, request: AcceleratorRequest) -> str:
+        """What the request gets, for people: device model and memory (simulated labelled)."""
+        if request.none:
+            return "no accelerator"
+        found = self.registry.find_model(request.model) if request.model else None
+        info = found[1] if found else None
+        vendor = self.registry.find_vendor(request.vendor) if request.vendor else None
+        model = request.model or (vendor.display if vendor else "GPU")
+        if request.kind == "mig":
+            profile = self.registry.mig_profile(request.model, request.mig_profile) if request.model else None
+            text = f"MIG {request.mig_profile}" + (f" of {model}" if request.model else "")
+            if profile is not None:
+                text += f" ({_gib(profile.memory_mib)} memory)"
+        elif request.kind == "vnpu":
+            template = self.registry.template(request.vnpu_template)
+            text = f"vNPU {request.vnpu_template}"
+            if template is not None:
+                text += f" ({_gib(template.memory_mib)} memory, {template.aicore} AI cores)"
+        elif request.kind == "fraction":
+            share = f"{request.fraction if request.fraction is not None else 'a share'} of one {model}"
+            mem = request.memory_mib
+            if mem is None and info is not None and request.fraction is not None:
+                mem = int(info.memory_mib * request.fraction)
+            text = share + (f" ({_gib(mem)} memory cap)" if mem else "")
+            if request.compute_percent:
+                text += f", {request.compute_percent}% compute"
+        else:
+            text = f"{request.count} × {model}" + (f" ({_gib(info.memory_mib)} each)" if info else "")
+        if self.source == "simulated":
+            text += " · simulated"
+        return text
+
+    def never_fits(self, request: AcceleratorRequest) -> str | None:
+        """Why ``request`` cannot run here even on idle, serviceable devices (None: it can)."""
+        if request.none:
+            return None
+        devices = [dataclasses.replace(d, status=DeviceStatus.ONLINE)
+                   if d.status == DeviceStatus.MAINTENANCE else d for d in self.raw_devices()]
+        try:
+            allocate(devices, [], request, "probe", self.config["policy"], self.registry)
+        except NoCapacityError as e:
+            return e.no_capacity.message
+        return None
+
+    async def allocate(self, request: AcceleratorRequest, holder: str) -> Allocation | None:
+        """Place ``request`` for ``holder`` (None when it asks for no accelerator).
+
+        Raises NoCapacityError. Idempotent: a holder that already holds devices keeps them.
+        """
+        if request.none:
+            return None
+        async with self.store.lock:
+            held = await self.store.held()
+            for a in held:
+                if a.holder == holder:
+                    return a
+            devices = await asyncio.get_running_loop().run_in_executor(None, self.devices)
+            allocation = allocate(devices, held, request, holder, self.config["policy"], self.registry)
+            await self.store.hold(allocation)
+        self.log.info("accelerators: %s holds %s", holder, ", ".join(allocation.device_ids))
+        return allocation
+
+    async def release(self, holder: str) -> Allocation | None:
+        async with self.store.lock:
+            released = await self.store.release(holder)
+        if released is not None:
+            self.log.info("accelerators: %s released %s", holder, ", ".join(released.device_ids))
+        return released
+
+    def remember(self, allocation: Allocation) -> None:
+        self.store.remember(allocation)
+
+    async def holders(self) -> dict[str, list[str]]:
+        """device id -> holders."""
+        out: dict[str, list[str]] = {}
+        for a in await self.store.held():
+            for dev in a.device_ids:
+                out.setdefault(dev, []).append(a.holder)
+        return out
+
+    # -- the server's environment --------------------------------------------------------
+    def env(self, request: AcceleratorRequest, allocation: Allocation | None) -> dict[str, str]:
+        devices = self.raw_devices()
+        env = dict(local_env(request, allocation, devices, self.registry,
+                             mps_pipe_dir=self.mps_pipe_dir(allocation)))
+        if allocation is not None:
+            # A server holding NPUs must not see this machine's GPUs either (and so on):
+            # every other vendor's visible-devices variable is set to "nothing".
+            own = {d.vendor for d in devices if d.id in allocation.device_ids}
+            for key in sorted(({d.vendor for d in devices} | {"nvidia"}) - own):
+                vendor = self.registry.vendors.get(key)
+                for var in vendor.visible_env if vendor is not None else ():
+                    env.setdefault(var, "none" if var == "NVIDIA_VISIBLE_DEVICES" else "")
+        return env
+
+    def _shared(self, allocation: Allocation | None) -> bool:
+        return allocation is not None and not allocation.exclusive and not allocation.mig_profile
+
+    def mps_pipe_dir(self, allocation: Allocation | None) -> str | None:
+        if self.source != "nvml" or not self._shared(allocation):
+            return None
+        return str(self.mps.pipe_dir(allocation.device_ids[0]))
+
+    async def prepare_mps(self, allocation: Allocation | None) -> None:
+        """Start the device's MPS control daemon for a shared (fractional) allocation on a
+        real NVIDIA device; simulated devices only get the limits in the environment.
+        Raises MpsError."""
+        if not self._shared(allocation):
+            return
+        if self.source != "nvml":
+            self.log.info("accelerators: %s is on a simulated device: no MPS daemon is started "
+                          "(the MPS limits are only set in the environment)", allocation.holder)
+            return
+        device = next(d for d in self.raw_devices() if d.id == allocation.device_ids[0])
+        await self.mps.ensure(device)
+
+    # -- metrics ---------------------------------------------------------------------------
+    async def metrics_text(self) -> bytes:
+        """Prometheus text of the devices' DCGM-named metrics (labelled simulated or not)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from gemhub.spawner.accelerators.metrics import GpuSampler, prometheus_collector
+
+        inv = self.inventory()
+        if inv is None:
+            return b""
+        if self._metrics is None:
+            self._metrics = CollectorRegistry(auto_describe=False)
+            self._metrics.register(prometheus_collector(GpuSampler(inv)))
+        return await asyncio.get_running_loop().run_in_executor(None, generate_latest, self._metrics)
+
+    # -- admin view --------------------------------------------------------------------
+    async def inventory_view(self) -> dict[str, Any]:
+        """Nodes with their devices, status, maintenance marks and holders (admin page/API)."""
+        held: dict[str, list[Allocation]] = {}
+        for a in await self.store.held():
+            for dev in a.device_ids:
+                held.setdefault(dev, []).append(a)
+        devices = await asyncio.get_running_loop().run_in_executor(None, self.devices)
+        nodes: dict[str, dict[str, Any]] = {}
+        for d in devices:
+            node = nodes.setdefault(d.node, {"name": d.node, "maintenance": d.node in self.maintenance.nodes,
+                                             "devices": []})
+            node["devices"].append({
+                "id": d.id, "index": d.index, "uuid": d.uuid, "vendor": d.vendor, "model": d.model,
+                "memory_mib": d.memory_mib, "mig_capable": d.mig_capable,
+                "status": DeviceStatus(d.status).value, "simulated": d.simulated,
+                "maintenance": d.id in self.maintenance.devices,
+                "holders": [holder_view(a) for a in held.get(d.id, [])],
+            })
+        return {"source": self.source, "policy": self.config["policy"], "nodes": list(nodes.values())}
+
+    def set_maintenance(self, *, device: str | None = None, node: str | None = None, on: bool) -> None:
+        """Mark a device or node (KeyError when it does not exist here)."""
+        devices = self.raw_devices()
+        if device is not None and device not in {d.id for d in devices}:
+            raise KeyError(f"there is no device {device!r}")
+        if node is not None and node not in {d.node for d in devices}:
+            raise KeyError(f"there is no node {node!r}")
+        self.maintenance.set(device=device, node=node, on=on)
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / 1024:g} GiB"
+
+
+def server_holder(user: str, server: str) -> str:
+    return f"server:{user}/{server}"
+
+
+def holder_view(a: Allocation) -> dict[str, Any]:
+    """Who holds a device and how much of it (admin page/API)."""
+    kind, _, rest = a.holder.partition(":")
+    user, _, server = rest.partition("/")
+    return {"holder": a.holder, "kind": kind, "user": user, "server": server,
+            "memory_mib": a.memory_mib, "compute_percent": a.compute_percent,
+            "exclusive": a.exclusive, "mig_profile": a.mig_profile}
+
+
+# One LocalDevices per hub process and configuration: the spawners and the hub's device
+# pages must share the same allocations and lock (a module-level table because both are
+# created by JupyterHub, which offers no other shared object to hang it on).
+_HUB_DEVICES: dict[tuple[str, str], LocalDevices] = {}
+
+
+def hub_devices(state_dir: str, config: Mapping[str, Any], log: logging.Logger | None = None) -> LocalDevices:
+    key = (os.path.abspath(state_dir), json.dumps(config, sort_keys=True, default=str))
+    if key not in _HUB_DEVICES:
+        _HUB_DEVICES[key] = LocalDevices(config, state_dir, log=log)
+    return _HUB_DEVICES[key]

@@ -1,0 +1,1 @@
+"""A fake Kubernetes API server (kmock) for KubeGemSpawner tests, with a hand-driven kubelet."""

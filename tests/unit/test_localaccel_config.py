@@ -1,0 +1,52 @@
+"""The platform file's accelerators block and presets: validated at load, handed to the
+spawner, the quota service (preset names) and the hub's device pages."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemhub.hub_config.configurer import ConfigError, build_config, merge_platform
+
+from config_inputs import INPUTS  # noqa: E402
+
+
+def test_defaults_reach_spawner_quota_and_device_pages():
+    cfg = merge_platform({}, {})
+    c = build_config(cfg, INPUTS)
+    acc = c["LocalGemSpawner"]["accelerators"]
+    assert acc["inventory"] == "auto" and acc["policy"] == "binpack"
+    assert {e["model"] for e in acc["simulated"]} == {"A100-80G", "RTX4090", "910B"}
+    quota = c["JupyterHub"]["services"][0]["command"]
+    assert [a for a in quota if a.startswith("--QuotaService.preset_names=")] == [
+        f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]
+    handlers = {h[0]: h for h in c["JupyterHub"]["extra_handlers"]}
+    assert set(handlers) == {r"/gemhub/devices", r"/api/gemhub/devices", r"/api/gemhub/metrics"}
+    assert handlers[r"/gemhub/devices"][1] == "gemhub.hub_config.devices.DevicesPage"
+    assert handlers[r"/gemhub/devices"][2] == {"state_dir": "/state", "accelerators": acc}
+
+
+def test_vendor_overrides_are_free_form_and_reach_preset_parsing():
+    cfg = merge_platform({
+        "accelerators": {"vendors": {"nvidia": {"models": {"ZX-1": {"memory_mib": 16384}}}},
+                         "simulated": [{"model": "ZX-1", "count": 1}]},
+        "presets": [{"name": "B1", "cpu": 1, "memory": "1G", "accelerator": "1(ZX-1)"}],
+    }, {})
+    assert cfg["presets"][0]["accelerator"] == "1(ZX-1)"
+
+
+@pytest.mark.parametrize("user, message", [
+    ({"accelerators": {"inventory": "cuda"}}, "accelerators.inventory must be one of auto, nvml, simulated, none"),
+    ({"accelerators": {"policy": "random"}}, "accelerators.policy must be one of binpack, spread"),
+    ({"accelerators": {"kubernetes_profile": "x"}}, "accelerators.kubernetes_profile"),
+    ({"accelerators": {"gpus": 2}}, "unknown key 'accelerators.gpus'"),
+    ({"accelerators": {"simulated": [{"model": "A100-80G", "count": "two"}]}}, "accelerators: simulated"),
+    ({"accelerators": {"simulated": [{"model": "Z9000"}]}}, "Z9000"),
+    ({"presets": [{"name": "B1", "cpu": 1, "memory": "1G", "accelerator": "2(Z9000)"}]},
+     "presets: preset 'B1': accelerator spec '2(Z9000)'"),
+    ({"presets": [{"name": "B1", "cpu": 1, "memory": "1G", "price_per_hour": 1.5}]}, "price_per_hour"),
+    ({"presets": [{"name": "B1", "cpu": 1, "memory": "1G", "use": "mining"}]}, "use must be one of"),
+])
+def test_bad_accelerator_config_is_an_error_that_says_where(user, message):
+    with pytest.raises(ConfigError) as e:
+        merge_platform(user, {})
+    assert message in str(e.value)

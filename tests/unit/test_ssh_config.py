@@ -1,0 +1,50 @@
+"""The ssh service's registration in the hub configuration (gemhub.yaml services.ssh)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemhub.hub_config.configurer import ConfigError, Inputs, build_config, merge_platform
+
+INPUTS = Inputs(repo_dir="/repo", state_dir="/state", python="/py", hub_port=8081, proxy_api_port=8001,
+                service_ports={"quota": 9101, "ssh": 9102}, service_tokens={"quota": "qtok", "ssh": "stok"},
+                admin_password="pw")
+
+
+def ssh_parts(user_cfg: dict):
+    out = build_config(merge_platform(user_cfg, {}), INPUTS)["JupyterHub"]
+    service = next(s for s in out["services"] if s["name"] == "ssh")
+    roles = {r["name"]: r for r in out["load_roles"]}
+    return service, roles, out["template_vars"]["gemhub_ssh"]
+
+
+def test_ssh_service_is_registered_with_minimal_scopes():
+    service, roles, shown = ssh_parts({})
+    assert service["api_token"] == "stok" and service["display"] is True
+    assert service["url"] == "http://127.0.0.1:9102"
+    assert "--SSHService.ssh_port=2222" in service["command"]
+    assert "--SSHService.ssh_host=127.0.0.1" in service["command"]
+    assert "--SSHService.hub_url=http://127.0.0.1:8000/" in service["command"]
+    assert roles["gemhub-ssh"]["scopes"] == ["read:users:name", "read:servers", "users:activity"]
+    assert "access:services!service=ssh" in roles["user"]["scopes"]
+    assert "access:services!service=quota" in roles["user"]["scopes"]
+    assert shown == {"port": 2222, "host": "", "page": "/services/ssh/"}
+
+
+def test_start_stopped_grants_starting_servers_only_then():
+    service, roles, _ = ssh_parts({"services": {"ssh": {"start_stopped": True, "port": 22,
+                                                        "public_host": "gem.example.com"}}})
+    assert "servers" in roles["gemhub-ssh"]["scopes"]
+    assert "--SSHService.start_stopped=True" in service["command"]
+    assert "--SSHService.public_host=gem.example.com" in service["command"]
+    assert "--SSHService.hub_url=http://gem.example.com:8000/" in service["command"]
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"port": 70000}, "services.ssh.port"), ({"port": "22"}, "whole number"),
+    ({"max_failures": 0}, "max_failures"), ({"start_stopped": "yes"}, "true or false"),
+    ({"bogus": 1}, "services.ssh.bogus"),
+])
+def test_bad_ssh_settings_are_config_errors(bad, needle):
+    with pytest.raises(ConfigError, match=needle):
+        merge_platform({"services": {"ssh": bad}}, {})
