@@ -11,45 +11,28 @@ from pathlib import Path
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from gemhub.hub_config import configurer
-from hubproc import REPO, Hub, deep_merge
+from hubproc import Hub, deep_merge
 
-# Environments in the lab tests hold half a simulated A100. Where the local runtime
-# allocates accelerators (the "accelerators" platform key), through a preset; elsewhere
-# GEMHUB_ACCELERATOR is set the way the spawner sets it (schema in the accelerator API).
-ACCELERATORS = "accelerators" in configurer.DEFAULTS
-PRESET = "G1" if ACCELERATORS else None
+# Environments in the lab tests may hold half a simulated A100 (preset G1): what the
+# spawner then puts in GEMHUB_ACCELERATOR, and the platform config that gives it.
+PRESET = "G1"
 SLICE = {
     "spec": "0.5(A100-80G)", "kind": "fraction", "simulated": True,
     "visible_env": "CUDA_VISIBLE_DEVICES",
-    "devices": [{"id": "local/0", "index": 0, "uuid": "GPU-sim-0000", "model": "A100-80G",
+    "devices": [{"id": "local/0", "index": 0, "model": "A100-80G",
                  "memory_limit_mib": 40960, "memory_total_mib": 81920, "compute_percent": 50,
                  "mig_profile": None}],
 }
 ACCELERATOR_CONFIG = {
     "accelerators": {"inventory": "simulated", "simulated": [{"node": "local", "model": "A100-80G", "count": 1}]},
     "presets": [{"name": "B1", "cpu": 1, "memory": "2G", "accelerator": "0"},
-                {"name": "G1", "cpu": 1, "memory": "2G", "accelerator": "0.5(A100-80G)"}],
+                {"name": PRESET, "cpu": 1, "memory": "2G", "accelerator": "0.5(A100-80G)"}],
 }
 
 
 def accelerated_hub(workdir: Path, overrides: dict | None = None) -> Hub:
-    """A Hub (not started) whose environments can hold the slice above: spawn with
-    ``spawn_options()``."""
-    if ACCELERATORS:
-        return Hub(workdir, deep_merge(overrides or {}, ACCELERATOR_CONFIG))
-    h = Hub(workdir, overrides)
-    wrapper = h.workdir / "jupyterhub_config.py"
-    wrapper.write_text(
-        f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
-        f"c.LocalGemSpawner.environment = {{'GEMHUB_ACCELERATOR': {json.dumps(SLICE)!r}}}\n"
-    )
-    h.hub_config = wrapper
-    return h
-
-
-def spawn_options() -> dict:
-    return {"preset": PRESET} if PRESET else {}
+    """A Hub (not started) with the presets above on a simulated A100."""
+    return Hub(workdir, deep_merge(overrides or {}, ACCELERATOR_CONFIG))
 
 
 def new_terminal(hub, user: str, token: str, cwd: str | None = None) -> str:

@@ -70,8 +70,7 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
         assert "stops 90 minutes after it starts" in limit_text, limit_text
 
         page.goto(f"{hub.url}/hub/spawn")
-        if PRESET:
-            page.check(f"input[name=preset][value={PRESET}]")
+        page.check(f"input[name=preset][value={PRESET}]")
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
         page.wait_for_url(f"**/user/{name}/lab**", timeout=90_000)
         page.wait_for_selector(".jp-LauncherCard", timeout=60_000)

@@ -8,23 +8,17 @@ import time
 
 import pytest
 
-from gemhub.hub_config import configurer
 from hubproc import Hub, unique_name
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT, ACCEL_TIMEOUT, EVERY = 24, 8, 4
-# Accelerator allocation on the local runtime (simulated devices) comes with the
-# "accelerators" platform key; without it only plain servers can be tested.
-ACCELERATORS = "accelerators" in configurer.DEFAULTS
-CONFIG: dict = {"culling": {"enabled": True, "timeout": TIMEOUT, "accelerator_timeout": ACCEL_TIMEOUT,
-                            "every": EVERY}}
-if ACCELERATORS:
-    CONFIG.update(
-        accelerators={"inventory": "simulated", "simulated": [{"node": "local", "model": "A100-80G", "count": 1}]},
-        presets=[{"name": "B1", "cpu": 1, "memory": "1G", "accelerator": "0"},
-                 {"name": "G1", "cpu": 1, "memory": "1G", "accelerator": "1(A100-80G)"}],
-    )
+CONFIG = {
+    "culling": {"enabled": True, "timeout": TIMEOUT, "accelerator_timeout": ACCEL_TIMEOUT, "every": EVERY},
+    "accelerators": {"inventory": "simulated", "simulated": [{"node": "local", "model": "A100-80G", "count": 1}]},
+    "presets": [{"name": "B1", "cpu": 1, "memory": "1G", "accelerator": "0"},
+                {"name": "G1", "cpu": 1, "memory": "1G", "accelerator": "1(A100-80G)"}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,6 @@ def test_idle_server_is_stopped_after_the_timeout(cullhub):
     assert running(cullhub, name)
 
 
-@pytest.mark.skipif(not ACCELERATORS, reason="needs accelerator allocation on the local runtime")
 def test_server_holding_accelerators_goes_first_and_frees_its_device(cullhub):
     def holders():
         nodes = cullhub.api("GET", "/gemhub/devices").json()["nodes"]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from hubproc import Hub, unique_name
-from labclient import ACCELERATORS, accelerated_hub, new_terminal, read_file, spawn_options, type_in_terminal
+from labclient import PRESET, SLICE, accelerated_hub, new_terminal, read_file, type_in_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def spawn(hub: Hub, prefix: str = "lab", **options) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def running(labhub):
-    return spawn(labhub, **spawn_options())
+    return spawn(labhub, preset=PRESET)
 
 
 def test_gpu_api_shows_the_simulated_slice(labhub, running):
@@ -55,11 +55,12 @@ def test_gpu_api_shows_the_simulated_slice(labhub, running):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["error"] is None, body
-    assert (body["spec"], body["kind"], body["simulated"]) == ("0.5(A100-80G)", "fraction", True)
+    assert (body["spec"], body["kind"], body["simulated"]) == (SLICE["spec"], SLICE["kind"], True)
     (dev,) = body["devices"]
-    assert dev["model"] == "A100-80G" and dev["simulated"] is True
-    assert dev["memory_limit_mib"] == 40960 and dev["memory_total_mib"] == 81920
-    assert dev["compute_percent"] == 50
+    expected = SLICE["devices"][0]
+    for key in ("id", "index", "model", "memory_limit_mib", "memory_total_mib", "compute_percent"):
+        assert dev[key] == expected[key], (key, dev)
+    assert dev["simulated"] is True
     # live (synthetic) figures, within the slice's limits
     assert 0 <= dev["memory_used_mib"] <= 40960
     assert 0 <= dev["utilization_percent"] <= 100
@@ -146,9 +147,9 @@ def test_runtime_limit_is_admin_only_shown_and_enforced(labhub):
     started = time.monotonic()
     body = labhub.request("GET", f"/user/{name}/gemhub/runtime", token=token).json()
     assert 0 < body["remaining_seconds"] <= 60 and body["message"].startswith("stops in "), body
-    if ACCELERATORS:  # the default preset holds none: the panel says "No accelerator"
-        gpu = labhub.request("GET", f"/user/{name}/gemhub/gpu", token=token).json()
-        assert gpu["devices"] == [] and gpu["error"] is None, gpu
+    # the default preset holds no accelerator: the panel says "No accelerator"
+    gpu = labhub.request("GET", f"/user/{name}/gemhub/gpu", token=token).json()
+    assert gpu["devices"] == [] and gpu["error"] is None, gpu
     state = labhub.api("GET", f"/users/{name}").json()["servers"][""]["state"]
     assert state["stop_at"] == body["stop_at"]
 
