@@ -1,4 +1,5 @@
-"""This environment's accelerator slice and its live figures (pure apart from the sampler).
+"""This environment's accelerator slice and its live figures (pure apart from the sampler
+and the process listing).
 
 The spawner describes the slice in ``GEMHUB_ACCELERATOR`` (JSON, schema in the accelerator
 API); figures come from :class:`gemhub.spawner.accelerators.metrics.GpuSampler`: NVML for
@@ -173,8 +174,8 @@ def default_sampler(slice_: Slice) -> Callable[[], Sequence[Any]]:
 
 
 def own_processes() -> set[int]:
-    """Processes of this environment: those of its unix account (one per user and server
-    in the local runtime; the whole container elsewhere)."""
+    """Processes of this environment: those of its unix account (the user's own account in
+    the local runtime, the container's user elsewhere)."""
     import psutil
 
     uid = os.getuid()
@@ -196,7 +197,8 @@ def report(slice_: Slice, sample: Callable[[], Sequence[Any]] | None,
     if slice_.devices and sample is not None:
         try:
             samples = sample()
-            pids = own_pids() if own_pids is not None else None
+            if own_pids is not None and slice_.kind == "fraction":
+                pids = own_pids()
         except Exception as e:  # the panel must stay up when the driver misbehaves
             error = f"cannot read device figures: {type(e).__name__}: {e}"
     return {
