@@ -99,6 +99,10 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
         usage.wait_for()
         assert "Mem:" in usage.inner_text()
         page.screenshot(path=str(shots / "01-gpu-panel.png"))
+        home = page.context.new_page()  # the hub's home page says it too
+        home.goto(f"{hub.url}/hub/home")
+        assert re.search(r"stops in 1 h (29|30) min", home.locator("#gemhub-runtime").inner_text())
+        home.close()
 
         # A notebook writes a TensorBoard run to /gemini/output.
         open_launcher(page)
