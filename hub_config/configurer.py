@@ -44,7 +44,11 @@ DEFAULTS: dict[str, Any] = {
         {"name": "P1", "display_name": "P1 · premium", "cpu": 2, "memory": "8G",
          "description": "training"},
     ],
-    "services": {"quota": {"port": 0, "database_url": ""}},
+    "services": {
+        "quota": {"port": 0, "database_url": ""},
+        "data": {"port": 0, "database_url": "", "max_file_bytes": 2_000_000_000, "max_batch_files": 50,
+                 "storage_allowance_gb": 50},
+    },
 }
 
 # Keys whose value is a free-form mapping (validated by their own consumer).
@@ -124,6 +128,10 @@ def _check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("presets: every preset needs a name")
     if len(set(names)) != len(names):
         raise ConfigError("presets: names must be unique")
+    data = cfg["services"]["data"]
+    if data["max_file_bytes"] < 1 or data["max_batch_files"] < 1 or data["storage_allowance_gb"] < 0:
+        raise ConfigError("services.data: max_file_bytes and max_batch_files must be positive,"
+                          " storage_allowance_gb not negative")
     if cfg["spawner"]["default_preset"] not in names:
         raise ConfigError(
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
@@ -209,6 +217,9 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
 
+    if "data" in inputs.service_ports:
+        _add_data_service(out, cfg, inputs, quota_url, base_url)
+
     try:
         auth = authenticator_config(cfg["auth"])
     except ValueError as e:
@@ -219,3 +230,41 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if cfg["auth"]["type"] == "native":
         out.setdefault("GemAuthenticator", {})["admin_password"] = inputs.admin_password
     return out
+
+
+def _add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_url: str, base_url: str) -> None:
+    """The data service (datasets, models, uploads, storage): asks the quota service about
+    workspaces with the quota token (passed in its environment, not on its command line);
+    the spawner resolves dataset/model mounts with the data service's token."""
+    state = inputs.state_dir
+    data = cfg["services"]["data"]
+    data_url = service_url(inputs, "data")
+    data_db = data["database_url"] or f"sqlite:///{state}/db/data.sqlite"
+    out["JupyterHub"]["services"].append({
+        "name": "data",
+        "display": True,
+        "url": data_url,
+        "api_token": inputs.service_tokens["data"],
+        "oauth_no_confirm": True,
+        "command": [
+            inputs.python, "-m", "gemhub.services.data.app",
+            f"--DataService.port={inputs.service_ports['data']}",
+            f"--DataService.db_url={data_db}",
+            f"--DataService.state_dir={state}",
+            f"--DataService.max_file_bytes={data['max_file_bytes']}",
+            f"--DataService.max_batch_files={data['max_batch_files']}",
+            f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
+        ],
+        "environment": {
+            "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",
+            "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
+        },
+        "cwd": inputs.repo_dir,
+    })
+    for role in out["JupyterHub"]["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], "access:services!service=data"]
+    out["LocalGemSpawner"].update(
+        data_url=f"{data_url}{base_url}services/data/",
+        data_token=inputs.service_tokens["data"],
+    )

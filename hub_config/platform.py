@@ -30,15 +30,16 @@ def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configure
             user = yaml.safe_load(f) or {}
     cfg = configurer.merge_platform(user, env)
     root = state.prepare(cfg["state_dir"])
-    ports = state.ports(root, ("hub", "proxy_api", "quota"))
+    ports = state.ports(root, ("hub", "proxy_api", "quota", "data"))
     inputs = configurer.Inputs(
         repo_dir=str(REPO_DIR),
         state_dir=str(root),
         python=sys.executable,
         hub_port=ports["hub"],
         proxy_api_port=ports["proxy_api"],
-        service_ports={"quota": ports["quota"]},
-        service_tokens={"quota": state.secret(root, "quota-service.token")},
+        service_ports={"quota": ports["quota"], "data": ports["data"]},
+        service_tokens={"quota": state.secret(root, "quota-service.token"),
+                        "data": state.secret(root, "data-service.token")},
         admin_password=state.secret(root, "admin-password", env.get("GEMHUB_ADMIN_PASSWORD"), 12),
         admin_token=env.get("GEMHUB_ADMIN_TOKEN", ""),
     )

@@ -53,7 +53,12 @@ def plan_launch(
     otherwise the same-user fallback rooted at ``state/users/<user>/gemini``.
     ``command`` is the workload's argv (``{root}`` in it is replaced by the root).
     """
-    mounts = layout.mount_table(state_dir, request.workspace.id, request.project.id)
+    chosen = {m.slot: Path(m.path) for m in request.mounts}
+    mounts = layout.mount_table(
+        state_dir, request.workspace.id, request.project.id,
+        data=tuple(chosen[s] for s in layout.DATA_SLOTS if s in chosen),
+        pretrain=tuple(chosen[s] for s in layout.PRETRAIN_SLOTS if s in chosen),
+    )
     if as_root:
         if not unix_user:
             raise ValueError("a unix user is required to launch as root")

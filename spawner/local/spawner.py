@@ -23,8 +23,8 @@ from tornado import web
 from traitlets import Any, Dict, Float, Integer, List, Unicode, default, validate
 from traitlets import Enum as EnumTrait
 
-from gemhub.spawner import layout
-from gemhub.spawner.form import options_from_form, render_form
+from gemhub.spawner import datamounts, layout
+from gemhub.spawner.form import options_from_form, render_asset_choices, render_form
 from gemhub.spawner.local import accounts, cgroups, runtime
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
@@ -66,6 +66,12 @@ class LocalGemSpawner(Spawner):
     ).tag(config=True)
     quota_token = Unicode(
         "", help="The quota service's own hub API token (the spawner acts for users with it)."
+    ).tag(config=True)
+    data_url = Unicode(
+        "", help="Base URL of the data service (…/services/data/). Empty: no dataset/model mounts."
+    ).tag(config=True)
+    data_token = Unicode(
+        "", help="The data service's own hub API token (the spawner resolves mounts for users with it)."
     ).tag(config=True)
     cgroups = EnumTrait(
         list(cgroups.MODES), default_value="auto",
@@ -182,7 +188,9 @@ class LocalGemSpawner(Spawner):
                                     "right now; the server starts in your personal workspace.</div>")
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else {}
         base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
-        return note + render_form(workspaces, self.catalog, previous or {}, base_url)
+        assets = await datamounts.mountable(self.data_url, self.data_token, self.user.name)
+        return (note + render_form(workspaces, self.catalog, previous or {}, base_url)
+                + render_asset_choices(assets, previous or {}, base_url))
 
     def _options_from_form(self, formdata):
         try:
@@ -200,9 +208,14 @@ class LocalGemSpawner(Spawner):
             lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
         )
         try:
-            self.workload = build_request(self.user.name, requested, resolved, catalog)
+            mounts = await datamounts.resolve(self.data_url, self.data_token, self.user.name, requested,
+                                              (resolved.get("workspace") or {}).get("id"))
+            self.workload = build_request(self.user.name, requested, resolved, catalog, mounts)
         except RequestError as e:
             raise user_error(400, str(e)) from None
+        except datamounts.MountsUnavailable as e:
+            self.log.error("data service error for %s: %s", self._log_name, e)
+            raise user_error(503, f"the data service is unavailable right now ({e})") from None
         persisted = self.workload.persisted_options(user_options or {})
         self.user_options = persisted
         if self.orm_spawner is not None:

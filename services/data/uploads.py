@@ -1,0 +1,169 @@
+"""Resumable uploads on disk (no tornado, no database).
+
+Protocol (handlers.py): create an upload with the file's size and sha256 -> PUT chunks at
+the received offset -> GET the received offset after an interruption -> complete, which
+verifies size and checksum and moves the file into the draft.
+
+Each upload is ``state/uploads/<id>.part`` plus ``<id>.offset``: the acknowledged offset,
+written and fsync'd *after* the chunk's data was fsync'd, so an acknowledged byte is never
+lost and a byte past the offset (written but not acknowledged before a crash) is cut off
+on the next read. A re-sent chunk is idempotent: bytes before the received offset are
+skipped, only the rest is written. The sha256 is computed while chunks stream in order
+(no re-reading per chunk); only after a restart mid-upload is the file hashed again, once,
+when it completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from gemhub.services.common.errors import BadRequest, Conflict
+
+_HASH_BUFFER = 4 << 20
+
+
+class UploadStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._hashers: dict[str, tuple[int, "hashlib._Hash"]] = {}
+        self._busy: set[str] = set()
+
+    def part(self, uid: str) -> Path:
+        return self.root / f"{uid}.part"
+
+    def _offset_file(self, uid: str) -> Path:
+        return self.root / f"{uid}.offset"
+
+    def create(self, uid: str) -> None:
+        for p in (self.part(uid), self._offset_file(uid)):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+        self._write_offset(uid, 0)
+        self._hashers[uid] = (0, hashlib.sha256())
+
+    def received(self, uid: str) -> int:
+        """The acknowledged offset (unacknowledged tail bytes are cut off)."""
+        try:
+            acked = int(self._offset_file(uid).read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            acked = 0
+        part = self.part(uid)
+        size = part.stat().st_size if part.exists() else 0
+        if size > acked:
+            os.truncate(part, acked)
+        return min(acked, size)
+
+    def _write_offset(self, uid: str, offset: int) -> None:
+        fd = os.open(self._offset_file(uid), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            text = str(offset).encode().ljust(20)  # fixed width: one in-place write, no rename
+            os.pwrite(fd, text, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def writer(self, uid: str, offset: int, length: int, size: int) -> "ChunkWriter":
+        """A writer for a chunk of ``length`` bytes the client sends for ``offset``."""
+        if uid in self._busy:
+            raise Conflict("another chunk of this upload is being written; retry when it is done")
+        received = self.received(uid)
+        if offset > received:
+            raise Conflict(f"chunk offset {offset} is past the received offset {received}; "
+                           f"send from {received}")
+        if offset + length > size:
+            raise BadRequest(f"the chunk ends at {offset + length}, past the file's declared size {size}")
+        hashed = self._hashers.get(uid)
+        hasher = hashed[1] if hashed is not None and hashed[0] == received else None
+        if hasher is None:
+            self._hashers.pop(uid, None)
+        self._busy.add(uid)
+        return ChunkWriter(self, uid, received, skip=received - offset, hasher=hasher)
+
+    def _finished(self, uid: str, offset: int, hasher) -> None:
+        self._busy.discard(uid)
+        if hasher is not None:
+            self._hashers[uid] = (offset, hasher)
+
+    def sha256(self, uid: str, size: int) -> str:
+        """The file's sha256: from the streaming hash, else by reading the file once."""
+        hashed = self._hashers.get(uid)
+        if hashed is not None and hashed[0] == size:
+            return hashed[1].hexdigest()
+        h = hashlib.sha256()
+        with open(self.part(uid), "rb") as f:
+            while buf := f.read(_HASH_BUFFER):
+                h.update(buf)
+        return h.hexdigest()
+
+    def reset(self, uid: str) -> None:
+        """Start over (after a checksum mismatch)."""
+        self.create(uid)
+
+    def discard(self, uid: str) -> None:
+        self._hashers.pop(uid, None)
+        for p in (self.part(uid), self._offset_file(uid)):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def move_into(self, uid: str, target: Path) -> None:
+        """Move the finished file into the draft (same filesystem: a rename)."""
+        os.chmod(self.part(uid), 0o644)
+        os.rename(self.part(uid), target)
+        self.discard(uid)
+
+
+class ChunkWriter:
+    """Receives one chunk's bytes (streamed), then :meth:`commit` makes them durable."""
+
+    def __init__(self, store: UploadStore, uid: str, start: int, skip: int, hasher):
+        self.store = store
+        self.uid = uid
+        self.offset = start
+        self.skip = skip
+        self.hasher = hasher
+        self.fd = os.open(store.part(uid), os.O_WRONLY)
+        os.lseek(self.fd, start, os.SEEK_SET)
+
+    def write(self, data: bytes) -> None:
+        if self.skip:
+            if len(data) <= self.skip:
+                self.skip -= len(data)
+                return
+            data = data[self.skip:]
+            self.skip = 0
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        if self.hasher is not None:
+            self.hasher.update(data)
+        self.offset += len(data)
+
+    def commit(self) -> int:
+        """fsync the data, then record the new offset (blocking: run it off the event loop)."""
+        try:
+            os.fsync(self.fd)
+            self.store._write_offset(self.uid, self.offset)
+        finally:
+            self.close()
+        return self.offset
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.store._finished(self.uid, self.offset, self.hasher)
+
+    def abort(self) -> None:
+        """The chunk did not arrive whole: drop the unacknowledged bytes and the hash."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.store._busy.discard(self.uid)
+            self.store._hashers.pop(self.uid, None)
+            self.store.received(self.uid)
