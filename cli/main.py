@@ -135,5 +135,9 @@ def project_create(ctx: Context, name: str, workspace: str, as_json: bool) -> No
     click.echo(render(_run(ctx, call), PROJECT_COLUMNS, as_json))
 
 
+from gemhub.cli import data as _data  # noqa: E402  (its commands use the helpers above)
+
+_data.register(main)
+
 if __name__ == "__main__":
     main()

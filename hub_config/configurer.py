@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "services": {
         "quota": {"port": 0, "database_url": ""},
         "data": {"port": 0, "database_url": "", "max_file_bytes": 2_000_000_000, "max_batch_files": 50,
-                 "storage_allowance_gb": 50},
+                 "storage_allowance_gb": 50.0},
     },
 }
 
@@ -129,9 +129,11 @@ def _check(cfg: Mapping[str, Any]) -> None:
     if len(set(names)) != len(names):
         raise ConfigError("presets: names must be unique")
     data = cfg["services"]["data"]
-    if data["max_file_bytes"] < 1 or data["max_batch_files"] < 1 or data["storage_allowance_gb"] < 0:
-        raise ConfigError("services.data: max_file_bytes and max_batch_files must be positive,"
-                          " storage_allowance_gb not negative")
+    allowance = data["storage_allowance_gb"]
+    if isinstance(allowance, bool) or not isinstance(allowance, (int, float)) or allowance < 0:
+        raise ConfigError(f"services.data.storage_allowance_gb must be a number of GB >= 0, not {allowance!r}")
+    if data["max_file_bytes"] < 1 or data["max_batch_files"] < 1:
+        raise ConfigError("services.data: max_file_bytes and max_batch_files must be at least 1")
     if cfg["spawner"]["default_preset"] not in names:
         raise ConfigError(
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
