@@ -51,7 +51,7 @@ class DataService(GemService):
     max_file_bytes = Integer(2 * 10**9, help="Largest file a web upload accepts (bytes); bigger go by SFTP.").tag(
         config=True)
     max_batch_files = Integer(50, help="Most files in one upload batch.").tag(config=True)
-    chunk_bytes = Integer(32 * 2**20, help="Chunk size upload clients are told to use (bytes).").tag(config=True)
+    chunk_bytes = Integer(64 * 2**20, help="Chunk size upload clients are told to use (bytes).").tag(config=True)
     storage_allowance_gb = Float(50, help="Free storage per workspace (GB, 10^9 bytes); reminders at 80%/100%.").tag(
         config=True)
     archive_max_entries = Integer(10_000, help="Most entries an extracted archive may have.").tag(config=True)

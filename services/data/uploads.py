@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gemhub.services.common.errors import BadRequest, Conflict
@@ -118,7 +119,15 @@ class UploadStore:
 
 
 class ChunkWriter:
-    """Receives one chunk's bytes (streamed), then :meth:`commit` makes them durable."""
+    """Receives one chunk's bytes (streamed), then :meth:`commit` makes them durable.
+
+    Bytes are gathered into ~1 MiB pieces and written and hashed by a thread of their own
+    (both release the GIL), so receiving the next piece on the event loop overlaps with
+    writing the previous one; at most one chunk is ever held in memory.
+    """
+
+    PIECE = 1 << 20
+    SYNC_EVERY = 32 << 20  # flush to disk while the rest still arrives: commit's fsync stays short
 
     def __init__(self, store: UploadStore, uid: str, start: int, skip: int, hasher):
         self.store = store
@@ -128,6 +137,11 @@ class ChunkWriter:
         self.hasher = hasher
         self.fd = os.open(store.part(uid), os.O_WRONLY)
         os.lseek(self.fd, start, os.SEEK_SET)
+        self._pieces: list[bytes] = []
+        self._pending = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"upload-{uid[:8]}")
+        self._failed: BaseException | None = None
+        self._unsynced = 0
 
     def write(self, data: bytes) -> None:
         if self.skip:
@@ -136,21 +150,51 @@ class ChunkWriter:
                 return
             data = data[self.skip:]
             self.skip = 0
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        if self.hasher is not None:
-            self.hasher.update(data)
+        self._pieces.append(data)
+        self._pending += len(data)
         self.offset += len(data)
+        if self._pending >= self.PIECE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pieces:
+            pieces, self._pieces, self._pending = self._pieces, [], 0
+            self._thread.submit(self._write_pieces, pieces)
+
+    def _write_pieces(self, pieces: list[bytes]) -> None:
+        if self._failed is not None:
+            return
+        try:
+            total = sum(len(p) for p in pieces)
+            done = os.writev(self.fd, pieces)
+            if done < total:  # a short write: the rest one by one
+                rest = memoryview(b"".join(pieces))[done:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest):]
+            if self.hasher is not None:
+                for piece in pieces:
+                    self.hasher.update(piece)
+            self._unsynced += total
+            if self._unsynced >= self.SYNC_EVERY:
+                os.fdatasync(self.fd)
+                self._unsynced = 0
+        except BaseException as e:  # reported by commit()
+            self._failed = e
 
     def commit(self) -> int:
-        """fsync the data, then record the new offset (blocking: run it off the event loop)."""
+        """Finish writing, fsync the data, then record the new offset (blocking: run it off
+        the event loop)."""
         try:
+            self._flush()
+            self._thread.shutdown(wait=True)
+            if self._failed is not None:
+                raise self._failed
             os.fsync(self.fd)
             self.store._write_offset(self.uid, self.offset)
-        finally:
-            self.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.close()
         return self.offset
 
     def close(self) -> None:
@@ -161,6 +205,7 @@ class ChunkWriter:
 
     def abort(self) -> None:
         """The chunk did not arrive whole: drop the unacknowledged bytes and the hash."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
