@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What the tests need from the system: Chromium (browser e2e), the OpenSSH client and sshpass.
+# What the tests need from the system: Chromium (browser e2e), the OpenSSH client and sshpass,
+# bsdtar (rar extraction in the data service) and curl (upload benchmark).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -7,6 +8,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v bsdtar >/dev/null || need+=(libarchive-tools)  # rar extraction (data service)
+command -v curl >/dev/null || need+=(curl)                # the upload benchmark's baseline
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2
