@@ -6,8 +6,9 @@ The static server is Python's ``http.server`` with a PUT that streams the body t
 and fsyncs it once at the end (no proxy, no auth, no checksum); curl sends the file with
 ``-T``. The GemHub side starts a real hub (tests/hubproc.py: jupyterhub +
 configurable-http-proxy + the quota and data services), creates a dataset draft and sends
-the file in the service's suggested chunks with httpx, then completes the upload (size and
-sha256 verified server-side). Both sides are timed from the first byte sent to the final
+the file in the service's suggested chunks, then completes the upload (size and
+sha256 verified server-side); its chunks go out with curl too (one process, one ``-T``
+per chunk, connection kept alive), so the client is the same on both sides. Both sides are timed from the first byte sent to the final
 answer, and each is run ``--runs`` times (best run reported, as the others are noise from
 this shared machine).
 
@@ -85,8 +86,12 @@ def baseline(path: Path, workdir: Path) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def gemhub_upload(hub: Hub, token: str, asset_id: int, number: int, path: Path, digest: str, name: str) -> float:
-    """Seconds from the first chunk to the completed (verified) upload through the proxy."""
+def gemhub_upload(hub: Hub, token: str, asset_id: int, number: int, path: Path, digest: str, name: str,
+                  chunks: list[tuple[int, Path]]) -> float:
+    """Seconds from the first chunk to the completed (verified) upload through the proxy.
+
+    The chunks (pre-split files, not timed) are sent by one ``curl`` invocation, one
+    ``-T`` per chunk on a kept-alive connection, so both sides use the same client."""
     api = f"{hub.url}/services/data/api/v1"
     headers = {"Authorization": f"token {token}"}
     size = path.stat().st_size
@@ -94,20 +99,28 @@ def gemhub_upload(hub: Hub, token: str, asset_id: int, number: int, path: Path, 
         r = client.post(f"{api}/assets/{asset_id}/versions/{number}/uploads",
                         json={"files": [{"path": name, "size": size, "sha256": digest}]})
         r.raise_for_status()
-        made = r.json()
-        uid, chunk = made["uploads"][0]["id"], made["chunk_bytes"]
+        uid = r.json()["uploads"][0]["id"]
+        args = ["curl", "-sS", "-f", "-H", f"Authorization: token {token}", "-H", "Expect:",
+                "-H", "Content-Type: application/octet-stream"]
+        for offset, piece in chunks:
+            args += ["-T", str(piece), f"{api}/uploads/{uid}?offset={offset}", "-o", "/dev/null"]
         t0 = time.perf_counter()
-        with open(path, "rb") as f:
-            offset = 0
-            while offset < size:
-                data = f.read(chunk)
-                r = client.put(f"{api}/uploads/{uid}", params={"offset": offset}, content=data,
-                               headers={"Content-Type": "application/octet-stream"})
-                r.raise_for_status()
-                offset = r.json()["offset"]
+        subprocess.run(args, check=True)
         r = client.post(f"{api}/uploads/{uid}/complete")
         r.raise_for_status()
         return time.perf_counter() - t0
+
+
+def split(path: Path, chunk: int) -> list[tuple[int, Path]]:
+    out = []
+    with open(path, "rb") as f:
+        offset = 0
+        while data := f.read(chunk):
+            piece = path.with_name(f"{path.name}.{offset}")
+            piece.write_bytes(data)
+            out.append((offset, piece))
+            offset += len(data)
+    return out
 
 
 def make_file(path: Path, size: int) -> str:
@@ -159,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         api = "/services/data/api/v1"
         a = hub.request("POST", f"{api}/assets", token=token, json={"name": "bench"}).json()
         v = hub.request("POST", f"{api}/assets/{a['id']}/versions", token=token, json={}).json()
+        chunk = hub.request("POST", f"{api}/assets/{a['id']}/versions/{v['number']}/uploads", token=token,
+                            json={"files": [{"path": "probe", "size": 1, "sha256": "0" * 64}]}).json()["chunk_bytes"]
+        chunks = split(path, chunk)
         ours, theirs = [], []
         for i in range(runs):
             theirs.append(baseline(path, workdir))
-            ours.append(gemhub_upload(hub, token, a["id"], v["number"], path, digest, f"run{i}.bin"))
+            ours.append(gemhub_upload(hub, token, a["id"], v["number"], path, digest, f"run{i}.bin", chunks))
             print(f"run {i + 1}: curl PUT {size / MB / theirs[-1]:7.1f} MB/s   "
                   f"GemHub {size / MB / ours[-1]:7.1f} MB/s", file=sys.stderr, flush=True)
     finally:
