@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gemhub.spawner.layout import ASSET_DIRS, DATA_SLOTS, PRETRAIN_SLOTS
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 
 # workspace_id/project_id are written back by the spawner after resolution and come back
@@ -64,6 +65,12 @@ class DatasetMount:
     version: int
     name: str = ""
     path: str = ""  # the version's folder on the local runtime (the data service says where)
+
+    @property
+    def sub_path(self) -> str:
+        """The version's folder relative to the state root: a subPath of the shared volume
+        on Kubernetes, the same place the local runtime bind-mounts."""
+        return f"{ASSET_DIRS[self.kind]}/{self.id}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -200,8 +207,6 @@ def assign_slots(resolved: list[Mapping[str, Any]]) -> tuple[DatasetMount, ...]:
     ``resolved`` is the data service's answer ({kind, id, name, version, path}); both
     runtimes (bind mounts here, volume subPaths on Kubernetes) use these slots.
     """
-    from gemhub.spawner.layout import DATA_SLOTS, PRETRAIN_SLOTS
-
     slots = {"dataset": list(DATA_SLOTS), "model": list(PRETRAIN_SLOTS)}
     out = []
     for m in resolved:

@@ -162,6 +162,25 @@ class Catalog:
             raise Conflict(f"a {a.kind} named {changes.get('name')!r} already exists in that workspace") from None
         return a
 
+    def delete(self, asset_id: int) -> None:
+        """Delete a dataset/model that was never published (with its draft). Published
+        versions may be mounted by running environments and are never deleted."""
+        a = self.get(asset_id, "manage")
+        if any(v.state == "published" for v in a.versions):
+            raise Conflict(f"{a.kind} {a.name!r} has published versions, which environments may mount and"
+                           " which never change; make it private instead")
+        audit_event(self.db, self.actor, f"{a.kind}.delete", f"asset:{a.id}", name=a.name)
+        self.db.delete(a)
+        self.db.commit()
+        files.remove_tree(layout.asset_dir(self.state_dir, a.kind, a.id))
+
+    def discard_draft(self, asset_id: int, number: int) -> None:
+        a, v = self.draft(asset_id, number)
+        audit_event(self.db, self.actor, f"{a.kind}.discard", f"asset:{a.id}", version=v.number)
+        self.db.delete(v)
+        self.db.commit()
+        files.remove_tree(self.draft_dir(a, v))
+
     # -- versions ---------------------------------------------------------------------
     def _next_number(self, a: Asset) -> int:
         return (self.db.scalar(select(func.max(Version.number)).where(Version.asset_id == a.id)) or 0) + 1

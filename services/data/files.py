@@ -113,6 +113,12 @@ def delete(root: Path, path: str) -> Usage:
     return held
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a draft or an unpublished asset's folder (gone already is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+
+
 def make_draft(draft: Path) -> None:
     draft.mkdir(mode=0o755, parents=True, exist_ok=True)
     for p in (draft.parent, draft.parent.parent, draft.parent.parent.parent):

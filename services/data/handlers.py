@@ -89,6 +89,12 @@ class AssetAPI(DataAPIHandler):
         a = cat.update(int(asset_id), self.json_body())
         self.write_json(cat.asset_json(a, with_versions=True))
 
+    async def delete(self, asset_id):
+        cat = await self.catalog()
+        cat.delete(int(asset_id))
+        self.set_status(204)
+        self.finish()
+
 
 class VersionsAPI(DataAPIHandler):
     async def get(self, asset_id):
@@ -140,6 +146,13 @@ class VersionAPI(DataAPIHandler):
         cat = await self.catalog()
         a = cat.get(int(asset_id))
         self.write_json(version_json(cat.version(a, int(number))))
+
+    async def delete(self, asset_id, number):
+        """Discard a draft (published versions never go away)."""
+        cat = await self.catalog()
+        cat.discard_draft(int(asset_id), int(number))
+        self.set_status(204)
+        self.finish()
 
 
 class PublishAPI(DataAPIHandler):

@@ -48,12 +48,15 @@ def describe(r: OpenAPIRegistry) -> OpenAPIRegistry:
           errors=(400, 401, 403, 404, 409), request={"type": "object", "properties": {
               "name": NAME, "description": {"type": "string"}, "visibility": VISIBILITY,
               "tags": {"type": "array", "items": {"type": "string"}}}})
+    r.add("delete", a, "Delete a dataset or model that was never published", status=204,
+          errors=(401, 403, 404, 409))
     r.add("get", f"{a}/versions", "Versions", response=page_of(VERSION))
     r.add("post", f"{a}/versions", "Start a draft version, or save a project's output as a published version",
           status=201, response=VERSION, errors=(400, 401, 403, 404, 409),
           request={"type": "object", "properties": {"note": {"type": "string"}, "from_output": {
               "type": "object", "properties": {"project": {"type": "string"}, "path": {"type": "string"}}}}})
     r.add("get", v, "A version", response=VERSION)
+    r.add("delete", v, "Discard a draft", status=204, errors=(401, 403, 404, 409))
     r.add("post", f"{v}/publish", "Publish a draft (read-only forever after)", response=VERSION,
           errors=(400, 401, 403, 404, 409))
     r.add("get", f"{v}/files", "List a folder of a version", query={"path": {"type": "string"}})

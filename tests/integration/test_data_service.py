@@ -186,6 +186,13 @@ def test_upload_refusals_are_clear_400s(dhub):
     assert r.status_code == 404 and "'a' does not exist" in r.json()["message"]
     r = call(dhub, token, "POST", f"/assets/{a['id']}/versions/1/publish")
     assert r.status_code == 400 and "empty" in r.json()["message"]
+    # a draft can be discarded, a never-published dataset deleted
+    assert call(dhub, token, "DELETE", f"/assets/{a['id']}/versions/1").status_code == 204
+    assert call(dhub, token, "DELETE", f"/assets/{a['id']}").status_code == 204
+    assert call(dhub, token, "GET", f"/assets/{a['id']}").status_code == 404
+    assert not (dhub.state_dir / "datasets" / str(a["id"])).exists()
+    doc = dhub.request("GET", f"{API}/openapi.json").json()
+    assert "/uploads/{upload_id}" in doc["paths"] and "put" in doc["paths"]["/uploads/{upload_id}"]
 
 
 def test_extract_over_http_refuses_bad_archives_and_publish_freezes(dhub, tmp_path):
@@ -216,6 +223,8 @@ def test_extract_over_http_refuses_bad_archives_and_publish_freezes(dhub, tmp_pa
     assert call(dhub, token, "POST", f"/assets/{a['id']}/versions/1/publish").status_code == 200
     r = call(dhub, token, "POST", files, json={"op": "delete", "path": "good.zip"})
     assert r.status_code == 409 and "can never change" in r.json()["message"]
+    r = call(dhub, token, "DELETE", f"/assets/{a['id']}")
+    assert r.status_code == 409 and "make it private instead" in r.json()["message"]
     listing = call(dhub, token, "GET", files, params={"path": "imgs/images"}).json()
     assert [i["name"] for i in listing["items"]] == ["1.txt", "2.txt"] and listing["state"] == "published"
     published = dhub.state_dir / "datasets" / str(a["id"]) / "1"

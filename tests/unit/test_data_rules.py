@@ -155,6 +155,7 @@ def test_mount_choices_and_slots():
                            {"kind": "dataset", "id": 5, "version": 1, "path": "/s/datasets/5/1"}])
     assert [(m.slot, m.kind, m.id, m.version) for m in mounts] == [
         ("data-1", "dataset", 1, 2), ("pretrain1", "model", 9, 1), ("data-2", "dataset", 5, 1)]
+    assert [m.sub_path for m in mounts] == ["datasets/1/2", "models/9/1", "datasets/5/1"]
 
 
 def test_runtime_mounts_versions_read_only(tmp_path):
