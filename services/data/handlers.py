@@ -8,12 +8,18 @@ import datetime
 import time
 from functools import partial
 
+from sqlalchemy import select
+
+from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import BadRequest, ServiceError, Unavailable
 from gemhub.services.common.handlers import APIHandler, PageHandler
 from gemhub.services.quota.client import QuotaClient, QuotaError
+from gemhub.spawner import layout
 
 from . import accounting, archives, files
-from .catalog import Catalog, version_json
+from .catalog import Catalog, iso, version_json
+from .models import StorageSample, Upload, Version
+from .names import split_path
 
 MEMBERSHIP_TTL = 5.0
 
@@ -56,6 +62,15 @@ class DataMixin:
 
 
 class DataAPIHandler(DataMixin, APIHandler):
+    def open_uploads(self, *where) -> list[str]:
+        return list(self.db.scalars(select(Upload.id).join(Version, Upload.version_id == Version.id)
+                                    .where(Upload.state == "open", *where)))
+
+    def discard_uploads(self, ids: list[str]) -> None:
+        """Remove the partial files of uploads whose draft is gone (the rows went with it)."""
+        for uid in ids:
+            self.settings["upload_store"].discard(uid)
+
     def int_arg(self, value: str, what: str) -> int:
         try:
             return int(value)
@@ -91,7 +106,9 @@ class AssetAPI(DataAPIHandler):
 
     async def delete(self, asset_id):
         cat = await self.catalog()
+        open_uploads = self.open_uploads(Version.asset_id == int(asset_id))
         cat.delete(int(asset_id))
+        self.discard_uploads(open_uploads)
         self.set_status(204)
         self.finish()
 
@@ -115,10 +132,6 @@ class VersionsAPI(DataAPIHandler):
 
     async def save_output(self, cat: Catalog, asset_id: int, spec, note):
         """Copy ``/gemini/output/<path>`` of a project of the asset's workspace into a new version."""
-        from gemhub.spawner import layout
-
-        from .names import split_path
-
         a = cat.get(asset_id, "edit")
         if not isinstance(spec, dict):
             raise BadRequest('from_output must be {"project": name or id, "path": "..."}')
@@ -150,7 +163,9 @@ class VersionAPI(DataAPIHandler):
     async def delete(self, asset_id, number):
         """Discard a draft (published versions never go away)."""
         cat = await self.catalog()
+        open_uploads = self.open_uploads(Version.asset_id == int(asset_id), Version.number == int(number))
         cat.discard_draft(int(asset_id), int(number))
+        self.discard_uploads(open_uploads)
         self.set_status(204)
         self.finish()
 
@@ -197,8 +212,6 @@ class FilesAPI(DataAPIHandler):
             result.update(folder=done.folder, files=done.files, bytes=done.bytes)
         else:
             raise BadRequest(f"op must be mkdir, rename, delete or extract, not {op!r}")
-        from gemhub.services.common.audit import audit_event
-
         audit_event(self.db, cat.actor, f"{a.kind}.files.{op}", f"asset:{a.id}", version=v.number, path=path)
         self.db.commit()
         result["version"] = version_json(v)
@@ -256,11 +269,6 @@ class StorageSamplesAPI(DataAPIHandler):
     """Hourly samples for billing: members of the workspace, hub admins, or the service itself."""
 
     async def get(self):
-        from sqlalchemy import select
-
-        from .catalog import iso
-        from .models import StorageSample
-
         model = self.require_user()
         ws_arg = self.get_query_argument("workspace", None)
         if not ws_arg:
