@@ -173,7 +173,12 @@ class VersionAPI(DataAPIHandler):
 class PublishAPI(DataAPIHandler):
     async def post(self, asset_id, number):
         cat = await self.catalog()
+        open_uploads = self.open_uploads(Version.asset_id == int(asset_id), Version.number == int(number))
         _, v = await self.in_thread(cat.publish, int(asset_id), int(number))
+        # uploads still open can never land in a published version
+        self.db.query(Upload).filter(Upload.id.in_(open_uploads)).delete(synchronize_session=False)
+        self.db.commit()
+        self.discard_uploads(open_uploads)
         self.write_json(version_json(v))
 
 

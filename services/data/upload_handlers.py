@@ -149,6 +149,16 @@ class UploadCompleteAPI(UploadMixin, DataAPIHandler):
             self.write_json(upload_json(u, u.size))
             return
         a, v = cat.draft(v.asset_id, v.number)
+        if uid in self.store.completing:
+            raise Conflict("this upload is being completed by another request")
+        self.store.completing.add(uid)
+        try:
+            await self._complete(cat, a, v, u)
+        finally:
+            self.store.completing.discard(uid)
+
+    async def _complete(self, cat, a, v, u):
+        uid = u.id
         received = self.store.received(uid)
         if received != u.size:
             raise Conflict(f"{received} of {u.size} bytes received; send the rest from offset {received}")

@@ -54,6 +54,7 @@ class UploadStore:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._hashers: dict[str, tuple[int, "hashlib._Hash"]] = {}
         self._busy: set[str] = set()
+        self.completing: set[str] = set()
 
     def part(self, uid: str) -> Path:
         return self.root / f"{uid}.part"

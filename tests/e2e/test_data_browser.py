@@ -1,6 +1,6 @@
 """A dataset from the browser to a running environment, as a person does it.
 
-Create a dataset, start a version, upload a zip and a tar.gz (progress bars), extract
+Create a dataset, start a version, upload a zip, a tar.gz and a folder (progress bars), extract
 both, see a zip-slip archive refused with its reason, publish, pick the dataset on the
 spawn page, read its files in the environment and fail to write them. Screenshots go to
 test-artifacts/data/.
@@ -67,10 +67,15 @@ def test_dataset_from_upload_to_read_only_mount(hub, artifacts, tmp_path):
         page.wait_for_selector("#draft-tools:not([hidden])")
         page.screenshot(path=str(shots / "01-draft.png"))
 
+        folder = tmp_path / "notes"
+        (folder / "2026").mkdir(parents=True)
+        (folder / "2026" / "readme.txt").write_text("a folder upload keeps its sub-folders")
         page.set_input_files("#upload-input", [str(zip_path), str(tgz_path), str(evil_path)])
+        page.set_input_files("#upload-folder", str(folder))
         page.click("#upload")
-        page.wait_for_function("document.querySelectorAll('#uploads .done').length === 3")
-        assert page.locator("#uploads progress").count() == 3
+        page.wait_for_function("document.querySelectorAll('#uploads .done').length === 4")
+        assert page.locator("#uploads progress").count() == 4
+        row(page, "notes").wait_for()
         page.screenshot(path=str(shots / "02-uploaded.png"))
 
         row(page, "images.zip").locator("button.extract").click()
@@ -102,6 +107,8 @@ def test_dataset_from_upload_to_read_only_mount(hub, artifacts, tmp_path):
         api = f"{hub.url}/user/{name}/api/contents"
         r = page.request.get(f"{api}/data-1/images/cats/cat1.txt?content=1&type=file")
         assert r.ok and r.json()["content"] == "meow"
+        r = page.request.get(f"{api}/data-1/notes/2026/readme.txt?content=1&type=file")
+        assert r.ok and "sub-folders" in r.json()["content"]
         r = page.request.get(f"{api}/data-1/labels/labels.csv?content=1&type=file")
         assert r.ok and "cat1.txt,cat" in r.json()["content"]
         xsrf = next(c["value"] for c in page.context.cookies() if c["name"] == "_xsrf")
