@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from gemhub.services.common.audit import utcnow
 from gemhub.spawner import layout
 
+from .files import usage as tree_usage
 from .models import Asset, MeasuredUsage, StorageSample, Version
 
 CATEGORIES = ("code", "output", "datasets", "models", "images")
@@ -101,6 +102,18 @@ def scan(session: Session, state_dir: str | os.PathLike, scanner: DirectoryScann
                 session.add(MeasuredUsage(workspace_id=ws_id, category=category, bytes=size, measured=now))
             else:
                 row.bytes, row.measured = size, now
+    session.commit()
+
+
+def refresh_drafts(session: Session, state_dir: str | os.PathLike) -> None:
+    """Re-measure draft versions: SFTP writes into drafts without telling the service.
+    Published versions never change, so their counters stay exact without a walk."""
+    for v in session.scalars(select(Version).where(Version.state == "draft")):
+        a = session.get(Asset, v.asset_id)
+        draft = layout.asset_draft_dir(state_dir, a.kind, a.id, v.number)
+        if draft.is_dir():
+            held = tree_usage(draft)
+            v.file_count, v.size_bytes = held.files, held.bytes
     session.commit()
 
 

@@ -103,6 +103,7 @@ class DataService(GemService):
         with self.sessionmaker() as session:
             workspaces = accounting.known_workspaces(session, self.state_dir)
             accounting.scan(session, self.state_dir, scanner, workspaces)
+            accounting.refresh_drafts(session, self.state_dir)
             if sample:
                 accounting.take_samples(session, workspaces)
 

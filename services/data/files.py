@@ -136,11 +136,13 @@ def _read_only(path: Path) -> None:
 
 def publish(draft: Path, final: Path) -> None:
     """Rename the draft into its published place and make it read-only for everyone."""
-    for dirpath, _dirs, names in os.walk(draft):
-        for n in names:
-            if os.path.islink(os.path.join(dirpath, n)):
-                raise BadRequest(f"{os.path.relpath(os.path.join(dirpath, n), draft)!r} is a link;"
-                                 " remove it before publishing")
+    for dirpath, dirs, names in os.walk(draft):
+        for n in dirs + names:  # SFTP may have put anything in a draft
+            p = os.path.join(dirpath, n)
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                what = "a link" if stat.S_ISLNK(mode) else "not a regular file or folder"
+                raise BadRequest(f"{os.path.relpath(p, draft)!r} is {what}; remove it before publishing")
     if final.exists():
         raise Conflict(f"version folder {final.name} already exists")
     os.rename(draft, final)

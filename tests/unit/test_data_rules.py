@@ -119,6 +119,25 @@ def test_usage_and_hourly_samples_are_idempotent(tmp_path):
         assert sample.total == 1534 and sample.hour.hour == 8 and sample.hour.minute == 0
 
 
+def test_drafts_written_behind_the_service_are_measured(tmp_path):
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        a = Asset(kind="dataset", name="d", workspace_id=3, workspace_name="w", description="", tags=[],
+                  visibility="private", created_by="x")
+        a.versions.append(Version(number=1, state="draft", size_bytes=0, file_count=0, note="", created_by="x"))
+        s.add(a)
+        s.commit()
+        draft = layout.asset_draft_dir(tmp_path, "dataset", a.id, 1)
+        (draft / "sftp").mkdir(parents=True)
+        (draft / "sftp" / "big.bin").write_bytes(b"b" * 4096)  # as an SFTP client would
+        accounting.refresh_drafts(s, tmp_path)
+        assert accounting.usage(s, 3)["datasets"] == 4096
+        os.mkfifo(draft / "pipe")
+        with pytest.raises(BadRequest, match="not a regular file"):
+            files.publish(draft, layout.asset_version_dir(tmp_path, "dataset", a.id, 1))
+
+
 def test_publish_makes_read_only(tmp_path):
     draft = tmp_path / "drafts" / "1"
     (draft / "sub").mkdir(parents=True)
