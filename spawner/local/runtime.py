@@ -53,7 +53,9 @@ def plan_launch(
     otherwise the same-user fallback rooted at ``state/users/<user>/gemini``.
     ``command`` is the workload's argv (``{root}`` in it is replaced by the root).
     """
-    chosen = {m.slot: Path(m.path) for m in request.mounts}
+    # the version folder comes from the layout, never from a path in an answer: whatever a
+    # service says, only published dataset/model versions of the state root get mounted
+    chosen = {m.slot: layout.asset_version_dir(state_dir, m.kind, m.id, m.version) for m in request.mounts}
     mounts = layout.mount_table(
         state_dir, request.workspace.id, request.project.id,
         data=tuple(chosen[s] for s in layout.DATA_SLOTS if s in chosen),
