@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
+
+from sqlalchemy import select
 
 from traitlets import Float, Integer, Unicode, default
 
@@ -16,7 +19,7 @@ from . import accounting
 from . import handlers as h
 from . import upload_handlers as uh
 from .archives import Limits
-from .models import AuditEvent
+from .models import AuditEvent, Upload
 from .openapi_spec import describe
 from .uploads import UploadStore
 
@@ -57,6 +60,9 @@ class DataService(GemService):
     archive_max_entries = Integer(10_000, help="Most entries an extracted archive may have.").tag(config=True)
     archive_max_bytes = Integer(50 * 10**9, help="Most bytes an extracted archive may unpack to.").tag(config=True)
     archive_max_ratio = Float(100, help="Highest compression ratio accepted (zip-bomb guard).").tag(config=True)
+    upload_expiry_hours = Float(
+        72, help="Open uploads without a new chunk for this long are dropped (partial file removed)."
+    ).tag(config=True)
     scan_interval = Float(300, help="Seconds between scans of code/output/images folders.").tag(config=True)
     sample_interval = Float(3600, help="Seconds between storage samples (one per workspace and hour).").tag(
         config=True)
@@ -81,13 +87,19 @@ class DataService(GemService):
             ("api/v1/storage/samples", h.StorageSamplesAPI),
         ]
 
+    @property
+    def upload_store(self) -> UploadStore:
+        if not hasattr(self, "_upload_store"):
+            self._upload_store = UploadStore(Path(self.state_dir) / "uploads")
+        return self._upload_store
+
     def extra_settings(self):
         return {
             "state_dir": self.state_dir,
             "quota_url": self.quota_url,
             "quota_token": self.quota_token,
             "membership_cache": {},
-            "upload_store": UploadStore(Path(self.state_dir) / "uploads"),
+            "upload_store": self.upload_store,
             "upload_limits": {"max_file_bytes": self.max_file_bytes, "max_batch_files": self.max_batch_files,
                               "chunk_bytes": self.chunk_bytes},
             "archive_limits": Limits(max_entries=self.archive_max_entries, max_total_bytes=self.archive_max_bytes,
@@ -106,6 +118,17 @@ class DataService(GemService):
             accounting.refresh_drafts(session, self.state_dir)
             if sample:
                 accounting.take_samples(session, workspaces)
+            self._expire_uploads(session)
+
+    def _expire_uploads(self, session) -> None:
+        cutoff = time.time() - self.upload_expiry_hours * 3600
+        for u in session.scalars(select(Upload).where(Upload.state == "open")):
+            if self.upload_store.last_activity(u.id) < cutoff:
+                self.log.info("dropping upload %s of %s (no chunk for %g hours)", u.id, u.path,
+                              self.upload_expiry_hours)
+                self.upload_store.discard(u.id)
+                session.delete(u)
+        session.commit()
 
     async def account_forever(self) -> None:
         """Scan every ``scan_interval`` and sample every ``sample_interval``; a failed round is

@@ -81,6 +81,13 @@ class UploadStore:
             os.truncate(part, acked)
         return min(acked, size)
 
+    def last_activity(self, uid: str) -> float:
+        """When the upload last received a chunk (epoch seconds; 0 when its files are gone)."""
+        try:
+            return self._offset_file(uid).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
     def _write_offset(self, uid: str, offset: int) -> None:
         fd = os.open(self._offset_file(uid), os.O_WRONLY | os.O_CREAT, 0o600)
         try:

@@ -83,3 +83,29 @@ def test_move_into_draft(tmp_path):
     store.move_into("u5", target)
     assert target.read_bytes() == DATA and not store.part("u5").exists()
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def test_stale_uploads_are_dropped(tmp_path):
+    from sqlalchemy.orm import Session
+
+    from gemhub.services.data.app import DataService
+    from gemhub.services.data.models import Asset, Upload, Version
+
+    svc = DataService(state_dir=str(tmp_path), db_url=f"sqlite:///{tmp_path}/data.sqlite", upload_expiry_hours=1)
+    svc.init_db()
+    with Session(svc.engine) as s:
+        a = Asset(kind="dataset", name="d", workspace_id=1, workspace_name="w", description="", tags=[],
+                  visibility="private", created_by="x")
+        a.versions.append(Version(number=1, state="draft", size_bytes=0, file_count=0, note="", created_by="x"))
+        s.add(a)
+        s.flush()
+        for uid in ("a" * 32, "b" * 32):
+            s.add(Upload(id=uid, version_id=a.versions[0].id, batch="x", path=uid, size=1, sha256="0" * 64,
+                         state="open", created_by="x"))
+            svc.upload_store.create(uid)
+        s.commit()
+        old = os.stat(svc.upload_store.part("a" * 32)).st_mtime - 7200
+        os.utime(tmp_path / "uploads" / ("a" * 32 + ".offset"), (old, old))
+        svc._expire_uploads(s)
+        assert [u.id for u in s.query(Upload)] == ["b" * 32]
+        assert not svc.upload_store.part("a" * 32).exists() and svc.upload_store.part("b" * 32).exists()
