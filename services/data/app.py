@@ -99,6 +99,7 @@ class DataService(GemService):
             "quota_url": self.quota_url,
             "quota_token": self.quota_token,
             "membership_cache": {},
+            "busy_drafts": {},
             "upload_store": self.upload_store,
             "upload_limits": {"max_file_bytes": self.max_file_bytes, "max_batch_files": self.max_batch_files,
                               "chunk_bytes": self.chunk_bytes},

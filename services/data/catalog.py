@@ -208,6 +208,7 @@ class Catalog:
     def publish(self, asset_id: int, number: int) -> tuple[Asset, Version]:
         a, v = self.draft(asset_id, number)
         draft = self.draft_dir(a, v)
+        files.drop_leftovers(draft)
         held = files.usage(draft)
         if held.files == 0:
             raise BadRequest("the draft is empty: upload or extract something first")

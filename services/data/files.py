@@ -134,8 +134,16 @@ def _read_only(path: Path) -> None:
         os.chmod(dirpath, 0o555)
 
 
+def drop_leftovers(draft: Path) -> None:
+    """Remove temporary extraction folders left by a crash (the caller holds the draft, so
+    no extraction is running): they are never published nor counted."""
+    for leftover in list(draft.glob(f"**/{TEMP_PREFIX}*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def publish(draft: Path, final: Path) -> None:
     """Rename the draft into its published place and make it read-only for everyone."""
+    drop_leftovers(draft)
     for dirpath, dirs, names in os.walk(draft):
         for n in dirs + names:  # SFTP may have put anything in a draft
             p = os.path.join(dirpath, n)

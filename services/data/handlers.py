@@ -4,6 +4,7 @@ accounting.py; uploads in upload_handlers.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from functools import partial
@@ -11,7 +12,7 @@ from functools import partial
 from sqlalchemy import select
 
 from gemhub.services.common.audit import audit_event
-from gemhub.services.common.errors import BadRequest, ServiceError, Unavailable
+from gemhub.services.common.errors import BadRequest, Conflict, ServiceError, Unavailable
 from gemhub.services.common.handlers import APIHandler, PageHandler
 from gemhub.services.quota.client import QuotaClient, QuotaError
 from gemhub.spawner import layout
@@ -70,6 +71,20 @@ class DataAPIHandler(DataMixin, APIHandler):
         """Remove the partial files of uploads whose draft is gone (the rows went with it)."""
         for uid in ids:
             self.settings["upload_store"].discard(uid)
+
+    @contextlib.contextmanager
+    def draft_busy(self, asset_id: int, number: int, what: str):
+        """One long operation (extract, publish) per draft at a time: publishing while an
+        archive is being extracted would freeze a half-extracted folder."""
+        busy = self.settings["busy_drafts"]
+        key = (asset_id, number)
+        if key in busy:
+            raise Conflict(f"version {number} is busy ({busy[key]}); try again when it is done")
+        busy[key] = what
+        try:
+            yield
+        finally:
+            busy.pop(key, None)
 
     def int_arg(self, value: str, what: str) -> int:
         try:
@@ -174,7 +189,8 @@ class PublishAPI(DataAPIHandler):
     async def post(self, asset_id, number):
         cat = await self.catalog()
         open_uploads = self.open_uploads(Version.asset_id == int(asset_id), Version.number == int(number))
-        _, v = await self.in_thread(cat.publish, int(asset_id), int(number))
+        with self.draft_busy(int(asset_id), int(number), "being published"):
+            _, v = await self.in_thread(cat.publish, int(asset_id), int(number))
         # uploads still open can never land in a published version
         self.db.query(Upload).filter(Upload.id.in_(open_uploads)).delete(synchronize_session=False)
         self.db.commit()
@@ -212,7 +228,8 @@ class FilesAPI(DataAPIHandler):
             if not archive.is_file():
                 raise BadRequest(f"{path!r} is a folder, not an archive")
             limits = self.settings["archive_limits"]
-            done = await self.in_thread(archives.extract, archive, archive.parent, limits, body.get("name"))
+            with self.draft_busy(a.id, v.number, f"extracting {path}"):
+                done = await self.in_thread(archives.extract, archive, archive.parent, limits, body.get("name"))
             cat.count(v, files.Usage(done.files, done.bytes))
             result.update(folder=done.folder, files=done.files, bytes=done.bytes)
         else:

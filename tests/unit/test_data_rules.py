@@ -142,9 +142,12 @@ def test_publish_makes_read_only(tmp_path):
     draft = tmp_path / "drafts" / "1"
     (draft / "sub").mkdir(parents=True)
     (draft / "sub" / "f").write_text("x")
+    (draft / "sub" / ".gemhub-extract-0123").mkdir()  # left by a crash mid-extraction
+    (draft / "sub" / ".gemhub-extract-0123" / "half").write_text("x")
     final = tmp_path / "1"
     files.publish(draft, final)
     assert not draft.exists()
+    assert sorted(p.name for p in (final / "sub").iterdir()) == ["f"]
     assert oct(final.stat().st_mode & 0o777) == "0o555"
     assert oct((final / "sub" / "f").stat().st_mode & 0o777) == "0o444"
 
