@@ -73,18 +73,29 @@ class DataAPIHandler(DataMixin, APIHandler):
             self.settings["upload_store"].discard(uid)
 
     @contextlib.contextmanager
-    def draft_busy(self, asset_id: int, number: int, what: str):
-        """One long operation (extract, publish) per draft at a time: publishing while an
-        archive is being extracted would freeze a half-extracted folder."""
+    def draft_busy(self, asset_id: int, number: int, what: str, exclusive: bool = False):
+        """Publishing holds a draft alone; changes (uploads landing, extractions, file
+        operations) may share it but never run while it is being published, which would
+        freeze a half-done change into a version that can never change again."""
         busy = self.settings["busy_drafts"]
         key = (asset_id, number)
-        if key in busy:
-            raise Conflict(f"version {number} is busy ({busy[key]}); try again when it is done")
-        busy[key] = what
+        entry = busy.setdefault(key, {"exclusive": None, "shared": 0})
+        if entry["exclusive"] or (exclusive and entry["shared"]):
+            doing = entry["exclusive"] or "being changed"
+            raise Conflict(f"version {number} is busy ({doing}); try again when it is done")
+        if exclusive:
+            entry["exclusive"] = what
+        else:
+            entry["shared"] += 1
         try:
             yield
         finally:
-            busy.pop(key, None)
+            if exclusive:
+                entry["exclusive"] = None
+            else:
+                entry["shared"] -= 1
+            if not entry["exclusive"] and not entry["shared"]:
+                busy.pop(key, None)
 
     def int_arg(self, value: str, what: str) -> int:
         try:
@@ -189,7 +200,7 @@ class PublishAPI(DataAPIHandler):
     async def post(self, asset_id, number):
         cat = await self.catalog()
         open_uploads = self.open_uploads(Version.asset_id == int(asset_id), Version.number == int(number))
-        with self.draft_busy(int(asset_id), int(number), "being published"):
+        with self.draft_busy(int(asset_id), int(number), "being published", exclusive=True):
             _, v = await self.in_thread(cat.publish, int(asset_id), int(number))
         # uploads still open can never land in a published version
         self.db.query(Upload).filter(Upload.id.in_(open_uploads)).delete(synchronize_session=False)
@@ -214,6 +225,11 @@ class FilesAPI(DataAPIHandler):
         body = self.json_body()
         cat = await self.catalog()
         a, v = cat.draft(int(asset_id), int(number))
+        with self.draft_busy(a.id, v.number, "being changed"):
+            result = await self.change(cat, a, v, body)
+        self.write_json(result)
+
+    async def change(self, cat: Catalog, a, v, body: dict) -> dict:
         root = cat.draft_dir(a, v)
         op, path = body.get("op"), body.get("path")
         result: dict = {"op": op}
@@ -228,8 +244,7 @@ class FilesAPI(DataAPIHandler):
             if not archive.is_file():
                 raise BadRequest(f"{path!r} is a folder, not an archive")
             limits = self.settings["archive_limits"]
-            with self.draft_busy(a.id, v.number, f"extracting {path}"):
-                done = await self.in_thread(archives.extract, archive, archive.parent, limits, body.get("name"))
+            done = await self.in_thread(archives.extract, archive, archive.parent, limits, body.get("name"))
             cat.count(v, files.Usage(done.files, done.bytes))
             result.update(folder=done.folder, files=done.files, bytes=done.bytes)
         else:
@@ -237,7 +252,7 @@ class FilesAPI(DataAPIHandler):
         audit_event(self.db, cat.actor, f"{a.kind}.files.{op}", f"asset:{a.id}", version=v.number, path=path)
         self.db.commit()
         result["version"] = version_json(v)
-        self.write_json(result)
+        return result
 
 
 class FileContentAPI(DataAPIHandler):

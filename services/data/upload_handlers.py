@@ -153,7 +153,8 @@ class UploadCompleteAPI(UploadMixin, DataAPIHandler):
             raise Conflict("this upload is being completed by another request")
         self.store.completing.add(uid)
         try:
-            await self._complete(cat, a, v, u)
+            with self.draft_busy(a.id, v.number, "being changed"):
+                await self._complete(cat, a, v, u)
         finally:
             self.store.completing.discard(uid)
 
