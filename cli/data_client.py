@@ -116,7 +116,8 @@ class DataApi:
                chunk_bytes: int | None = None) -> list[dict]:
         """Upload ``(local file, path in the draft)`` pairs, resuming earlier attempts.
         ``on_chunk(path, offset, length)`` is called before each chunk is sent;
-        ``chunk_bytes`` (default: what the service suggests) sets the chunk size."""
+        ``chunk_bytes`` (default: what the service suggests) sets the chunk size; files are
+        announced in batches as large as the service accepts."""
         state = self._state()
         todo, fresh = [], []
         for local, remote in files:
@@ -133,12 +134,13 @@ class DataApi:
             todo.append([local, key, upload])
             if upload is None:
                 fresh.append((len(todo) - 1, {"path": remote, "size": st.st_size, "sha256": digest}))
-        chunk = chunk_bytes or 32 << 20
-        if fresh:
+        limits = self._request("GET", "limits")
+        chunk, batch_files = chunk_bytes or int(limits["chunk_bytes"]), int(limits["max_batch_files"])
+        for start in range(0, len(fresh), batch_files):
+            part = fresh[start:start + batch_files]
             made = self._request("POST", f"assets/{asset_id}/versions/{number}/uploads",
-                                 json={"files": [f for _, f in fresh]})
-            chunk = chunk_bytes or int(made["chunk_bytes"])
-            for (i, _), u in zip(fresh, made["uploads"]):
+                                 json={"files": [f for _, f in part]})
+            for (i, _), u in zip(part, made["uploads"]):
                 todo[i][2] = u
                 state[todo[i][1]] = u["id"]
             self._save_state(state)

@@ -83,6 +83,7 @@ class DataService(GemService):
             (r"api/v1/uploads/([0-9a-f]{32})", uh.UploadAPI),
             (r"api/v1/uploads/([0-9a-f]{32})/complete", uh.UploadCompleteAPI),
             ("api/v1/mounts/resolve", h.MountsAPI),
+            ("api/v1/limits", h.LimitsAPI),
             ("api/v1/storage", h.StorageAPI),
             ("api/v1/storage/samples", h.StorageSamplesAPI),
         ]

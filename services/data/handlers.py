@@ -294,6 +294,15 @@ class MountsAPI(DataAPIHandler):
         self.write_json({"mounts": out})
 
 
+class LimitsAPI(DataAPIHandler):
+    """Upload limits and the suggested chunk size, so clients can split batches themselves."""
+
+    async def get(self):
+        self.require_user()
+        limits = self.settings["upload_limits"]
+        self.write_json({**limits, "storage_allowance_bytes": self.allowance()})
+
+
 class StorageAPI(DataAPIHandler):
     async def get(self):
         cat = await self.catalog()

@@ -78,6 +78,10 @@ def describe(r: OpenAPIRegistry) -> OpenAPIRegistry:
           request={"type": "object", "properties": {"datasets": {"type": "array", "items": CHOICE},
                                                     "models": {"type": "array", "items": CHOICE},
                                                     "workspace_id": {"type": "integer"}}})
+    r.add("get", "/limits", "Upload limits (file size, batch size) and the suggested chunk size",
+          response={"type": "object", "properties": {"max_file_bytes": {"type": "integer"},
+                                                     "max_batch_files": {"type": "integer"},
+                                                     "chunk_bytes": {"type": "integer"}}})
     r.add("get", "/storage", "Storage of a workspace by category against the free allowance",
           response=STORAGE, query={"workspace": {"type": "string"}})
     r.add("get", "/storage/samples", "Hourly storage samples (billing)",

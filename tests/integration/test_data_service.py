@@ -324,8 +324,12 @@ def test_save_output_as_model_version_and_storage(dhub, tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("hello")
     assert runner.invoke(main, ["dataset", "create", "cli-ds"], env=env).exit_code == 0
-    r = runner.invoke(main, ["dataset", "upload", "cli-ds", str(f)], env=env)
-    assert r.exit_code == 0 and "complete" in r.output, r.output
+    more = []
+    for i in range(6):  # more than the hub's batch limit (5): the CLI splits the batch
+        more.append(tmp_path / f"part{i}.txt")
+        more[-1].write_text(str(i))
+    r = runner.invoke(main, ["dataset", "upload", "cli-ds", str(f), *map(str, more), "--into", "parts"], env=env)
+    assert r.exit_code == 0 and r.output.count("complete") == 7, r.output
     r = runner.invoke(main, ["dataset", "publish", "cli-ds"], env=env)
     assert r.exit_code == 0 and "published" in r.output, r.output
     r = runner.invoke(main, ["dataset", "ls"], env=env)
@@ -338,7 +342,7 @@ def test_save_output_as_model_version_and_storage(dhub, tmp_path):
         if report["usage"]["output"] >= 30_000:
             break
         time.sleep(0.5)
-    assert report["usage"]["models"] == 30_000 and report["usage"]["datasets"] == 5
+    assert report["usage"]["models"] == 30_000 and report["usage"]["datasets"] == 5 + 6
     assert report["usage"]["output"] >= 30_000 and report["level"] == "full", report
     assert "over the free allowance" in report["message"]
     page = dhub.request("GET", "/services/data/", token=token)
