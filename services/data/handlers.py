@@ -12,7 +12,9 @@ from functools import partial
 from sqlalchemy import select
 
 from gemhub.services.common.audit import audit_event
-from gemhub.services.common.errors import BadRequest, Conflict, ServiceError, Unavailable
+from gemhub.services.common.errors import (
+    BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable,
+)
 from gemhub.services.common.handlers import APIHandler, PageHandler
 from gemhub.services.quota.client import QuotaClient, QuotaError
 from gemhub.spawner import layout
@@ -38,11 +40,10 @@ class DataMixin:
         try:
             workspaces = await client.list_workspaces(user=actor)
         except QuotaError as e:
+            refusal = {401: Unauthorized, 403: Forbidden, 404: NotFound}.get(e.status, BadRequest)
             if e.status >= 500:
                 raise Unavailable(f"the workspace service is unavailable: {e.message}") from None
-            err = ServiceError(e.message)
-            err.status = e.status
-            raise err from None
+            raise refusal(e.message) from None
         finally:
             await client.aclose()
         cache[actor] = (time.monotonic(), workspaces)
