@@ -14,7 +14,7 @@ help:
 	@echo "make test     install everything (and test tools) and run all tests"
 	@echo "make install  the shared, idempotent install step"
 
-install: $(VENV)/.stamp-install node_modules/.stamp-install
+install: $(VENV)/.stamp-install node_modules/.stamp-install data-system-deps
 
 $(VENV)/bin/python:
 	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -30,6 +30,13 @@ $(VENV)/.stamp-install: $(VENV)/bin/python pyproject.toml setup.py
 node_modules/.stamp-install: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The data service extracts rar archives with bsdtar (Debian libarchive-tools).
+.PHONY: data-system-deps
+data-system-deps:
+	@command -v bsdtar >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libarchive-tools >/dev/null; \
+	  else echo "bsdtar is missing (apt-get install libarchive-tools): compressed rar archives cannot be extracted" >&2; fi; }
 
 install-test: install $(VENV)/.stamp-test
 	@bash tests/install-system-deps.sh
