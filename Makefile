@@ -14,7 +14,7 @@ help:
 	@echo "make test     install everything (and test tools) and run all tests"
 	@echo "make install  the shared, idempotent install step"
 
-install: $(VENV)/.stamp-install node_modules/.stamp-install $(VENV)/.stamp-labextension
+install: $(VENV)/.stamp-install node_modules/.stamp-install data-system-deps $(VENV)/.stamp-labextension
 
 $(VENV)/bin/python:
 	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -45,6 +45,13 @@ $(VENV)/.stamp-labextension: $(VENV)/.stamp-install $(LABEXT_SRC)
 	rm -rf $(LABEXT_DEST) && mkdir -p $(dir $(LABEXT_DEST))
 	cp -r $(LABEXT)/build/labextension $(LABEXT_DEST)
 	@touch $@
+
+# The data service extracts rar archives with bsdtar (Debian libarchive-tools).
+.PHONY: data-system-deps
+data-system-deps:
+	@command -v bsdtar >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libarchive-tools >/dev/null; \
+	  else echo "bsdtar is missing (apt-get install libarchive-tools): compressed rar archives cannot be extracted" >&2; fi; }
 
 install-test: install $(VENV)/.stamp-test
 	@bash tests/install-system-deps.sh

@@ -141,6 +141,9 @@ main.add_command(spec)
 from gemhub.cli.admin import admin  # noqa: E402
 
 main.add_command(admin)
+from gemhub.cli import data as _data  # noqa: E402  (its commands use the helpers above)
+
+_data.register(main)
 
 if __name__ == "__main__":
     main()

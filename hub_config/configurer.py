@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
         "quota": {"port": 0, "database_url": ""},
         "ssh": {"port": 2222, "host": "127.0.0.1", "public_host": "", "start_stopped": False,
                 "max_failures": 5, "lockout_seconds": 1800, "database_url": ""},
+        "data": {"port": 0, "database_url": "", "max_file_bytes": 2_000_000_000, "max_batch_files": 50,
+                 "storage_allowance_gb": 50.0},
     },
     "kubernetes": {
         "namespace": "",
@@ -183,6 +185,12 @@ def _check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"services.ssh.port must be between 1 and 65535, not {ssh['port']}")
     if ssh["max_failures"] < 1 or ssh["lockout_seconds"] < 1:
         raise ConfigError("services.ssh.max_failures and lockout_seconds must be at least 1")
+    data = cfg["services"]["data"]
+    allowance = data["storage_allowance_gb"]
+    if isinstance(allowance, bool) or not isinstance(allowance, (int, float)) or allowance < 0:
+        raise ConfigError(f"services.data.storage_allowance_gb must be a number of GB >= 0, not {allowance!r}")
+    if data["max_file_bytes"] < 1 or data["max_batch_files"] < 1:
+        raise ConfigError("services.data: max_file_bytes and max_batch_files must be at least 1")
     if cfg["spawner"]["default_preset"] not in names:
         raise ConfigError(
             f"spawner.default_preset {cfg['spawner']['default_preset']!r} is not one of the presets"
@@ -246,17 +254,16 @@ def _check_kubernetes(kube: Mapping[str, Any]) -> None:
 def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -> dict[str, Any]:
     """KubeGemSpawner's traits: the runtime-independent ones, then the kubernetes block."""
     kube = cfg["kubernetes"]
-    # accelerators.* belongs to the accelerator configuration (absent before it is merged)
-    accel = cfg.get("accelerators") or {}
+    accel = cfg["accelerators"]
     out = {k: copy.deepcopy(gem_spawner[k])
-           for k in ("presets", "default_preset", "quota_url", "quota_token")}
+           for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})
     if kube["namespace"]:
         out["namespace"] = kube["namespace"]
-    out["accelerator_profile"] = accel.get("kubernetes_profile", "native")
-    out["accelerator_vendors"] = copy.deepcopy(accel.get("vendors") or {})
+    out["accelerator_profile"] = accel["kubernetes_profile"]
+    out["accelerator_vendors"] = copy.deepcopy(accel["vendors"])
     return out
 
 
@@ -393,6 +400,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     culler, culler_role = culler_service(cfg, inputs)
     out["JupyterHub"]["services"].append(culler)
     out["JupyterHub"]["load_roles"].append(culler_role)
+    _add_data_service(out, cfg, inputs, quota_url, base_url)
     if cfg["spawner"]["runtime"] == "kubernetes":
         out["JupyterHub"]["spawner_class"] = RUNTIMES["kubernetes"]
         out["KubeGemSpawner"] = _kubernetes_config(cfg, out["LocalGemSpawner"])
@@ -459,3 +467,39 @@ def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inp
     jh.setdefault("template_vars", {})["gemhub_ssh"] = {
         "port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/",
     }
+def _add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_url: str, base_url: str) -> None:
+    """The data service (datasets, models, uploads, storage): asks the quota service about
+    workspaces with the quota token (passed in its environment, not on its command line);
+    the spawner resolves dataset/model mounts with the data service's token."""
+    state = inputs.state_dir
+    data = cfg["services"]["data"]
+    data_url = service_url(inputs, "data")
+    data_db = data["database_url"] or f"sqlite:///{state}/db/data.sqlite"
+    out["JupyterHub"]["services"].append({
+        "name": "data",
+        "display": True,
+        "url": data_url,
+        "api_token": inputs.service_tokens["data"],
+        "oauth_no_confirm": True,
+        "command": [
+            inputs.python, "-m", "gemhub.services.data.app",
+            f"--DataService.port={inputs.service_ports['data']}",
+            f"--DataService.db_url={data_db}",
+            f"--DataService.state_dir={state}",
+            f"--DataService.max_file_bytes={data['max_file_bytes']}",
+            f"--DataService.max_batch_files={data['max_batch_files']}",
+            f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
+        ],
+        "environment": {
+            "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",
+            "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
+        },
+        "cwd": inputs.repo_dir,
+    })
+    for role in out["JupyterHub"]["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], "access:services!service=data"]
+    out["LocalGemSpawner"].update(
+        data_url=f"{data_url}{base_url}services/data/",
+        data_token=inputs.service_tokens["data"],
+    )

@@ -12,6 +12,8 @@ import yaml
 from gemhub.hub_config import configurer, state
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+# hub services with their own loopback port and hub API token
+SERVICES = ("quota", "ssh", "data")
 
 
 def config_path(env: Mapping[str, str]) -> Path | None:
@@ -30,16 +32,16 @@ def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configure
             user = yaml.safe_load(f) or {}
     cfg = configurer.merge_platform(user, env)
     root = state.prepare(cfg["state_dir"])
-    ports = state.ports(root, ("hub", "proxy_api", "quota", "ssh"))
+    ports = state.ports(root, ("hub", "proxy_api", *SERVICES))
     inputs = configurer.Inputs(
         repo_dir=str(REPO_DIR),
         state_dir=str(root),
         python=sys.executable,
         hub_port=ports["hub"],
         proxy_api_port=ports["proxy_api"],
-        service_ports={"quota": ports["quota"], "ssh": ports["ssh"]},
-        service_tokens={"quota": state.secret(root, "quota-service.token"),
-                        "ssh": state.secret(root, "ssh-service.token")},
+        service_ports={name: ports[name] for name in SERVICES},
+        service_tokens={name: state.secret(root, f"{name}-service.token")
+                        for name in SERVICES},
         admin_password=state.secret(root, "admin-password", env.get("GEMHUB_ADMIN_PASSWORD"), 12),
         admin_token=env.get("GEMHUB_ADMIN_TOKEN", ""),
     )

@@ -14,7 +14,8 @@ from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, validate
 from traitlets.config import Configurable
 
-from gemhub.spawner.form import options_from_form, render_form
+from gemhub.spawner import datamounts
+from gemhub.spawner.form import options_from_form, render_asset_choices, render_form
 from gemhub.spawner.accelerators import SpecError, default_registry, parse
 from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
 from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
@@ -60,6 +61,12 @@ class GemSpawnerMixin(Configurable):
     ).tag(config=True)
     quota_token = Unicode(
         "", help="The quota service's own hub API token (the spawner acts for users with it)."
+    ).tag(config=True)
+    data_url = Unicode(
+        "", help="Base URL of the data service (…/services/data/). Empty: no dataset/model mounts."
+    ).tag(config=True)
+    data_token = Unicode(
+        "", help="The data service's own hub API token (the spawner resolves mounts for users with it)."
     ).tag(config=True)
     quota_client_factory = Any(
         None, allow_none=True,
@@ -176,8 +183,10 @@ class GemSpawnerMixin(Configurable):
         previous = self.orm_spawner.user_options if self.orm_spawner is not None else {}
         base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
         catalog = self.catalog
-        return note + render_form(workspaces, catalog, previous or {}, base_url,
-                                  **self.form_accelerators(catalog))
+        assets = await datamounts.mountable(self.data_url, self.data_token, self.user.name)
+        return (note + render_form(workspaces, catalog, previous or {}, base_url,
+                                   **self.form_accelerators(catalog))
+                + render_asset_choices(assets, previous or {}, base_url))
 
     def _options_from_form(self, formdata):
         try:
@@ -197,11 +206,16 @@ class GemSpawnerMixin(Configurable):
         # The workspace's run-time limit (seed 001): the runtime turns it into a deadline.
         self.max_runtime_minutes = (resolved.get("workspace") or {}).get("max_runtime_minutes")
         try:
-            self.workload = build_request(self.user.name, requested, resolved, catalog)
+            mounts = await datamounts.resolve(self.data_url, self.data_token, self.user.name, requested,
+                                              (resolved.get("workspace") or {}).get("id"))
+            self.workload = build_request(self.user.name, requested, resolved, catalog, mounts)
             self.workload = dataclasses.replace(
                 self.workload, accelerator=self.choose_accelerator(requested, resolved))
         except RequestError as e:
             raise user_error(400, str(e)) from None
+        except datamounts.MountsUnavailable as e:
+            self.log.error("data service error for %s: %s", self._log_name, e)
+            raise user_error(503, f"the data service is unavailable right now ({e})") from None
         persisted = self.workload.persisted_options(user_options or {})
         self.user_options = persisted
         if self.orm_spawner is not None:

@@ -234,7 +234,7 @@ _FORM_FIELDS = ("workspace", "project", "preset", "accelerator")
 def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
     """user_options from the submitted form (a dict of lists of strings)."""
     # JupyterHub passes every body field, its own "_xsrf" included.
-    unknown = sorted(k for k in formdata if k not in _FORM_FIELDS and not k.startswith("_"))
+    unknown = sorted(k for k in formdata if k not in _FORM_FIELDS + ASSET_FIELDS and not k.startswith("_"))
     if unknown:
         raise RequestError(f"unknown form field(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
@@ -242,5 +242,71 @@ def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
         value = _one(formdata, key)
         if value is not None:
             out[key] = value  # names, as the form offers them
+    out.update(asset_choices_from_form(formdata))
     return out
 
+
+# -- datasets and models (data service) ------------------------------------------------------
+ASSET_FIELDS = ("datasets", "models")
+_ASSET_KINDS = (("datasets", "dataset", "Datasets", "/gemini/data-{}"), ("models", "model", "Models",
+                                                                          "/gemini/pretrain{}"))
+
+
+def render_asset_choices(assets: Iterable[Mapping[str, Any]], previous: Mapping[str, Any] | None = None,
+                         base_url: str = "/") -> str:
+    """Three selects each for datasets and models (``name="datasets"``/``"models"``), option
+    values ``<id>:<version>`` over every published version the user can see."""
+    previous = previous or {}
+    assets = list(assets)
+    manage = escape(base_url.rstrip("/") + "/services/data/")
+    out = ['<div class="gemhub-asset-options">']
+    for field, kind, title, target in _ASSET_KINDS:
+        mine = [a for a in assets if a.get("kind") == kind]
+        before = [f"{c.get('id')}:{c.get('version')}" for c in previous.get(field) or [] if isinstance(c, Mapping)]
+        out.append(f'<fieldset class="form-group mb-3"><legend class="form-label">{title}'
+                   f' <small>(read-only, up to 3)</small> <a href="{manage}" target="_blank">Manage</a></legend>')
+        for i in range(1, 4):
+            sel_value = before[i - 1] if i - 1 < len(before) else ""
+            path = target.format(i)
+            out.append(f'<div class="mb-1"><label for="gemhub-{field}-{i}" class="form-label">{path}</label> '
+                       f'<select class="form-select form-control" id="gemhub-{field}-{i}" name="{field}">')
+            out.append('<option value="">(none)</option>')
+            for a in mine:
+                published = [v for v in a.get("versions") or [] if v.get("state") == "published"]
+                for v in reversed(published):
+                    value = f"{a.get('id')}:{v.get('number')}"
+                    selected = " selected" if value == sel_value else ""
+                    label = f"{a.get('name')} v{v.get('number')} ({a.get('workspace')}, {a.get('visibility')})"
+                    out.append(f'<option value="{escape(value)}"{selected}>{escape(label)}</option>')
+            out.append("</select></div>")
+        out.append("</fieldset>")
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def asset_choices_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
+    """``datasets``/``models`` user_options ([{"id", "version"}]) from the selects' values."""
+    out: dict[str, Any] = {}
+    for field in ASSET_FIELDS:
+        values = formdata.get(field) or []
+        if isinstance(values, str):
+            values = [values]
+        chosen: list[dict[str, int]] = []
+        for raw in values:
+            text = raw.strip() if isinstance(raw, str) else None
+            if text is None:
+                raise RequestError(f"the form field {field!r} must hold text")
+            if not text:
+                continue
+            ident, _, version = text.partition(":")
+            if not ident.isdigit() or not version.isdigit():
+                raise RequestError(f"{field}: {text!r} is not an '<id>:<version>' choice")
+            choice = {"id": int(ident), "version": int(version)}
+            if any(c["id"] == choice["id"] for c in chosen):
+                raise RequestError(f"{field}: the same one is chosen twice")
+            chosen.append(choice)
+        if len(chosen) > 3:
+            raise RequestError(f"at most 3 {field} can be mounted")
+        if chosen:
+            out[field] = chosen
+    return out

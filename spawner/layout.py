@@ -118,3 +118,24 @@ def mount_table(
         for i, slot in enumerate(slots):
             mounts.append(Mount(slot, Path(chosen[i]) if i < len(chosen) else empty, True))
     return mounts
+
+
+# -- datasets and models (owned by the data service; the spawner mounts their versions) ----
+ASSET_DIRS = {"dataset": "datasets", "model": "models"}
+
+
+def asset_dir(state_dir: str | os.PathLike, kind: str, asset_id: object) -> Path:
+    """``state/datasets/<id>`` or ``state/models/<id>``."""
+    if kind not in ASSET_DIRS:
+        raise LayoutError(f"unknown asset kind {kind!r}")
+    return _root(state_dir) / ASSET_DIRS[kind] / _component(asset_id, f"{kind} id")
+
+
+def asset_version_dir(state_dir: str | os.PathLike, kind: str, asset_id: object, version: object) -> Path:
+    """A published (immutable, read-only) version: ``state/datasets/<id>/<version>``."""
+    return asset_dir(state_dir, kind, asset_id) / _component(version, "version")
+
+
+def asset_draft_dir(state_dir: str | os.PathLike, kind: str, asset_id: object, version: object) -> Path:
+    """A draft version being filled (uploads, SFTP): ``state/datasets/<id>/drafts/<version>``."""
+    return asset_dir(state_dir, kind, asset_id) / "drafts" / _component(version, "version")

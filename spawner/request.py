@@ -12,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gemhub.spawner.layout import ASSET_DIRS, DATA_SLOTS, PRETRAIN_SLOTS
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 
 # workspace_id/project_id are written back by the spawner after resolution and come back
 # when JupyterHub reuses the previous options (a REST spawn with an empty body).
-OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator")
+OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator",
+               "datasets", "models")
 MAX_SPEC = 200  # characters of a custom accelerator spec
+MAX_MOUNTS = 3
 
 
 class RequestError(ValueError):
@@ -51,6 +54,26 @@ class RequestedOptions:
     project: str | None = None
     preset: str | None = None
     accelerator: str | None = None  # custom accelerator spec text (replaces the preset's)
+    datasets: tuple[dict, ...] = ()  # [{"id": N} or {"name": S}, optional "version": N]
+    models: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetMount:
+    """A published dataset/model version mounted read-only at ``/gemini/<slot>``."""
+
+    slot: str      # data-1..3 or pretrain1..3
+    kind: str      # dataset | model
+    id: int
+    version: int
+    name: str = ""
+    path: str = ""  # the version's folder on the local runtime (the data service says where)
+
+    @property
+    def sub_path(self) -> str:
+        """The version's folder relative to the state root: a subPath of the shared volume
+        on Kubernetes, the same place the local runtime bind-mounts."""
+        return f"{ASSET_DIRS[self.kind]}/{self.id}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,7 @@ class WorkloadRequest:
     # the parsed accelerator request (the preset's or a custom spec), set by the spawner
     # once the workspace's limits are checked; None until then
     accelerator: Any = None
+    mounts: tuple[DatasetMount, ...] = ()
 
     def env(self) -> dict[str, str]:
         """Environment describing the request inside the workload."""
@@ -79,6 +103,11 @@ class WorkloadRequest:
         out.update(workspace=self.workspace.name, project=self.project.name,
                    workspace_id=self.workspace.id, project_id=self.project.id,
                    preset=self.preset.name)
+        # resolved ids and versions: a restart mounts the same versions (visibility re-checked)
+        for kind, key in (("dataset", "datasets"), ("model", "models")):
+            chosen = [{"id": m.id, "version": m.version} for m in self.mounts if m.kind == kind]
+            if chosen or key in out:
+                out[key] = chosen
         return out
 
 
@@ -114,7 +143,8 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise RequestError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} (known: workspace, project, preset, accelerator)"
+            f"unknown option(s) {', '.join(map(repr, unknown))}"
+            " (known: workspace, project, preset, accelerator, datasets, models)"
         )
     workspace = _ref_text(options.get("workspace"), "workspace")
     project = _ref_text(options.get("project"), "project")
@@ -146,11 +176,65 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
         accelerator = str(accelerator).strip() or None
         if accelerator is not None and len(accelerator) > MAX_SPEC:
             raise RequestError(f"accelerator spec is longer than {MAX_SPEC} characters")
-    return RequestedOptions(workspace=workspace, project=project, preset=preset, accelerator=accelerator)
+    return RequestedOptions(workspace=workspace, project=project, preset=preset, accelerator=accelerator,
+                            datasets=_choices(options.get("datasets"), "datasets"),
+                            models=_choices(options.get("models"), "models"))
+
+
+def _choices(value: Any, key: str) -> tuple[dict, ...]:
+    """``[{"name"|"id", "version"}]`` (at most 3) validated; what they name is checked later."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise RequestError(f"{key} must be a list of {{\"name\" or \"id\", \"version\"}} objects")
+    if len(value) > MAX_MOUNTS:
+        raise RequestError(f"at most {MAX_MOUNTS} {key} can be mounted, not {len(value)}")
+    out = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise RequestError(f"each of {key} must be an object with a name or an id, not {item!r}")
+        extra = sorted(set(item) - {"id", "name", "version"})
+        if extra:
+            raise RequestError(f"unknown key(s) {', '.join(extra)} in {key} (known: id, name, version)")
+        choice: dict = {}
+        ident, name, version = item.get("id"), item.get("name"), item.get("version")
+        if ident is not None:
+            if isinstance(ident, bool) or not isinstance(ident, int) or ident < 0:
+                raise RequestError(f"{key} id must be a whole number, not {ident!r}")
+            choice["id"] = ident
+        elif isinstance(name, str) and name.strip() and len(name.strip()) <= 64 and "/" not in name:
+            choice["name"] = name.strip()
+        else:
+            raise RequestError(f"each of {key} needs an id or a name (1-64 characters, no '/'), not {item!r}")
+        if version is not None:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise RequestError(f"{key} version must be a whole number from 1, not {version!r}")
+            choice["version"] = version
+        out.append(choice)
+    return tuple(out)
+
+
+def assign_slots(resolved: list[Mapping[str, Any]]) -> tuple[DatasetMount, ...]:
+    """Mount slots in the order chosen: datasets -> data-1..3, models -> pretrain1..3.
+
+    ``resolved`` is the data service's answer ({kind, id, name, version, path}); both
+    runtimes (bind mounts here, volume subPaths on Kubernetes) use these slots.
+    """
+    slots = {"dataset": list(DATA_SLOTS), "model": list(PRETRAIN_SLOTS)}
+    out = []
+    for m in resolved:
+        kind = m.get("kind")
+        if kind not in slots:
+            raise RequestError(f"unexpected mount kind {kind!r}")
+        if not slots[kind]:
+            raise RequestError(f"at most {MAX_MOUNTS} {kind}s can be mounted")
+        out.append(DatasetMount(slot=slots[kind].pop(0), kind=kind, id=int(m["id"]), version=int(m["version"]),
+                                name=str(m.get("name", "")), path=str(m.get("path", ""))))
+    return tuple(out)
 
 
 def build_request(user: str, requested: RequestedOptions, resolved: Mapping[str, Any],
-                  catalog: Catalog) -> WorkloadRequest:
+                  catalog: Catalog, mounts: tuple[DatasetMount, ...] = ()) -> WorkloadRequest:
     """Combine validated options with the quota service's resolve answer."""
     if not isinstance(resolved, Mapping):
         raise RequestError(f"unexpected resolve answer {resolved!r}")
@@ -163,4 +247,5 @@ def build_request(user: str, requested: RequestedOptions, resolved: Mapping[str,
         workspace=Ref.from_dict(resolved.get("workspace"), "workspace"),
         project=Ref.from_dict(resolved.get("project"), "project"),
         preset=preset,
+        mounts=mounts,
     )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
-# sftp-server (SSH gateway), tmux and screen (offered in every environment).
+# sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
+# benchmark), tmux and screen (offered in every environment).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -9,8 +10,9 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 # The SSH gateway runs OpenSSH's sftp-server inside environments (sftp and modern scp).
 [ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
-command -v curl >/dev/null || need+=(curl)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v bsdtar >/dev/null || need+=(libarchive-tools)  # rar extraction (data service)
+command -v curl >/dev/null || need+=(curl)                # the benchmarks' baselines
 command -v tmux >/dev/null || need+=(tmux)      # long-running work in environments' terminals
 command -v screen >/dev/null || need+=(screen)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -55,7 +55,14 @@ def plan_launch(
     ``command`` is the workload's argv (``{root}`` in it is replaced by the root).
     ``device_env`` is the accelerator placement (visible devices, MPS limits, GEMHUB_ACCELERATOR).
     """
-    mounts = layout.mount_table(state_dir, request.workspace.id, request.project.id)
+    # the version folder comes from the layout, never from a path in an answer: whatever a
+    # service says, only published dataset/model versions of the state root get mounted
+    chosen = {m.slot: layout.asset_version_dir(state_dir, m.kind, m.id, m.version) for m in request.mounts}
+    mounts = layout.mount_table(
+        state_dir, request.workspace.id, request.project.id,
+        data=tuple(chosen[s] for s in layout.DATA_SLOTS if s in chosen),
+        pretrain=tuple(chosen[s] for s in layout.PRETRAIN_SLOTS if s in chosen),
+    )
     if as_root:
         if not unix_user:
             raise ValueError("a unix user is required to launch as root")

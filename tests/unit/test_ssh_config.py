@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gemhub.hub_config.configurer import ConfigError, Inputs, build_config, merge_platform
+from gemhub.hub_config.configurer import ConfigError, build_config, merge_platform
 
-INPUTS = Inputs(repo_dir="/repo", state_dir="/state", python="/py", hub_port=8081, proxy_api_port=8001,
-                service_ports={"quota": 9101, "ssh": 9102}, service_tokens={"quota": "qtok", "ssh": "stok"},
-                admin_password="pw")
+from config_inputs import INPUTS  # noqa: E402
 
 
 def ssh_parts(user_cfg: dict):

@@ -1,0 +1,1 @@
+"""The data service: datasets, models, versions, uploads, files and storage accounting."""

@@ -1,0 +1,188 @@
+"""Files of a version on disk (no tornado, no database): the draft file browser, publishing,
+and copying a project's output into a new version.
+
+A draft lives in ``state/<kind>s/<id>/drafts/<n>/`` and is published by renaming it to
+``state/<kind>s/<id>/<n>/`` (same filesystem: atomic) and making the whole tree read-only
+(folders 0555, files 0444, owned by the service's user): environments read it through a
+read-only bind mount and cannot write it even without one. Paths are checked component by
+component (names.py) and never followed through a symlink, so a request cannot leave its
+draft even if something (an SFTP client) put a link there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from gemhub.services.common.errors import BadRequest, Conflict, NotFound
+
+from .archives import TEMP_PREFIX
+from .names import check_file_name, split_path
+
+HIDDEN_PREFIXES = (TEMP_PREFIX,)
+
+
+@dataclass(frozen=True)
+class Usage:
+    files: int
+    bytes: int
+
+
+def locate(root: Path, path: str, allow_root: bool = False, must_exist: bool = True) -> Path:
+    """``root/path`` after checking every component; refuses symlinks on the way."""
+    parts = split_path(path, allow_root=allow_root)
+    here = root
+    for i, part in enumerate(parts):
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            if must_exist or i < len(parts) - 1:
+                raise NotFound(f"{'/'.join(parts[:i + 1])!r} does not exist") from None
+            return here
+        if stat.S_ISLNK(st.st_mode):
+            raise BadRequest(f"{'/'.join(parts[:i + 1])!r} is a link; links are not followed")
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            raise BadRequest(f"{'/'.join(parts[:i + 1])!r} is a file, not a folder")
+    return here
+
+
+def listing(root: Path, path: str = "") -> list[dict]:
+    """Entries of a folder: name, type (file/dir), size, modified (epoch seconds)."""
+    folder = locate(root, path, allow_root=True)
+    if not folder.is_dir():
+        raise BadRequest(f"{path!r} is a file, not a folder")
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(HIDDEN_PREFIXES):
+                continue
+            st = e.stat(follow_symlinks=False)
+            kind = "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
+            out.append({"name": e.name, "type": kind, "size": st.st_size if kind == "file" else None,
+                        "modified": int(st.st_mtime)})
+    out.sort(key=lambda x: (x["type"] != "dir", x["name"]))
+    return out
+
+
+def usage(path: Path) -> Usage:
+    """Files and bytes under ``path`` (a file or a folder), never following links."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return Usage(1, st.st_size) if stat.S_ISREG(st.st_mode) else Usage(0, 0)
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for n in names:
+            s = os.lstat(os.path.join(dirpath, n))
+            if stat.S_ISREG(s.st_mode):
+                files += 1
+                size += s.st_size
+    return Usage(files, size)
+
+
+def mkdir(root: Path, path: str) -> Path:
+    target = locate(root, path, must_exist=False)
+    if target.exists():
+        raise Conflict(f"{path.strip('/')!r} already exists")
+    target.mkdir(mode=0o755)
+    return target
+
+
+def rename(root: Path, path: str, new_name: object) -> Path:
+    """Rename a file or folder within its folder (``new_name`` is a name, not a path)."""
+    src = locate(root, path)
+    name = check_file_name(new_name, "new name")
+    dst = src.parent / name
+    if dst.exists() or dst.is_symlink():
+        raise Conflict(f"{name!r} already exists in that folder")
+    os.rename(src, dst)
+    return dst
+
+
+def delete(root: Path, path: str) -> Usage:
+    """Remove a file or a folder tree; returns what it held (for the storage counters)."""
+    target = locate(root, path)
+    held = usage(target)
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    return held
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a draft or an unpublished asset's folder (gone already is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+
+
+def make_draft(draft: Path) -> None:
+    draft.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for p in (draft.parent, draft.parent.parent, draft.parent.parent.parent):
+        os.chmod(p, 0o755)
+
+
+def _read_only(path: Path) -> None:
+    for dirpath, dirs, names in os.walk(path):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            if not os.path.islink(p):
+                os.chmod(p, 0o444)
+        os.chmod(dirpath, 0o555)
+
+
+def drop_leftovers(draft: Path) -> None:
+    """Remove temporary extraction folders left by a crash (the caller holds the draft, so
+    no extraction is running): they are never published nor counted."""
+    for leftover in list(draft.glob(f"**/{TEMP_PREFIX}*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def publish(draft: Path, final: Path) -> None:
+    """Rename the draft into its published place and make it read-only for everyone."""
+    drop_leftovers(draft)
+    for dirpath, dirs, names in os.walk(draft):
+        for n in dirs + names:  # SFTP may have put anything in a draft
+            p = os.path.join(dirpath, n)
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                what = "a link" if stat.S_ISLNK(mode) else "not a regular file or folder"
+                raise BadRequest(f"{os.path.relpath(p, draft)!r} is {what}; remove it before publishing")
+    if final.exists():
+        raise Conflict(f"version folder {final.name} already exists")
+    os.rename(draft, final)
+    _read_only(final)
+
+
+def copy_tree(src: Path, dest: Path) -> Usage:
+    """Copy a file or folder of a project's output into ``dest`` (a new folder) with the
+    draft's rules: names 1-64 characters, no links, no special files. Nothing is left
+    behind on refusal."""
+    if src.is_symlink():
+        raise BadRequest(f"{src.name!r} is a link; links are not copied")
+    if not src.exists():
+        raise NotFound(f"{src.name!r} does not exist in the project's output")
+    for dirpath, dirs, names in os.walk(src):
+        for n in dirs + names:
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, src.parent)
+            check_file_name(n, f"name of {rel!r}")
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode):
+                raise BadRequest(f"{rel!r} is a link; links are not copied")
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise BadRequest(f"{rel!r} is not a regular file or folder")
+    dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+    target = dest / check_file_name(src.name)
+    try:
+        if src.is_dir():
+            shutil.copytree(src, target, symlinks=True, copy_function=shutil.copyfile)
+        else:
+            shutil.copyfile(src, target)
+    except OSError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return usage(target)

@@ -1,0 +1,189 @@
+"""Resumable uploads over HTTP (the protocol is described in uploads.py).
+
+    POST /api/v1/assets/<id>/versions/<n>/uploads  {"files": [{"path", "size", "sha256"}, ...]}
+    GET|HEAD /api/v1/uploads/<uid>                 -> {"offset": received, ...} (+ Upload-Offset)
+    PUT  /api/v1/uploads/<uid>?offset=N            body: the bytes from N (streamed to disk)
+    POST /api/v1/uploads/<uid>/complete            verify size and sha256, move into the draft
+
+Chunks are streamed (``stream_request_body``): nothing is buffered in memory and the body
+size limit is the file's remaining size, not tornado's default.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from tornado import web
+
+from gemhub.services.common.audit import audit_event
+from gemhub.services.common.errors import BadRequest, Conflict, NotFound
+
+from . import files
+from .handlers import DataAPIHandler
+from .models import Upload, Version
+from .names import split_path
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def upload_json(u: Upload, offset: int) -> dict:
+    return {"id": u.id, "path": u.path, "size": u.size, "sha256": u.sha256, "offset": offset,
+            "state": u.state, "batch": u.batch}
+
+
+class UploadMixin:
+    @property
+    def store(self):
+        return self.settings["upload_store"]
+
+    async def upload(self, uid: str, action: str = "edit") -> tuple[Upload, Version]:
+        u = self.db.get(Upload, uid)
+        if u is None:
+            raise NotFound(f"no upload {uid}")
+        v = self.db.get(Version, u.version_id)
+        cat = await self.catalog()
+        cat.get(v.asset_id, action)
+        return u, v
+
+
+class UploadsAPI(UploadMixin, DataAPIHandler):
+    async def post(self, asset_id, number):
+        body = self.json_body()
+        cat = await self.catalog()
+        a, v = cat.draft(int(asset_id), int(number))
+        limits = self.settings["upload_limits"]
+        items = body.get("files")
+        if not isinstance(items, list) or not items:
+            raise BadRequest('send {"files": [{"path": ..., "size": ..., "sha256": ...}, ...]}')
+        if len(items) > limits["max_batch_files"]:
+            raise BadRequest(f"{len(items)} files in one batch: at most {limits['max_batch_files']}")
+        root = cat.draft_dir(a, v)
+        batch = uuid.uuid4().hex
+        seen: set[str] = set()
+        made = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise BadRequest("each file must be an object with path, size and sha256")
+            path = "/".join(split_path(item.get("path"), "file path"))
+            size, digest = item.get("size"), str(item.get("sha256", "")).lower()
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise BadRequest(f"{path!r}: size must be a whole number of bytes")
+            if size > limits["max_file_bytes"]:
+                raise BadRequest(f"{path!r} is {size} bytes: web uploads take at most {limits['max_file_bytes']}"
+                                 " bytes a file; use SFTP for bigger files")
+            if not _SHA256.match(digest):
+                raise BadRequest(f"{path!r}: sha256 must be 64 hexadecimal characters")
+            if path in seen:
+                raise BadRequest(f"{path!r} appears twice in the batch")
+            seen.add(path)
+            if (root / path).exists():
+                raise Conflict(f"{path!r} already exists in the draft; delete or rename it first")
+            made.append(Upload(id=uuid.uuid4().hex, version_id=v.id, batch=batch, path=path, size=size,
+                               sha256=digest, state="open", created_by=cat.actor))
+        for u in made:
+            self.db.add(u)
+            self.store.create(u.id)
+        audit_event(self.db, cat.actor, f"{a.kind}.upload.start", f"asset:{a.id}", version=v.number,
+                    batch=batch, files=len(made))
+        self.db.commit()
+        self.write_json({"batch": batch, "chunk_bytes": limits["chunk_bytes"],
+                         "uploads": [upload_json(u, 0) for u in made]}, 201)
+
+
+@web.stream_request_body
+class UploadAPI(UploadMixin, DataAPIHandler):
+    writer = None
+
+    async def prepare(self):
+        await super().prepare()
+        if self.request.method != "PUT":
+            return
+        uid = self.path_args[0]
+        u, _ = await self.upload(uid)
+        if u.state != "open":
+            raise Conflict("this upload is complete already")
+        offset = self.int_arg(self.get_query_argument("offset", "0") or "0", "offset")
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            raise BadRequest("send Content-Length with each chunk")
+        length = self.int_arg(length, "Content-Length")
+        self.request.connection.set_max_body_size(max(length, 1))
+        self.writer = self.store.writer(uid, offset, length, u.size)
+        self._upload = u
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.writer is not None:
+            self.writer.write(chunk)
+
+    def on_connection_close(self):
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    async def put(self, uid):
+        writer, self.writer = self.writer, None
+        offset = await self.in_thread(writer.commit)
+        self.set_header("Upload-Offset", str(offset))
+        self.write_json(upload_json(self._upload, offset))
+
+    async def get(self, uid):
+        u, _ = await self.upload(uid, "see")
+        offset = u.size if u.state == "complete" else self.store.received(uid)
+        self.set_header("Upload-Offset", str(offset))
+        self.write_json(upload_json(u, offset))
+
+    async def head(self, uid):
+        u, _ = await self.upload(uid, "see")
+        offset = u.size if u.state == "complete" else self.store.received(uid)
+        self.set_header("Upload-Offset", str(offset))
+        self.set_header("Upload-Length", str(u.size))
+        self.finish()
+
+
+class UploadCompleteAPI(UploadMixin, DataAPIHandler):
+    async def post(self, uid):
+        u, v = await self.upload(uid)
+        cat = await self.catalog()
+        if u.state == "complete":  # a retried completion answers the same
+            self.write_json(upload_json(u, u.size))
+            return
+        a, v = cat.draft(v.asset_id, v.number)
+        if uid in self.store.completing:
+            raise Conflict("this upload is being completed by another request")
+        self.store.completing.add(uid)
+        try:
+            with self.draft_busy(a.id, v.number, "being changed"):
+                await self._complete(cat, a, v, u)
+        finally:
+            self.store.completing.discard(uid)
+
+    async def _complete(self, cat, a, v, u):
+        uid = u.id
+        received = self.store.received(uid)
+        if received != u.size:
+            raise Conflict(f"{received} of {u.size} bytes received; send the rest from offset {received}")
+        digest = await self.in_thread(self.store.sha256, uid, u.size)
+        if digest != u.sha256:
+            self.store.reset(uid)
+            raise BadRequest(f"checksum mismatch for {u.path!r}: got sha256 {digest}, expected {u.sha256};"
+                             " the upload was reset, send the file again")
+        root = cat.draft_dir(a, v)
+        parts = u.path.split("/")
+        folder = root
+        for part in parts[:-1]:
+            folder = folder / part
+            if not folder.exists():
+                folder.mkdir(mode=0o755)
+        target = files.locate(root, u.path, must_exist=False)
+        if target.exists():
+            raise Conflict(f"{u.path!r} already exists in the draft; delete or rename it first")
+        self.store.move_into(uid, target)
+        u.state = "complete"
+        cat.count(v, files.Usage(1, u.size))
+        audit_event(self.db, cat.actor, f"{a.kind}.upload.complete", f"asset:{a.id}", version=v.number,
+                    path=u.path, size=u.size)
+        self.db.commit()
+        self.write_json({**upload_json(u, u.size), "version": {"number": v.number, "size_bytes": v.size_bytes,
+                                                               "file_count": v.file_count}})
+
