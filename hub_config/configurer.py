@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from gemhub.hub_config.auth import authenticator_config
-from gemhub.lab.mirrors import MirrorError, Mirrors
+from gemhub.lab import hubservice as lab
 
 DEFAULTS: dict[str, Any] = {
     "hub": {"ip": "127.0.0.1", "port": 8000, "base_url": "/", "log_level": "INFO"},
@@ -174,7 +174,10 @@ def _check(cfg: Mapping[str, Any]) -> None:
     _check_kubernetes(cfg["kubernetes"])
     if cfg["spawner"]["cgroups"] not in ("auto", "required", "off"):
         raise ConfigError("spawner.cgroups must be one of auto, required, off")
-    _check_lab(cfg)
+    try:
+        lab.check(cfg)
+    except lab.LabConfigError as e:
+        raise ConfigError(str(e)) from None
     names = [p.get("name") for p in cfg["presets"]]
     if not names or any(not isinstance(n, str) or not n for n in names):
         raise ConfigError("presets: every preset needs a name")
@@ -267,58 +270,6 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     return out
 
 
-def _check_lab(cfg: Mapping[str, Any]) -> None:
-    try:
-        Mirrors.from_config(cfg["lab"])
-    except MirrorError as e:
-        raise ConfigError(str(e)) from None
-    culling = cfg["culling"]
-    for key in ("timeout", "every"):
-        if culling[key] <= 0:
-            raise ConfigError(f"culling.{key} must be a positive number of seconds, not {culling[key]}")
-    for key in ("accelerator_timeout", "max_age"):
-        if culling[key] < 0:
-            raise ConfigError(f"culling.{key} must be 0 (off) or a positive number of seconds, not {culling[key]}")
-
-
-def accelerated_presets(presets: list[Mapping[str, Any]]) -> list[str]:
-    """Names of the presets that ask for accelerators. A spec that does not parse here
-    (a vendor override's model) counts as asking: culling it sooner is the safe side."""
-    from gemhub.spawner.accelerators import SpecError, parse
-
-    names = []
-    for p in presets:
-        try:
-            none = parse(str(p.get("accelerator", "0"))).none
-        except SpecError:
-            none = False
-        if not none:
-            names.append(p["name"])
-    return names
-
-
-def culler_service(cfg: Mapping[str, Any], inputs: Inputs) -> tuple[dict[str, Any], dict[str, Any]]:
-    """jupyterhub-idle-culler (GemHub's arbiter, gemhub.lab.culling) and its role. It always
-    runs: with culling.enabled false it only enforces the workspaces' run-time limits."""
-    c = cfg["culling"]
-    command = [
-        inputs.python, "-m", "gemhub.lab.culling",
-        f"--timeout={c['timeout']}", f"--cull-every={c['every']}", f"--max-age={c['max_age']}",
-        f"--accelerator-timeout={c['accelerator_timeout']}",
-        f"--cull-idle={'True' if c['enabled'] else 'False'}", "--cull-users=False",
-    ]
-    command += [f"--accelerated-preset={name}" for name in accelerated_presets(cfg["presets"])]
-    service = {"name": "idle-culler", "command": command, "cwd": inputs.state_dir}
-    role = {
-        "name": "gemhub-idle-culler",
-        "services": ["idle-culler"],
-        # admin:server_state: the run-time deadline lives in the spawner's state (read only).
-        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                   "admin:server_state"],
-    }
-    return service, role
-
-
 def service_url(inputs: Inputs, name: str) -> str:
     return f"http://127.0.0.1:{inputs.service_ports[name]}"
 
@@ -397,7 +348,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
         },
         "Authenticator": {"admin_users": {admin}},
     }
-    culler, culler_role = culler_service(cfg, inputs)
+    culler, culler_role = lab.culler_service(cfg, inputs.python, inputs.state_dir)
     out["JupyterHub"]["services"].append(culler)
     out["JupyterHub"]["load_roles"].append(culler_role)
     _add_data_service(out, cfg, inputs, quota_url, base_url)

@@ -12,7 +12,7 @@ import pytest
 
 from config_inputs import INPUTS
 from gemhub.hub_config import configurer
-from gemhub.lab import culling, gpu, limits, mirrors
+from gemhub.lab import culling, gpu, hubservice, limits, mirrors
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -183,7 +183,7 @@ def test_platform_config_for_lab_and_culling():
         with pytest.raises(configurer.ConfigError, match=needle):
             configurer.merge_platform(bad, {})
     presets = [{"name": "B1"}, {"name": "G1", "accelerator": "0.5(A100-80G)"}, {"name": "C1", "accelerator": "0"}]
-    assert configurer.accelerated_presets(presets) == ["G1"]
+    assert hubservice.accelerated_presets(presets) == ["G1"]
     out = configurer.build_config(cfg, INPUTS)
     (culler,) = [s for s in out["JupyterHub"]["services"] if s["name"] == "idle-culler"]
     assert culler["command"][:3] == [INPUTS.python, "-m", "gemhub.lab.culling"]
