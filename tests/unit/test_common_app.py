@@ -11,7 +11,6 @@ import time
 
 import psutil
 import pytest
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from gemhub.services.common.app import GemService, die_with_parent
