@@ -77,4 +77,4 @@ test-unit: install-test
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules var
+	rm -rf $(VENV) node_modules var $(LABEXT)/node_modules $(LABEXT)/lib $(LABEXT)/build $(LABEXT)/.yarn
