@@ -1,6 +1,7 @@
 """The environment from the inside, in a real browser: the GPU panel with a (simulated)
-accelerator slice and the run-time countdown, a notebook writing a TensorBoard run that
-TensorBoard (opened from the launcher) shows, a terminal in /gemini/code, and a terminal
+accelerator slice and the run-time countdown (also on the hub's home page), CPU and memory
+from jupyter-resource-usage, a notebook writing a TensorBoard run that TensorBoard shows
+both from the launcher and through %tensorboard, a terminal in /gemini/code, and a terminal
 job that survives closing the browser. Screenshots go to test-artifacts/lab/."""
 
 from __future__ import annotations
