@@ -69,6 +69,17 @@ class DatasetMount:
     name: str = ""
     path: str = ""  # the version's folder on the local runtime (the data service says where)
 
+    def __post_init__(self):
+        slots = {"dataset": DATA_SLOTS, "model": PRETRAIN_SLOTS}.get(self.kind)
+        if slots is None:
+            raise RequestError(f"mount kind must be 'dataset' or 'model', not {self.kind!r}")
+        if self.slot not in slots:
+            raise RequestError(f"a {self.kind} mounts on {', '.join(slots)}, not {self.slot!r}")
+        for what, value, least in (("id", self.id, 0), ("version", self.version, 1)):
+            # both become path components (bind mount source, volume subPath)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise RequestError(f"{self.kind} {what} must be a whole number from {least}, not {value!r}")
+
     @property
     def sub_path(self) -> str:
         """The version's folder relative to the state root: a subPath of the shared volume

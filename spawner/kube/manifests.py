@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from gemhub.spawner import accelerators, layout
-from gemhub.spawner.request import WorkloadRequest
+from gemhub.spawner.request import DatasetMount, WorkloadRequest
 
 STORAGE_VOLUME = "gemini-storage"
 DATASETS_VOLUME = "gemini-datasets"
@@ -33,43 +33,14 @@ WORKING_DIR = f"{layout.GEMINI_ROOT}/{layout.CODE}"
 PROFILES = accelerators.KUBE_PROFILES  # native, hami, volcano
 LABEL_PREFIX = "gemhub.io/"
 
-# Dataset/model ids and versions become path components: plain tokens only.
-_TOKEN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+# Sub-path prefixes are path components: plain names only.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 # Kubernetes claim names are DNS-1123 subdomains.
 _CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_KINDS = {"dataset": ("datasets", layout.DATA_SLOTS), "model": ("models", layout.PRETRAIN_SLOTS)}
 
 
 class ManifestError(ValueError):
     """The request cannot become a pod with this configuration; the message says why."""
-
-
-@dataclass(frozen=True)
-class DatasetMount:
-    """One dataset or model version mounted read-only at ``/gemini/<slot>``."""
-
-    slot: str      # "data-1".."data-3" for datasets, "pretrain1".."pretrain3" for models
-    kind: str      # "dataset" | "model"
-    id: str
-    version: str
-
-    def __post_init__(self):
-        if self.kind not in _KINDS:
-            raise ManifestError(f"mount kind must be 'dataset' or 'model', not {self.kind!r}")
-        slots = _KINDS[self.kind][1]
-        if self.slot not in slots:
-            raise ManifestError(f"a {self.kind} mounts on {', '.join(slots)}, not {self.slot!r}")
-        for what, value in (("id", self.id), ("version", self.version)):
-            if not isinstance(value, str) or not _TOKEN.match(value) or value in (".", ".."):
-                raise ManifestError(f"{self.kind} {what} {value!r} cannot be used as a directory name")
-
-    @property
-    def sub_path(self) -> str:
-        return f"{_KINDS[self.kind][0]}/{self.id}/{self.version}"
-
-    @property
-    def mount_path(self) -> str:
-        return f"{layout.GEMINI_ROOT}/{self.slot}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +61,7 @@ class StorageSettings:
         for what, prefix in (("storage_sub_path", self.storage_sub_path),
                              ("datasets_sub_path", self.datasets_sub_path)):
             parts = [p for p in prefix.split("/") if p]
-            if prefix.startswith("/") or any(p in (".", "..") or not _TOKEN.match(p) for p in parts):
+            if prefix.startswith("/") or any(p in (".", "..") or not _NAME.match(p) for p in parts):
                 raise ManifestError(f"{what} {prefix!r} must be a relative path of plain names")
         for what, ratio in (("cpu_guarantee_ratio", self.cpu_guarantee_ratio),
                             ("mem_guarantee_ratio", self.mem_guarantee_ratio)):
@@ -161,7 +132,7 @@ def gemini_volumes(request: WorkloadRequest, settings: StorageSettings,
                         "persistentVolumeClaim": {"claimName": settings.datasets_claim, "readOnly": True}})
         order = {slot: i for i, slot in enumerate(layout.READONLY_SLOTS)}
         for m in sorted(mounts, key=lambda m: order[m.slot]):
-            volume_mounts.append({"name": DATASETS_VOLUME, "mountPath": m.mount_path,
+            volume_mounts.append({"name": DATASETS_VOLUME, "mountPath": f"{layout.GEMINI_ROOT}/{m.slot}",
                                   "subPath": _join(settings.datasets_sub_path, m.sub_path),
                                   "readOnly": True})
     return volumes, volume_mounts
@@ -210,18 +181,10 @@ def plan_pod(request: WorkloadRequest, rendering: accelerators.KubeRendering,
     )
 
 
-def accelerator_request(request: WorkloadRequest,
-                        registry: accelerators.VendorRegistry) -> accelerators.AcceleratorRequest:
-    """The request's :class:`~gemhub.spawner.accelerators.AcceleratorRequest`.
-
-    Adapter for the local branch: ``WorkloadRequest.accelerator`` is the checked request
-    (the preset's or a custom spec) once the spawner has set it; otherwise the preset's
-    ``accelerator`` spec text, and a preset without one asks for no accelerator.
-    """
-    checked = getattr(request, "accelerator", None)
-    if checked is not None:
-        return checked
-    return accelerators.parse(getattr(request.preset, "accelerator", None) or "0", registry)
+def accelerator_request(request: WorkloadRequest) -> accelerators.AcceleratorRequest:
+    """The request's checked accelerator (the preset's or a custom spec, set by the
+    spawner's ``choose_accelerator``); before that, the preset's."""
+    return request.accelerator if request.accelerator is not None else request.preset.request
 
 
 def render_accelerator(request: WorkloadRequest, profile: str = "native",
@@ -231,14 +194,6 @@ def render_accelerator(request: WorkloadRequest, profile: str = "native",
     (SpecError, RenderError) whose message says why.
     """
     registry = accelerators.default_registry().with_overrides(vendor_overrides or None)
-    return accelerators.kubernetes_resources(accelerator_request(request, registry), registry, profile)
+    return accelerators.kubernetes_resources(accelerator_request(request), registry, profile)
 
 
-def dataset_mounts(request: WorkloadRequest) -> tuple[DatasetMount, ...]:
-    """The datasets and models ``request`` mounts, checked as path components.
-
-    Adapter: the data service's branch adds ``WorkloadRequest.mounts`` (items with ``slot``,
-    ``kind``, ``id`` and ``version``, slots already assigned); without it nothing is mounted.
-    """
-    return tuple(DatasetMount(m.slot, m.kind, str(m.id), str(m.version))
-                 for m in getattr(request, "mounts", None) or ())

@@ -100,7 +100,7 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         try:
             rendering = manifests.render_accelerator(request, self.accelerator_profile,
                                                      self.accelerator_vendors)
-            return manifests.plan_pod(request, rendering, self.storage, manifests.dataset_mounts(request),
+            return manifests.plan_pod(request, rendering, self.storage, request.mounts,
                                       profile=self.accelerator_profile)
         except ValueError as e:  # ManifestError, SpecError
             raise user_error(400, f"this server cannot run on the cluster: {e}") from None

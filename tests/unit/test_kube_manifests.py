@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kube.cluster import use_kubeconfig, write_kubeconfig  # noqa: E402
 
 from gemhub.spawner.kube import manifests  # noqa: E402
-from gemhub.spawner.kube.manifests import DatasetMount, ManifestError, StorageSettings  # noqa: E402
+from gemhub.spawner.kube.manifests import ManifestError, StorageSettings  # noqa: E402
+from gemhub.spawner.request import DatasetMount, RequestError  # noqa: E402
 from gemhub.spawner.kube.spawner import KubeGemSpawner  # noqa: E402
 from gemhub.spawner.presets import Preset  # noqa: E402
 from gemhub.spawner.request import Ref, WorkloadRequest  # noqa: E402
@@ -71,7 +72,7 @@ class MountingRequest(WorkloadRequest):
 
 
 def dataset(slot: str, id: int, version: int) -> DatasetMount:
-    return DatasetMount(slot, "dataset", str(id), str(version))
+    return DatasetMount(slot, "dataset", id, version)
 
 
 def request_for(accelerator: str = "0", memory: int = 16 * GIB, cpu: float = 4, **fields) -> WorkloadRequest:
@@ -137,7 +138,7 @@ async def test_datasets_and_models_mount_read_only_from_the_datasets_claim():
     sp = make_spawner(datasets_claim="shared-data", datasets_sub_path="gemhub", storage_claim="homes",
                       storage_sub_path="state")
     request = request_for(mounts=(dataset("data-1", 14, 2), dataset("data-2", 9, 1),
-                                  DatasetMount("pretrain1", "model", "31", "3")))
+                                  DatasetMount("pretrain1", "model", 31, 3)))
     pod = await pod_for(sp, request)
     mounts = mounts_of(pod)
     assert mounts["/gemini/data-1"] == {"name": "gemini-datasets", "mountPath": "/gemini/data-1",
@@ -177,16 +178,11 @@ async def test_configured_values_are_kept_and_each_start_begins_from_them():
                                               "requests": {"cpu": 0.5, "memory": GIB // 2}}
 
 
-@pytest.mark.parametrize("mounts, message", [
-    ((types.SimpleNamespace(slot="data-1", kind="dataset", id="../etc", version=1),),
-     "cannot be used as a directory name"),
-    ((types.SimpleNamespace(slot="data-4", kind="dataset", id=1, version=1),), "a dataset mounts on data-1"),
-    ((types.SimpleNamespace(slot="data-1", kind="model", id=1, version=1),), "a model mounts on pretrain1"),
-    ((dataset("data-1", 1, 1), dataset("data-1", 2, 1)), "same slot"),
-])
-async def test_bad_mounts_are_a_400_with_the_reason(mounts, message):
+async def test_two_mounts_on_one_slot_are_a_400_with_the_reason():
+    # wrong kinds, slots and ids cannot even be built (DatasetMount checks them)
+    message = "same slot"
     sp = make_spawner()
-    sp.workload = request_for(mounts=mounts)
+    sp.workload = request_for(mounts=(dataset("data-1", 1, 1), dataset("data-1", 2, 1)))
     with pytest.raises(web.HTTPError) as e:
         await sp.load_user_options()
     assert e.value.status_code == 400 and message in e.value.jupyterhub_message
@@ -212,9 +208,11 @@ async def test_bad_configuration_is_refused_when_set(traits, message):
 
 
 def test_dataset_mount_checks_its_slot():
-    with pytest.raises(ManifestError, match="a dataset mounts on data-1"):
-        DatasetMount("pretrain1", "dataset", "mnist", "1")
-    assert DatasetMount("data-3", "dataset", "12", "4").sub_path == "datasets/12/4"
+    with pytest.raises(RequestError, match="a dataset mounts on data-1"):
+        DatasetMount("pretrain1", "dataset", 7, 1)
+    with pytest.raises(RequestError, match="whole number"):
+        DatasetMount("data-1", "dataset", "../x", 1)
+    assert DatasetMount("data-3", "dataset", 12, 4).sub_path == "datasets/12/4"
     assert manifests.quantity(3 * 1024**2) == "3Mi" and manifests.quantity(1000) == "1000"
     with pytest.raises(ManifestError):
         StorageSettings(storage_claim="")
