@@ -395,12 +395,14 @@ def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inp
             f"--SSHService.max_failures={ssh['max_failures']}",
             f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
         ],
+        # SFTP into draft versions: the gateway asks the data service with its own token
+        "environment": {"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
         "cwd": inputs.repo_dir,
     })
     for role in jh["load_roles"]:
         if role["name"] == "user":
             role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
-    scopes = ["read:users:name", "read:servers", "users:activity"]
+    scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
     if ssh["start_stopped"]:
         scopes.append("servers")
     jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})

@@ -23,7 +23,8 @@ def test_ssh_service_is_registered_with_minimal_scopes():
     assert "--SSHService.ssh_port=2222" in service["command"]
     assert "--SSHService.ssh_host=127.0.0.1" in service["command"]
     assert "--SSHService.hub_url=http://127.0.0.1:8000/" in service["command"]
-    assert roles["gemhub-ssh"]["scopes"] == ["read:users:name", "read:servers", "users:activity"]
+    assert roles["gemhub-ssh"]["scopes"] == ["read:users:name", "read:servers", "users:activity",
+                                            "access:services!service=data"]
     assert "access:services!service=ssh" in roles["user"]["scopes"]
     assert "access:services!service=quota" in roles["user"]["scopes"]
     assert shown == {"port": 2222, "host": "", "page": "/services/ssh/"}
