@@ -152,13 +152,28 @@ class DraftSFTPServer(asyncssh.SFTPServer):
         self._check_name(path)
         return super().mkdir(path, asyncssh.SFTPAttrs(permissions=DIR_MODE))
 
+    def _not_top(self, path: bytes) -> None:
+        """The draft folder itself stays: the data service owns it."""
+        if self.map_path(path).rstrip(b"/") == self._root:
+            raise _refuse("the top folder of a draft cannot be removed or renamed")
+
     def rename(self, oldpath, newpath):
+        self._not_top(oldpath)
         self._check_name(newpath)
         return super().rename(oldpath, newpath)
 
     def posix_rename(self, oldpath, newpath):
+        self._not_top(oldpath)
         self._check_name(newpath)
         return super().posix_rename(oldpath, newpath)
+
+    def rmdir(self, path):
+        self._not_top(path)
+        return super().rmdir(path)
+
+    def remove(self, path):
+        self._not_top(path)
+        return super().remove(path)
 
     @staticmethod
     def _times_only(attrs: asyncssh.SFTPAttrs) -> asyncssh.SFTPAttrs:
