@@ -431,6 +431,8 @@ def _add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_u
             f"--DataService.max_file_bytes={data['max_file_bytes']}",
             f"--DataService.max_batch_files={data['max_batch_files']}",
             f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
+            f"--DataService.sftp_port={cfg['services']['ssh']['port']}",
+            f"--DataService.sftp_host={cfg['services']['ssh']['public_host']}",
         ],
         "environment": {
             "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",

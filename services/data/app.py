@@ -67,6 +67,12 @@ class DataService(GemService):
         Unicode(), ["ssh"],
         help="Hub services whose token may ask whether a user may write a draft over SFTP (the SSH gateway).",
     ).tag(config=True)
+    sftp_port = Integer(
+        0, help="Port of the SSH gateway, for the ready sftp command on a draft's page (0: not shown)."
+    ).tag(config=True)
+    sftp_host = Unicode(
+        "", help="Host name in that sftp command (empty: the host the browser used)."
+    ).tag(config=True)
     scan_interval = Float(300, help="Seconds between scans of code/output/images folders.").tag(config=True)
     sample_interval = Float(3600, help="Seconds between storage samples (one per workspace and hour).").tag(
         config=True)
@@ -107,6 +113,7 @@ class DataService(GemService):
             "membership_cache": {},
             "busy_drafts": {},
             "draft_writers": set(self.draft_writers),
+            "sftp": {"port": self.sftp_port, "host": self.sftp_host},
             "upload_store": self.upload_store,
             "upload_limits": {"max_file_bytes": self.max_file_bytes, "max_batch_files": self.max_batch_files,
                               "chunk_bytes": self.chunk_bytes},

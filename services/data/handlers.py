@@ -407,5 +407,15 @@ class AssetPage(DataPage):
             return
         cat = await self.catalog()
         a = cat.get(int(asset_id))
-        self.finish(self.render_page("asset.html", asset=cat.asset_json(a, with_versions=True), actor=cat.actor,
-                                     limits=self.settings["upload_limits"]))
+        asset = cat.asset_json(a, with_versions=True)
+        self.finish(self.render_page("asset.html", asset=asset, actor=cat.actor,
+                                     limits=self.settings["upload_limits"], sftp=self.sftp_command(asset, cat.actor)))
+
+    def sftp_command(self, asset: dict, actor: str) -> str | None:
+        """The ready command for SFTP into the draft (services/ssh/drafts.py), for editors."""
+        sftp = self.settings["sftp"]
+        if not (sftp["port"] and asset["draft"] and asset["can_edit"]):
+            return None
+        port = "" if sftp["port"] == 22 else f"-P {sftp['port']} "
+        host = sftp["host"] or self.request.host_name
+        return f"sftp {port}{actor}+{asset['kind']}-{asset['id']}-{asset['draft']}@{host}"

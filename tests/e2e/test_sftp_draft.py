@@ -79,6 +79,10 @@ def dataset(alice):
 
 def test_sftp_and_scp_put_files_over_the_web_cap_into_the_draft(shub, alice, dataset, tmp_path):
     login = f"{alice.user}+dataset-{dataset}-1"
+    # the draft's page shows the ready command
+    page = shub.request("GET", f"/services/data/assets/{dataset}", token=alice.token)
+    assert page.status_code == 200, page.text
+    assert f"sftp -P {shub.ssh_port} {login}@" in page.text
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(WEB_CAP * 3 + 17))
     # the browser route refuses this size...
