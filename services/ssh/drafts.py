@@ -34,8 +34,10 @@ from asyncssh.sftp import MIN_SFTP_VERSION
 from asyncssh.stream import SSHServerStreamSession
 
 from gemhub.services.common.errors import BadRequest
+from gemhub.services.data import files
 from gemhub.services.data.client import DataError
 from gemhub.services.data.names import check_file_name
+from gemhub.spawner import layout
 
 if TYPE_CHECKING:
     from .gateway import GatewayServer
@@ -202,12 +204,15 @@ class DraftSFTPServer(asyncssh.SFTPServer):
         raise _refuse("links cannot be made in a draft")
 
 
-def folder_of(answer: dict) -> tuple[str, str]:
-    """(draft folder, lock file) from the data service's answer, both absolute."""
-    folder, lock = str(answer.get("path") or ""), str(answer.get("lock") or "")
-    if not (Path(folder).is_absolute() and Path(lock).is_absolute()):
-        raise ValueError("gemhub: the data service gave no folder for this draft; ask an administrator")
-    return folder, lock
+def folder_of(answer: dict, state_dir: str, target: DraftTarget) -> tuple[str, str]:
+    """(draft folder, lock file) from the data service's answer, which must be where the
+    shared layout puts that draft: a wrong answer never opens another folder as root."""
+    draft = layout.asset_draft_dir(state_dir, target.kind, target.asset_id, target.version)
+    expected = (str(draft), str(files.lock_path(draft)))
+    if (answer.get("path"), answer.get("lock")) != expected:
+        raise ValueError("gemhub: the data service and the SSH gateway disagree about where this draft"
+                         " lives; ask an administrator")
+    return expected
 
 
 class DraftSession(SSHServerStreamSession):
@@ -246,7 +251,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
         raise refused("gemhub: SFTP into drafts is not available here (no data service)")
     try:
         answer = await gateway.data.sftp_target(user, target.kind, target.asset_id, target.version)
-        folder, lock_file = folder_of(answer)
+        folder, lock_file = folder_of(answer, gateway.state_dir, target)
         lock = await asyncio.get_running_loop().run_in_executor(None, open_draft, folder, lock_file, target.label)
     except DataError as e:
         raise refused(f"gemhub: {target.label}: {e.message}") from None

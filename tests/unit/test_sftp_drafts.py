@@ -38,12 +38,13 @@ def test_a_target_reads_well():
     assert DraftTarget("model", 7, 2).label == "model 7 version 2"
 
 
-def test_the_data_service_must_name_absolute_folders():
-    assert folder_of({"path": "/s/datasets/1/drafts/1", "lock": "/s/datasets/1/drafts/1.lock"}) == (
-        "/s/datasets/1/drafts/1", "/s/datasets/1/drafts/1.lock")
-    for answer in ({}, {"path": "rel", "lock": "/l"}, {"path": "/p"}):
-        with pytest.raises(ValueError, match="no folder"):
-            folder_of(answer)
+def test_the_data_service_must_name_the_folder_of_the_shared_layout():
+    target = DraftTarget("dataset", 1, 2)
+    good = {"path": "/s/datasets/1/drafts/2", "lock": "/s/datasets/1/drafts/2.lock"}
+    assert folder_of(good, "/s", target) == ("/s/datasets/1/drafts/2", "/s/datasets/1/drafts/2.lock")
+    for answer in ({}, {**good, "path": "/etc"}, {**good, "lock": "/etc/passwd"}, {**good, "path": "/s/datasets/1/2"}):
+        with pytest.raises(ValueError, match="disagree"):
+            folder_of(answer, "/s", target)
 
 
 @pytest.fixture
