@@ -25,8 +25,8 @@ import os
 import posixpath
 import re
 import stat
+import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import asyncssh
@@ -75,17 +75,17 @@ class DraftLock:
     """A shared flock on the draft's lock file, held while a session writes the draft."""
 
     def __init__(self, path: str):
-        self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # closing drops the lock: on release, or when a session that never started is dropped
+        self._close = weakref.finalize(self, os.close, fd)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             self.release()
             raise
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the lock
-            self.fd = None
+        self._close()
 
 
 def open_draft(folder: str, lock_path: str, label: str) -> DraftLock:
@@ -187,7 +187,7 @@ class DraftSFTPServer(asyncssh.SFTPServer):
         return super().setstat(path, self._times_only(attrs))
 
     def lsetstat(self, path, attrs):
-        return super().setstat(path, self._times_only(attrs))
+        return super().lsetstat(path, self._times_only(attrs))
 
     def fsetstat(self, file_obj, attrs):
         return super().fsetstat(file_obj, self._times_only(attrs))

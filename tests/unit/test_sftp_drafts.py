@@ -119,3 +119,10 @@ def test_publishing_waits_for_open_sessions(draft, tmp_path):
     # once published, the draft folder is gone: a late session is refused
     with pytest.raises(ValueError, match="just been published"):
         open_draft(str(draft), str(files.lock_path(draft)), "dataset 1 version 1")
+
+
+def test_a_session_that_never_started_does_not_block_publishing(draft):
+    lock = DraftLock(str(files.lock_path(draft)))
+    del lock  # the channel went before its session started: nothing releases it by hand
+    with files.no_sftp_sessions(draft):
+        pass
