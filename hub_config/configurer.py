@@ -406,12 +406,14 @@ def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inp
             f"--SSHService.max_failures={ssh['max_failures']}",
             f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
         ],
+        # SFTP into draft versions: the gateway asks the data service with its own token
+        "environment": {"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
         "cwd": inputs.repo_dir,
     })
     for role in jh["load_roles"]:
         if role["name"] == "user":
             role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
-    scopes = ["read:users:name", "read:servers", "users:activity"]
+    scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
     if ssh["start_stopped"]:
         scopes.append("servers")
     jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})
@@ -440,6 +442,8 @@ def _add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_u
             f"--DataService.max_file_bytes={data['max_file_bytes']}",
             f"--DataService.max_batch_files={data['max_batch_files']}",
             f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
+            f"--DataService.sftp_port={cfg['services']['ssh']['port']}",
+            f"--DataService.sftp_host={cfg['services']['ssh']['public_host']}",
         ],
         "environment": {
             "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Float, Integer, List, Unicode, default
 
 from gemhub.services.common.app import GemService
 from gemhub.services.common.openapi import OpenAPIRegistry
@@ -63,6 +63,16 @@ class DataService(GemService):
     upload_expiry_hours = Float(
         72, help="Open uploads without a new chunk for this long are dropped (partial file removed)."
     ).tag(config=True)
+    draft_writers = List(
+        Unicode(), ["ssh"],
+        help="Hub services whose token may ask whether a user may write a draft over SFTP (the SSH gateway).",
+    ).tag(config=True)
+    sftp_port = Integer(
+        0, help="Port of the SSH gateway, for the ready sftp command on a draft's page (0: not shown)."
+    ).tag(config=True)
+    sftp_host = Unicode(
+        "", help="Host name in that sftp command (empty: the host the browser used)."
+    ).tag(config=True)
     scan_interval = Float(300, help="Seconds between scans of code/output/images folders.").tag(config=True)
     sample_interval = Float(3600, help="Seconds between storage samples (one per workspace and hour).").tag(
         config=True)
@@ -78,6 +88,7 @@ class DataService(GemService):
             (f"api/v1/{a}/{n}", h.VersionAPI),
             (f"api/v1/{a}/{n}/publish", h.PublishAPI),
             (f"api/v1/{a}/{n}/files", h.FilesAPI),
+            (f"api/v1/{a}/{n}/sftp-target", h.SFTPTargetAPI),
             (f"api/v1/{a}/{n}/files/content", h.FileContentAPI),
             (f"api/v1/{a}/{n}/uploads", uh.UploadsAPI),
             (r"api/v1/uploads/([0-9a-f]{32})", uh.UploadAPI),
@@ -101,6 +112,8 @@ class DataService(GemService):
             "quota_token": self.quota_token,
             "membership_cache": {},
             "busy_drafts": {},
+            "draft_writers": set(self.draft_writers),
+            "sftp": {"port": self.sftp_port, "host": self.sftp_host},
             "upload_store": self.upload_store,
             "upload_limits": {"max_file_bytes": self.max_file_bytes, "max_batch_files": self.max_batch_files,
                               "chunk_bytes": self.chunk_bytes},

@@ -208,11 +208,12 @@ class Catalog:
     def publish(self, asset_id: int, number: int) -> tuple[Asset, Version]:
         a, v = self.draft(asset_id, number)
         draft = self.draft_dir(a, v)
-        files.drop_leftovers(draft)
-        held = files.usage(draft)
-        if held.files == 0:
-            raise BadRequest("the draft is empty: upload or extract something first")
-        files.publish(draft, layout.asset_version_dir(self.state_dir, a.kind, a.id, v.number))
+        with files.no_sftp_sessions(draft):
+            files.drop_leftovers(draft)
+            held = files.usage(draft)
+            if held.files == 0:
+                raise BadRequest("the draft is empty: upload or extract something first")
+            files.publish(draft, layout.asset_version_dir(self.state_dir, a.kind, a.id, v.number))
         v.state, v.published = "published", utcnow()
         v.file_count, v.size_bytes = held.files, held.bytes
         audit_event(self.db, self.actor, f"{a.kind}.publish", f"asset:{a.id}", version=v.number,

@@ -1,5 +1,5 @@
 """Typed async client of the data service (used by the spawner: the spawn form's choices
-and the resolution of dataset/model mounts for a user)."""
+and the resolution of dataset/model mounts for a user; the SSH gateway: SFTP into drafts)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class DataError(Exception):
 class DataClient:
     """``DataClient(base_url, token)``: base_url ends with the service prefix (…/services/data/).
 
-    With the data service's own token, calls act for the ``user`` they name.
+    With the data service's own token, calls act for the ``user`` they name; the SSH
+    gateway's token may ask only the ``sftp_*`` questions.
     """
 
     def __init__(self, base_url: str, token: str, timeout: float = 15,
@@ -69,3 +70,14 @@ class DataClient:
         """[{kind, id, name, version, path}] in the order chosen; a 4xx if any is not allowed."""
         body = {"datasets": list(datasets), "models": list(models), "workspace_id": workspace_id}
         return (await self._call("POST", "mounts/resolve", {"user": user}, body))["mounts"]
+
+    async def sftp_target(self, user: str, kind: str, asset_id: int, version: int) -> dict:
+        """The SSH gateway's question: may ``user`` write this draft? {path, lock, name, ...}
+        or a DataError saying why not."""
+        return await self._call("GET", f"assets/{asset_id}/versions/{version}/sftp-target",
+                                {"user": user, "kind": kind})
+
+    async def sftp_closed(self, user: str, kind: str, asset_id: int, version: int) -> dict:
+        """A session into the draft ended: the service re-measures it."""
+        return await self._call("POST", f"assets/{asset_id}/versions/{version}/sftp-target",
+                                {"user": user, "kind": kind})

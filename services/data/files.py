@@ -11,6 +11,8 @@ draft even if something (an SFTP client) put a link there.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import stat
@@ -139,6 +141,27 @@ def drop_leftovers(draft: Path) -> None:
     no extraction is running): they are never published nor counted."""
     for leftover in list(draft.glob(f"**/{TEMP_PREFIX}*")):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def lock_path(draft: Path) -> Path:
+    """The lock file an SFTP session into the draft holds shared (services/ssh/drafts.py);
+    kept next to the draft, never removed (a removed lock file would split the lock)."""
+    return draft.parent / f"{draft.name}.lock"
+
+
+@contextlib.contextmanager
+def no_sftp_sessions(draft: Path):
+    """Hold the draft's lock exclusively: Conflict while an SFTP session has it open, which
+    could otherwise go on writing into the version after it is published."""
+    fd = os.open(lock_path(draft), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict("an SFTP session into this draft is open; close it, then publish") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def publish(draft: Path, final: Path) -> None:

@@ -295,6 +295,49 @@ class MountsAPI(DataAPIHandler):
         self.write_json({"mounts": out})
 
 
+class SFTPTargetAPI(DataAPIHandler):
+    """The SSH gateway's questions about a draft login (``alice+dataset-3-1``), asked for
+    ``?user=`` with the gateway's own token; no one else may ask.
+
+    GET ``?kind=dataset|model``: may the user write this draft? Answers its folder and the
+    lock file a session holds (4xx with the reason otherwise). POST: a session into it has
+    ended; the draft is re-measured so its size and the storage counters include the files."""
+
+    def acting_user(self) -> str:
+        model = self.require_user()
+        if model.get("kind") != "service" or model.get("name") not in self.settings["draft_writers"]:
+            raise Forbidden("only the SSH gateway may ask about SFTP into a draft")
+        user = (self.get_query_argument("user", "") or "").strip()
+        if not user:
+            raise BadRequest("name the user the session is for (?user=NAME)")
+        return user
+
+    async def _draft(self, asset_id: str, number: str):
+        cat = await self.catalog()
+        kind = self.get_query_argument("kind", "")
+        a = cat.get(int(asset_id))
+        if kind and a.kind != kind:
+            raise NotFound(f"no {kind} {asset_id} that you can see")
+        return cat, *cat.draft(a.id, int(number))
+
+    async def get(self, asset_id, number):
+        cat, a, v = await self._draft(asset_id, number)
+        draft = cat.draft_dir(a, v)
+        self.write_json({"kind": a.kind, "id": a.id, "name": a.name, "version": v.number,
+                         "path": str(draft), "lock": str(files.lock_path(draft))})
+
+    async def post(self, asset_id, number):
+        cat, a, v = await self._draft(asset_id, number)
+        draft = cat.draft_dir(a, v)
+        if draft.is_dir():
+            held = await self.in_thread(files.usage, draft)
+            v.file_count, v.size_bytes = held.files, held.bytes
+        audit_event(self.db, cat.actor, f"{a.kind}.sftp.closed", f"asset:{a.id}", version=v.number,
+                    files=v.file_count, bytes=v.size_bytes)
+        self.db.commit()
+        self.write_json(version_json(v))
+
+
 class LimitsAPI(DataAPIHandler):
     """Upload limits and the suggested chunk size, so clients can split batches themselves."""
 
@@ -364,5 +407,15 @@ class AssetPage(DataPage):
             return
         cat = await self.catalog()
         a = cat.get(int(asset_id))
-        self.finish(self.render_page("asset.html", asset=cat.asset_json(a, with_versions=True), actor=cat.actor,
-                                     limits=self.settings["upload_limits"]))
+        asset = cat.asset_json(a, with_versions=True)
+        self.finish(self.render_page("asset.html", asset=asset, actor=cat.actor,
+                                     limits=self.settings["upload_limits"], sftp=self.sftp_command(asset, cat.actor)))
+
+    def sftp_command(self, asset: dict, actor: str) -> str | None:
+        """The ready command for SFTP into the draft (services/ssh/drafts.py), for editors."""
+        sftp = self.settings["sftp"]
+        if not (sftp["port"] and asset["draft"] and asset["can_edit"]):
+            return None
+        port = "" if sftp["port"] == 22 else f"-P {sftp['port']} "
+        host = sftp["host"] or self.request.host_name
+        return f"sftp {port}{actor}+{asset['kind']}-{asset['id']}-{asset['draft']}@{host}"

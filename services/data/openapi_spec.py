@@ -64,6 +64,12 @@ def describe(r: OpenAPIRegistry) -> OpenAPIRegistry:
           request={"type": "object", "required": ["op", "path"], "properties": {
               "op": {"type": "string", "enum": ["mkdir", "rename", "delete", "extract"]},
               "path": {"type": "string"}, "name": NAME}})
+    sftp_query = {"user": {"type": "string"}, "kind": {"type": "string", "enum": ["dataset", "model"]}}
+    r.add("get", f"{v}/sftp-target", "The SSH gateway only: may ?user= write this draft over SFTP; its folder",
+          errors=(400, 401, 403, 404, 409), query=sftp_query, response={"type": "object", "properties": {
+              "path": {"type": "string"}, "lock": {"type": "string"}, "name": {"type": "string"}}})
+    r.add("post", f"{v}/sftp-target", "The SSH gateway only: an SFTP session ended; re-measure the draft",
+          response=VERSION, errors=(400, 401, 403, 404, 409), query=sftp_query)
     r.add("get", f"{v}/files/content", "Download a file of a version", query={"path": {"type": "string"}})
     r.add("post", f"{v}/uploads", "Start resumable uploads (a batch of at most 50 files)", status=201,
           errors=(400, 401, 403, 404, 409), request={"type": "object", "required": ["files"], "properties": {

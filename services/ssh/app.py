@@ -12,6 +12,7 @@ from traitlets import Bool, Integer, Unicode, default
 
 from gemhub.services.common.app import GemService
 from gemhub.services.common.openapi import OpenAPIRegistry
+from gemhub.services.data.client import DataClient
 
 from . import handlers as h
 from .credentials import Credentials
@@ -33,7 +34,8 @@ STATUS = {"type": "object", "properties": {
 
 class SSHService(GemService):
     name = "ssh"
-    description = "GemHub SSH gateway: ssh, scp, sftp and port forwarding into running environments"
+    description = ("GemHub SSH gateway: ssh, scp, sftp and port forwarding into running environments;"
+                   " sftp and scp into draft dataset/model versions")
 
     migrations_dir = HERE / "migrations"
     templates_dir = HERE / "templates"
@@ -57,6 +59,15 @@ class SSHService(GemService):
     host_key_file = Unicode(
         help="The gateway's private host key (default <state_dir>/secrets/ssh_host_ed25519_key, made once)."
     ).tag(config=True)
+
+    data_url = Unicode(
+        help="Base URL of the data service (…/services/data/), asked about SFTP into draft versions"
+             " (env GEMHUB_DATA_URL; empty: draft logins are refused)."
+    ).tag(config=True)
+
+    @default("data_url")
+    def _default_data_url(self):
+        return os.environ.get("GEMHUB_DATA_URL", "")
 
     @default("host_key_file")
     def _default_host_key_file(self):
@@ -103,9 +114,11 @@ class SSHService(GemService):
         return r
 
     async def serve(self):
+        # the data service knows this service by its own hub token
+        data = DataClient(self.data_url, os.environ.get("JUPYTERHUB_API_TOKEN", "")) if self.data_url else None
         gateway = Gateway(
             credentials=self.credentials(), hub=HubClient(log=self.log), state_dir=self.state_dir,
-            hub_url=self.hub_url, start_stopped=self.start_stopped, log=self.log,
+            hub_url=self.hub_url, start_stopped=self.start_stopped, log=self.log, data=data,
         )
         host_key = await asyncio.get_running_loop().run_in_executor(None, load_host_key, Path(self.host_key_file))
         server = await start_gateway(gateway, self.ssh_host, self.ssh_port, host_key)
@@ -116,6 +129,8 @@ class SSHService(GemService):
         finally:
             server.close()
             await gateway.hub.aclose()
+            if data is not None:
+                await data.aclose()
 
 
 main = SSHService.launch_instance

@@ -17,9 +17,11 @@ import asyncssh
 import psutil
 
 from gemhub.services.common.errors import Unavailable
+from gemhub.services.data.client import DataClient
 from gemhub.spawner.local.record import RuntimeRecord, read_record, record_path
 
 from .credentials import Credentials, password_matches
+from .drafts import DraftTarget, draft_target, open_draft_session
 from .hubclient import HubClient
 from .keys import fingerprint_of
 from .session import EnvironmentSession
@@ -33,9 +35,11 @@ START_WAIT = 120.0
 
 class Gateway:
     def __init__(self, *, credentials: Credentials, hub: HubClient, state_dir: str, hub_url: str,
-                 start_stopped: bool, log: logging.Logger, tools: Tools | None = None):
+                 start_stopped: bool, log: logging.Logger, tools: Tools | None = None,
+                 data: DataClient | None = None):
         self.credentials = credentials
         self.hub = hub
+        self.data = data  # the data service, for SFTP into drafts (None: not offered)
         self.state_dir = state_dir
         self.hub_url = hub_url.rstrip("/") + "/"
         self.start_stopped = start_stopped
@@ -45,6 +49,11 @@ class Gateway:
         self._open: dict[tuple[str, str], int] = {}
         self._activity_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+
+    def in_background(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
 
     # -- the environment of a login -------------------------------------------------------
     async def environment(self, user: str, server: str, notify=None) -> RuntimeRecord:
@@ -96,9 +105,7 @@ class Gateway:
         key = (server.user, server.server)
         self.credentials.record_event(server.user, f"session.{kind}", server=server.server, source=server.source)
         self._open[key] = self._open.get(key, 0) + 1
-        task = asyncio.ensure_future(self.hub.activity(*key))
-        self._background.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._background.discard)
+        self.in_background(self.hub.activity(*key))
         if self._activity_task is None or self._activity_task.done():
             self._activity_task = asyncio.ensure_future(self._report_activity())
 
@@ -140,6 +147,7 @@ class GatewayServer(asyncssh.SSHServer):
         self.user = ""
         self.server = ""
         self.source = ""
+        self.draft: DraftTarget | None = None  # a login into a draft dataset/model version
         self._record: RuntimeRecord | None = None
         self._key_fingerprint: str | None = None
         self._password_ok = False
@@ -154,6 +162,7 @@ class GatewayServer(asyncssh.SSHServer):
         self.login = username
         try:
             self.user, self.server = split_login(username)
+            self.draft = draft_target(self.server)
         except TargetError as e:
             self.conn.send_auth_banner(e.message + "\n")
             self.user = ""
@@ -220,6 +229,8 @@ class GatewayServer(asyncssh.SSHServer):
         return ok
 
     def session_requested(self):
+        if self.draft is not None:
+            return open_draft_session(self)  # a coroutine: asyncssh awaits it
         return EnvironmentSession(self)
 
     async def environment(self, notify=None) -> RuntimeRecord:
@@ -232,6 +243,9 @@ class GatewayServer(asyncssh.SSHServer):
         return self._forward(dest_host, dest_port)
 
     async def _forward(self, dest_host: str, dest_port: int):
+        if self.draft is not None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            f"a login into {self.draft.label} takes only sftp and scp")
         if dest_host not in LOOPBACK:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             "only ports of your environment (localhost:PORT) can be forwarded")

@@ -23,8 +23,15 @@ def test_ssh_service_is_registered_with_minimal_scopes():
     assert "--SSHService.ssh_port=2222" in service["command"]
     assert "--SSHService.ssh_host=127.0.0.1" in service["command"]
     assert "--SSHService.hub_url=http://127.0.0.1:8000/" in service["command"]
-    assert roles["gemhub-ssh"]["scopes"] == ["read:users:name", "read:servers", "users:activity"]
+    assert roles["gemhub-ssh"]["scopes"] == ["read:users:name", "read:servers", "users:activity",
+                                            "access:services!service=data"]
     assert "access:services!service=ssh" in roles["user"]["scopes"]
+    # SFTP into drafts: the gateway asks the data service, which shows the ready command
+    assert service["environment"] == {"GEMHUB_DATA_URL": "http://127.0.0.1:9103/services/data/"}
+    cfg = merge_platform({"services": {"ssh": {"port": 2022, "public_host": "gpu.example"}}}, {})
+    data = next(s for s in build_config(cfg, INPUTS)["JupyterHub"]["services"] if s["name"] == "data")
+    assert "--DataService.sftp_port=2022" in data["command"]
+    assert "--DataService.sftp_host=gpu.example" in data["command"]
     assert "access:services!service=quota" in roles["user"]["scopes"]
     assert shown == {"port": 2222, "host": "", "page": "/services/ssh/"}
 
