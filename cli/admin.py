@@ -13,26 +13,15 @@ import json
 from typing import Any
 
 import click
-import httpx
 
-from gemhub.cli.client import API_PREFIX, ApiError, error_message
+from gemhub.cli.client import API_PREFIX, HubApi, run_or_exit
 
 DEVICE_COLUMNS = (("id", "DEVICE"), ("model", "MODEL"), ("memory", "MEMORY"), ("status", "STATUS"),
                   ("simulated", "SIMULATED"), ("holders", "HELD BY"))
 
 
-class AdminApi:
+class AdminApi(HubApi):
     """The hub's device API and the quota service's workspace limits, with an admin's token."""
-
-    def __init__(self, hub_url: str, token: str, *, transport: httpx.BaseTransport | None = None):
-        self._http = httpx.Client(base_url=hub_url.rstrip("/"), timeout=30, transport=transport,
-                                  headers={"Authorization": f"token {token}", "Accept": "application/json"})
-
-    def __enter__(self) -> "AdminApi":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._http.close()
 
     def devices(self) -> dict[str, Any]:
         return self._request("GET", "/hub/api/gemhub/devices")
@@ -44,17 +33,6 @@ class AdminApi:
 
     def set_limits(self, workspace_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("PATCH", f"{API_PREFIX}workspaces/{workspace_id}", json=body)
-
-    def _request(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self._http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise ApiError(0, f"cannot reach {self._http.base_url}: {e}") from None
-        if r.is_redirect:
-            raise ApiError(r.status_code, "not authenticated: check GEMHUB_TOKEN")
-        if r.is_error:
-            raise ApiError(r.status_code, error_message(r))
-        return r.json()
 
 
 def device_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,12 +49,7 @@ def _run(ctx: click.Context, call) -> Any:
     parent = ctx.find_root().obj
     if not parent.token:
         raise click.UsageError("no hub API token: set GEMHUB_TOKEN (or pass --token)")
-    with AdminApi(parent.url, parent.token) as api:
-        try:
-            return call(api)
-        except ApiError as e:
-            click.echo(f"gemhub: {e.message}", err=True)
-            raise SystemExit(1)
+    return run_or_exit(AdminApi(parent.url, parent.token), call)
 
 
 @click.group()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from gemhub.cli.client import ApiError
+from gemhub.cli.client import ApiError, run_or_exit
 from gemhub.cli.data_client import DataApi
 from gemhub.cli.main import Context, json_option, render
 
@@ -28,12 +28,7 @@ UPLOAD_COLUMNS = (("path", "PATH"), ("size", "BYTES"), ("sha256", "SHA256"), ("s
 def _run(ctx: Context, call: Callable[[DataApi], Any]) -> Any:
     if not ctx.token:
         raise click.UsageError("no hub API token: set GEMHUB_TOKEN (or pass --token); get one at <hub>/hub/token")
-    with DataApi(ctx.url, ctx.token) as api:
-        try:
-            return call(api)
-        except ApiError as e:
-            click.echo(f"gemhub: {e.message}", err=True)
-            raise SystemExit(1)
+    return run_or_exit(DataApi(ctx.url, ctx.token), call)
 
 
 def _rows(asset: dict) -> dict:

@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 
-from gemhub.cli.client import ApiError, error_message
+from gemhub.cli.client import ApiError, HubApi
 
 API_PREFIX = "/services/data/api/v1/"
 STATE_FILE = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "gemhub" / "uploads.json"
@@ -31,22 +31,13 @@ def sha256_of(path: Path, buffer: int = 4 << 20) -> str:
     return h.hexdigest()
 
 
-class DataApi:
+class DataApi(HubApi):
+    prefix = API_PREFIX
+
     def __init__(self, hub_url: str, token: str, *, timeout: float = 120,
                  transport: httpx.BaseTransport | None = None, state_file: Path = STATE_FILE):
-        self.base_url = hub_url.rstrip("/") + API_PREFIX
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"token {token}", "Accept": "application/json"})
+        super().__init__(hub_url, token, timeout=timeout, transport=transport)
         self.state_file = state_file
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "DataApi":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- assets ------------------------------------------------------------------------
     def list(self, kind: str, workspace: str | None = None) -> list[dict]:
@@ -173,28 +164,3 @@ class DataApi:
                     if e.status not in (0, 409, 502, 503) or failures > 3:
                         raise
                     offset = int(self._request("GET", f"uploads/{upload['id']}")["offset"])
-
-    # -- plumbing ----------------------------------------------------------------------
-    def _paginate(self, path: str, params: dict | None = None) -> Iterator[dict]:
-        offset = 0
-        params = {k: v for k, v in (params or {}).items() if v is not None}
-        while True:
-            body = self._request("GET", path, params={**params, "offset": offset, "limit": 200})
-            items = body.get("items", [])
-            yield from items
-            nxt = (body.get("_pagination") or {}).get("next")
-            if not nxt or not items:
-                return
-            offset = int(nxt["offset"])
-
-    def _request(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self._http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise ApiError(0, f"cannot reach {self.base_url}: {e}") from None
-        if r.is_redirect:
-            raise ApiError(r.status_code, "not authenticated (the hub redirected to its login page):"
-                                          " check GEMHUB_TOKEN")
-        if r.is_error:
-            raise ApiError(r.status_code, error_message(r))
-        return r.json() if r.content else {}

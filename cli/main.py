@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 
-from gemhub.cli.client import ApiError, QuotaApi
+from gemhub.cli.client import QuotaApi, run_or_exit
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -61,12 +61,7 @@ class Context:
 
 
 def _run(ctx: Context, call: Callable[[QuotaApi], Any]) -> Any:
-    with ctx.api() as api:
-        try:
-            return call(api)
-        except ApiError as e:
-            click.echo(f"gemhub: {e.message}", err=True)
-            raise SystemExit(1)
+    return run_or_exit(ctx.api(), call)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

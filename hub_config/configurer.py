@@ -274,6 +274,27 @@ def service_url(inputs: Inputs, name: str) -> str:
     return f"http://127.0.0.1:{inputs.service_ports[name]}"
 
 
+def _service(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str, **extra: Any) -> dict[str, Any]:
+    """A hub-managed GemHub service: gemhub.services.<name>.app on its port, database and
+    the state folder, with its own token, shown on the hub's Services menu."""
+    return {
+        "name": name,
+        "display": True,
+        "url": service_url(inputs, name),
+        "api_token": inputs.service_tokens[name],
+        "oauth_no_confirm": True,
+        "command": [
+            inputs.python, "-m", f"gemhub.services.{name}.app",
+            f"--{app_class}.port={inputs.service_ports[name]}",
+            f"--{app_class}.db_url={db_url}",
+            f"--{app_class}.state_dir={inputs.state_dir}",
+            *args,
+        ],
+        "cwd": inputs.repo_dir,
+        **extra,
+    }
+
+
 def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, Any]]:
     """The traitlets configuration ({ClassName: {trait: value}}) for a merged platform dict."""
     state = inputs.state_dir
@@ -298,21 +319,8 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
             "services": [
-                {
-                    "name": "quota",
-                    "display": True,
-                    "url": quota_url,
-                    "api_token": inputs.service_tokens["quota"],
-                    "oauth_no_confirm": True,
-                    "command": [
-                        inputs.python, "-m", "gemhub.services.quota.app",
-                        f"--QuotaService.port={inputs.service_ports['quota']}",
-                        f"--QuotaService.db_url={quota_db}",
-                        f"--QuotaService.state_dir={state}",
-                        *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]],
-                    ],
-                    "cwd": inputs.repo_dir,
-                },
+                _service(inputs, "quota", "QuotaService", quota_db,
+                         *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]),
             ],
             "load_roles": [
                 {"name": "user", "scopes": ["self", "access:services!service=quota"]},
@@ -387,29 +395,18 @@ def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inp
     hub_url = f"http://{public_ip}:{hub['port']}{base_url}"
     db = ssh["database_url"] or f"sqlite:///{state}/db/ssh.sqlite"
     jh = out["JupyterHub"]
-    jh["services"].append({
-        "name": "ssh",
-        "display": True,
-        "url": service_url(inputs, "ssh"),
-        "api_token": inputs.service_tokens["ssh"],
-        "oauth_no_confirm": True,
-        "command": [
-            inputs.python, "-m", "gemhub.services.ssh.app",
-            f"--SSHService.port={inputs.service_ports['ssh']}",
-            f"--SSHService.db_url={db}",
-            f"--SSHService.state_dir={state}",
-            f"--SSHService.ssh_host={ssh['host']}",
-            f"--SSHService.ssh_port={ssh['port']}",
-            f"--SSHService.public_host={ssh['public_host']}",
-            f"--SSHService.hub_url={hub_url}",
-            f"--SSHService.start_stopped={ssh['start_stopped']}",
-            f"--SSHService.max_failures={ssh['max_failures']}",
-            f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
-        ],
+    jh["services"].append(_service(
+        inputs, "ssh", "SSHService", db,
+        f"--SSHService.ssh_host={ssh['host']}",
+        f"--SSHService.ssh_port={ssh['port']}",
+        f"--SSHService.public_host={ssh['public_host']}",
+        f"--SSHService.hub_url={hub_url}",
+        f"--SSHService.start_stopped={ssh['start_stopped']}",
+        f"--SSHService.max_failures={ssh['max_failures']}",
+        f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
         # SFTP into draft versions: the gateway asks the data service with its own token
-        "environment": {"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
-        "cwd": inputs.repo_dir,
-    })
+        environment={"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
+    ))
     for role in jh["load_roles"]:
         if role["name"] == "user":
             role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
@@ -428,29 +425,18 @@ def _add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_u
     data = cfg["services"]["data"]
     data_url = service_url(inputs, "data")
     data_db = data["database_url"] or f"sqlite:///{state}/db/data.sqlite"
-    out["JupyterHub"]["services"].append({
-        "name": "data",
-        "display": True,
-        "url": data_url,
-        "api_token": inputs.service_tokens["data"],
-        "oauth_no_confirm": True,
-        "command": [
-            inputs.python, "-m", "gemhub.services.data.app",
-            f"--DataService.port={inputs.service_ports['data']}",
-            f"--DataService.db_url={data_db}",
-            f"--DataService.state_dir={state}",
-            f"--DataService.max_file_bytes={data['max_file_bytes']}",
-            f"--DataService.max_batch_files={data['max_batch_files']}",
-            f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
-            f"--DataService.sftp_port={cfg['services']['ssh']['port']}",
-            f"--DataService.sftp_host={cfg['services']['ssh']['public_host']}",
-        ],
-        "environment": {
+    out["JupyterHub"]["services"].append(_service(
+        inputs, "data", "DataService", data_db,
+        f"--DataService.max_file_bytes={data['max_file_bytes']}",
+        f"--DataService.max_batch_files={data['max_batch_files']}",
+        f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
+        f"--DataService.sftp_port={cfg['services']['ssh']['port']}",
+        f"--DataService.sftp_host={cfg['services']['ssh']['public_host']}",
+        environment={
             "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",
             "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
         },
-        "cwd": inputs.repo_dir,
-    })
+    ))
     for role in out["JupyterHub"]["load_roles"]:
         if role["name"] == "user":
             role["scopes"] = [*role["scopes"], "access:services!service=data"]

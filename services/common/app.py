@@ -32,6 +32,9 @@ from .db import make_engine, make_sessionmaker, run_migrations
 from .handlers import HealthHandler, NotFoundHandler, OpenAPIHandler
 from .openapi import OpenAPIRegistry
 
+# Layout and error page shared by every service with HTML pages.
+COMMON_TEMPLATES = Path(__file__).parent / "templates"
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -148,8 +151,14 @@ class GemService(Application):
             routes.append((url_path_join(base, entry[0]), *entry[1:]))
         jinja_env = None
         if self.templates_dir is not None:
+            # The service's own templates win over the shared ones of the same name; a
+            # service's base.html reaches the shared layout as "common/base.html".
             jinja_env = jinja2.Environment(
-                loader=jinja2.FileSystemLoader(str(self.templates_dir)), autoescape=True
+                loader=jinja2.ChoiceLoader([
+                    jinja2.FileSystemLoader([str(self.templates_dir), str(COMMON_TEMPLATES)]),
+                    jinja2.PrefixLoader({"common": jinja2.FileSystemLoader(str(COMMON_TEMPLATES))}),
+                ]),
+                autoescape=True,
             )
         name = self.service_name
         settings = dict(

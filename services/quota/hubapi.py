@@ -41,28 +41,25 @@ class HubAPI:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             return await client.request(method, f"{self.api_url}{path}", headers=headers, **kw)
 
-    async def user_exists(self, name: str) -> bool:
+    async def _user(self, name: str) -> dict | None:
+        """The hub's user model, None when there is no such user."""
         try:
             r = await self._request("GET", f"/users/{quote(name, safe='')}")
         except httpx.HTTPError as e:
             raise Unavailable(f"cannot reach the hub to look up user {name!r}: {e}") from None
         if r.status_code == 404:
-            return False
+            return None
         if r.status_code != 200:
             raise Unavailable(f"the hub answered {r.status_code} looking up user {name!r}")
-        return True
+        return r.json()
+
+    async def user_exists(self, name: str) -> bool:
+        return await self._user(name) is not None
 
     async def is_admin(self, name: str) -> bool:
         """Whether ``name`` is a hub administrator (asked of the hub, never taken from the caller)."""
-        try:
-            r = await self._request("GET", f"/users/{quote(name, safe='')}")
-        except httpx.HTTPError as e:
-            raise Unavailable(f"cannot reach the hub to look up user {name!r}: {e}") from None
-        if r.status_code == 404:
-            return False
-        if r.status_code != 200:
-            raise Unavailable(f"the hub answered {r.status_code} looking up user {name!r}")
-        return bool(r.json().get("admin"))
+        user = await self._user(name)
+        return bool(user and user.get("admin"))
 
     async def running_servers(self) -> list[dict]:
         """[{user, server, user_options}] of every active (running or starting) server."""
