@@ -9,15 +9,14 @@ sequential spawns and M concurrent spawns. Prints a table with p50/p95 and the r
     .venv/bin/python benchmarks/spawn.py            # 20 sequential, 10 concurrent
     .venv/bin/python benchmarks/spawn.py --quick    # fewer spawns (< 60 s)
 
-When the quota service is not installed (gemhub.services.quota.app missing) the GemHub
-hub runs without it and LocalGemSpawner uses its built-in personal-workspace stand-in.
+The baseline hub runs without GemHub's services (plain JupyterHub); the GemHub hub runs
+the platform as shipped (quota, data, ssh services, the idle culler).
 Unix accounts made for benchmark users are deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -40,21 +39,13 @@ BASELINE = "baseline"
 GEMHUB = "gemhub"
 
 
-def quota_available() -> bool:
-    try:
-        return importlib.util.find_spec("gemhub.services.quota.app") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 class BenchHub(Hub):
     """A Hub whose config file wraps the shipped one with a few extra lines."""
 
-    def __init__(self, workdir: Path, kind: str, with_quota: bool):
+    def __init__(self, workdir: Path, kind: str):
         super().__init__(workdir, {"spawner": {"start_timeout": 120, "http_timeout": 60},
                                    "hub": {"log_level": "INFO"}})
         self.kind = kind
-        self.with_quota = with_quota
         lines = [f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})"]
         if kind == BASELINE:
             # The stock local spawner; as root, jupyterhub-singleuser needs --allow-root.
@@ -63,18 +54,17 @@ class BenchHub(Hub):
                 "c.SimpleLocalProcessSpawner.args = ['--allow-root'] if __import__('os').geteuid() == 0 else []",
                 f"c.SimpleLocalProcessSpawner.home_dir_template = {str(self.workdir / 'homes' / '{username}')!r}",
             ]
-        if not with_quota:
+            # plain JupyterHub: none of GemHub's services, nor their roles and scopes
             lines += [
                 "c.JupyterHub.services = []",
-                "c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if r['name'] != 'gemhub-quota']",
+                "c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if not r.get('services')]",
                 "for r in c.JupyterHub.load_roles:",
-                "    r['scopes'] = [s for s in r.get('scopes', []) if 'service=quota' not in s]",
-                "c.LocalGemSpawner.quota_url = ''",
+                "    r['scopes'] = [s for s in r.get('scopes', []) if 'access:services' not in s]",
             ]
         self.wrapper = self.workdir / "bench_config.py"
         self.wrapper.write_text("\n".join(lines) + "\n")
         self.hub_config = self.wrapper
-        self.wait_for_quota = with_quota
+        self.wait_for_quota = kind == GEMHUB
 
     # -- measurements --------------------------------------------------------------------
     def spawn_and_wait(self, name: str, timeout: float = 120) -> float:
@@ -136,9 +126,9 @@ def warm_up(hub: "BenchHub", users: list[str]) -> None:
     hub.stop_server(warm)
 
 
-def start_hubs(kinds: tuple[str, ...], with_quota: bool, workdir: Path) -> dict[str, "BenchHub"]:
+def start_hubs(kinds: tuple[str, ...], workdir: Path) -> dict[str, "BenchHub"]:
     """Both hubs start together (idle hubs cost nothing during the other one's measurements)."""
-    hubs = {kind: BenchHub(workdir / kind, kind, with_quota and kind == GEMHUB) for kind in kinds}
+    hubs = {kind: BenchHub(workdir / kind, kind) for kind in kinds}
     with ThreadPoolExecutor(len(hubs)) as pool:
         futures = [pool.submit(h.start, 90) for h in hubs.values()]
     errors = [f.exception() for f in futures if f.exception() is not None]
@@ -188,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_seq = args.sequential if args.sequential is not None else (2 if args.quick else 20)
     n_conc = args.concurrent if args.concurrent is not None else (2 if args.quick else 10)
-    with_quota = quota_available()
 
     workdir = Path(tempfile.mkdtemp(prefix="gemhub-bench-"))
     workdir.chmod(0o755)
@@ -196,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     users: list[str] = []
     hubs: dict[str, BenchHub] = {}
     try:
-        hubs = start_hubs((BASELINE, GEMHUB), with_quota, workdir)
+        hubs = start_hubs((BASELINE, GEMHUB), workdir)
         _progress(t0, "hubs started")
         with ThreadPoolExecutor(len(hubs)) as pool:
             list(pool.map(lambda h: warm_up(h, users), hubs.values()))
@@ -215,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     print(f"spawn-to-ready seconds ({n_seq} sequential, {n_conc} concurrent; "
-          f"quota service {'on' if with_quota else 'off'}; root={os.geteuid() == 0})")
+          f"root={os.geteuid() == 0})")
     print(f"{'spawner':<28}{'phase':<12}{'n':>4}{'p50':>9}{'p95':>9}{'max':>9}")
     for kind, label in ((BASELINE, "SimpleLocalProcessSpawner"), (GEMHUB, "LocalGemSpawner")):
         for phase in ("sequential", "concurrent", "all"):
@@ -237,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_p95_s": round(percentile(all_b, 95), 3),
         "sequential": n_seq,
         "concurrent": n_conc,
-        "quota_service": with_quota,
         "wall_s": round(time.monotonic() - t0, 1),
     }
     print(f"ratio (LocalGemSpawner / SimpleLocalProcessSpawner): p50 {summary['ratio_p50']}, "
