@@ -72,14 +72,21 @@ def apt_sources(m: Mirrors, codename: str) -> str:
     )
 
 
-def environment(m: Mirrors, directory: str) -> dict[str, str]:
-    """Variables pointing the environment at the mirrors whose files live in ``directory``."""
+def pip_environment(m: Mirrors) -> dict[str, str]:
+    """The pip variables alone: all a pod gets, as the hub's files are not mounted there."""
     env: dict[str, str] = {}
     if m.pip_index_url:
         env["PIP_INDEX_URL"] = m.pip_index_url
-        env["PIP_CONFIG_FILE"] = os.path.join(directory, PIP_CONF)
     if m.pip_trusted_host:
         env["PIP_TRUSTED_HOST"] = m.pip_trusted_host
+    return env
+
+
+def environment(m: Mirrors, directory: str) -> dict[str, str]:
+    """Variables pointing the environment at the mirrors whose files live in ``directory``."""
+    env = pip_environment(m)
+    if m.pip_index_url:
+        env["PIP_CONFIG_FILE"] = os.path.join(directory, PIP_CONF)
     if m.apt_mirror:
         env["GEMHUB_APT_SOURCES"] = os.path.join(directory, APT_SOURCES)
     return env

@@ -259,7 +259,8 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     kube = cfg["kubernetes"]
     accel = cfg["accelerators"]
     out = {k: copy.deepcopy(gem_spawner[k])
-           for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token")}
+           for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token",
+                     "lab_mirrors")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})

@@ -68,6 +68,10 @@ class GemSpawnerMixin(Configurable):
     data_token = Unicode(
         "", help="The data service's own hub API token (the spawner resolves mounts for users with it)."
     ).tag(config=True)
+    lab_mirrors = Dict(
+        help="Package mirrors written into every environment: {pip_index_url, pip_trusted_host, "
+        "apt_mirror} (gemhub.yaml lab:; see gemhub.lab.mirrors).",
+    ).tag(config=True)
     quota_client_factory = Any(
         None, allow_none=True,
         help="Callable (url, token) -> client with async resolve()/list_workspaces(); "

@@ -9,6 +9,7 @@ copies that plan onto KubeSpawner's traits before KubeSpawner builds and creates
 from __future__ import annotations
 
 import copy
+import datetime
 
 from kubespawner import KubeSpawner
 from traitlets import Dict, Float, Unicode, default, validate
@@ -16,6 +17,7 @@ from traitlets import Enum as EnumTrait
 
 from gemhub.spawner.accelerators import default_registry
 from gemhub.spawner.common import GemSpawnerMixin, user_error
+from gemhub.lab import limits, mirrors
 from gemhub.spawner.kube import manifests
 
 # KubeSpawner traits that GemHub fills from the plan, on top of what the admin configured.
@@ -63,6 +65,7 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
 
     _configured: dict | None = None
     _planned_env: dict | None = None
+    stop_at: datetime.datetime | None = None  # the workspace's run-time deadline (state)
 
     @validate("storage_claim", "datasets_claim", "storage_sub_path", "datasets_sub_path",
               "cpu_guarantee_ratio", "mem_guarantee_ratio")
@@ -131,7 +134,30 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         self.volume_mounts = _as_list(base["volume_mounts"]) + _literal(plan.volume_mounts)
         self.working_dir = plan.working_dir
         self.scheduler_name = base["scheduler_name"] or plan.scheduler_name
-        self._planned_env = dict(plan.env)
+        self._planned_env = {**plan.env, **self._lab_env()}
+
+    def _lab_env(self) -> dict[str, str]:
+        """pip mirrors and the run-time deadline (which the idle culler enforces from the
+        spawner state, as for local servers)."""
+        env = mirrors.pip_environment(mirrors.Mirrors.from_config(self.lab_mirrors))
+        self.stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self.max_runtime_minutes)
+        if self.stop_at is not None:
+            env[limits.ENV_VAR] = limits.format_deadline(self.stop_at)
+        return env
+
+    def get_state(self):
+        state = super().get_state()
+        if self.stop_at is not None:
+            state[limits.STATE_KEY] = limits.format_deadline(self.stop_at)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.stop_at = limits.parse_deadline(state.get(limits.STATE_KEY))
+
+    def clear_state(self):
+        super().clear_state()
+        self.stop_at = None
 
     async def _apply_user_options(self, spawner, user_options):
         """Resolve the options (GemSpawnerMixin), then check that the cluster can run them,

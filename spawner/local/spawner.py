@@ -57,10 +57,6 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
     pid_started = Float(0.0, help="Start time of that process, to detect a reused pid (state).")
     unix_user = Unicode("", help="Unix account the server runs as; empty when not root (state).")
     cgroup_state = Dict(help="The server's cgroup: version and directories (state).")
-    lab_mirrors = Dict(
-        help="Package mirrors written into every environment: {pip_index_url, pip_trusted_host, "
-        "apt_mirror} (gemhub.yaml lab:; see gemhub.lab.mirrors).",
-    ).tag(config=True)
     _extra_state: dict = {}
     proc: subprocess.Popen | None = None
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import sys
 import types
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kube.cluster import use_kubeconfig, write_kubeconfig  # noqa: E402
 
+from gemhub.lab import limits  # noqa: E402
 from gemhub.spawner.kube import manifests  # noqa: E402
 from gemhub.spawner.kube.manifests import ManifestError, StorageSettings  # noqa: E402
 from gemhub.spawner.request import DatasetMount, RequestError  # noqa: E402
@@ -57,27 +59,13 @@ def make_spawner(**traits) -> KubeGemSpawner:
                           orm_spawner=orm, namespace="gemhub", image="gemhub/notebook:1", **traits)
 
 
-@dataclasses.dataclass(frozen=True)
-class SpecPreset(Preset):
-    """A preset with an accelerator spec (the field presets.py gains on the local branch)."""
-
-    accelerator: str = "0"
-
-
-@dataclasses.dataclass(frozen=True)
-class MountingRequest(WorkloadRequest):
-    """A request with dataset and model versions (the field the data service adds)."""
-
-    mounts: tuple = ()
-
-
 def dataset(slot: str, id: int, version: int) -> DatasetMount:
     return DatasetMount(slot, "dataset", id, version)
 
 
 def request_for(accelerator: str = "0", memory: int = 16 * GIB, cpu: float = 4, **fields) -> WorkloadRequest:
-    preset = SpecPreset(name="P1", display_name="P1", cpu=cpu, memory=memory, accelerator=accelerator)
-    return MountingRequest(user="alice", workspace=Ref(3, "lab"), project=Ref(8, "default"),
+    preset = Preset(name="P1", display_name="P1", cpu=cpu, memory=memory, accelerator=accelerator)
+    return WorkloadRequest(user="alice", workspace=Ref(3, "lab"), project=Ref(8, "default"),
                            preset=preset, **fields)
 
 
@@ -132,6 +120,34 @@ async def test_cpu_only_pod_has_limits_gemini_volumes_and_no_gpus():
     assert pod["metadata"]["labels"]["gemhub.io/workspace-id"] == "3"
     assert pod["metadata"]["annotations"]["gemhub.io/preset"] == "B1"
     assert env["JUPYTERHUB_ROOT_DIR"] == "/gemini"  # so default_url /lab/tree/code is the project
+    assert "GEMHUB_STOP_AT" not in env and "PIP_INDEX_URL" not in env
+
+
+class LimitedQuota(FakeQuota):
+    async def resolve(self, user, workspace=None, project=None):
+        answer = await super().resolve(user, workspace, project)
+        answer["workspace"]["max_runtime_minutes"] = 90
+        return answer
+
+
+async def test_pod_gets_pip_mirrors_and_the_workspace_run_time_deadline():
+    sp = make_spawner(lab_mirrors={"pip_index_url": "https://pypi.example/simple",
+                                   "pip_trusted_host": "pypi.example"})
+    sp.quota_client_factory = lambda url, token: LimitedQuota()
+    before = datetime.datetime.now(datetime.timezone.utc)
+    env = env_of(await pod_for(sp))
+    assert env["PIP_INDEX_URL"] == "https://pypi.example/simple" and env["PIP_TRUSTED_HOST"] == "pypi.example"
+    assert "PIP_CONFIG_FILE" not in env  # the hub's files are not in the pod
+    stop_at = limits.parse_deadline(env["GEMHUB_STOP_AT"])
+    assert datetime.timedelta(minutes=89) < stop_at - before <= datetime.timedelta(minutes=91)
+    # the idle culler reads the deadline from the spawner state, and a restarted hub keeps it
+    state = sp.get_state()
+    assert limits.parse_deadline(state["stop_at"]) == stop_at
+    again = make_spawner()
+    again.load_state(state)
+    assert again.stop_at == stop_at
+    again.clear_state()
+    assert again.stop_at is None and "stop_at" not in again.get_state()
 
 
 async def test_datasets_and_models_mount_read_only_from_the_datasets_claim():
