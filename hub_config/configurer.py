@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gemhub.hub_config import services
 from gemhub.hub_config.auth import authenticator_config
 from gemhub.lab import hubservice as lab
 
@@ -271,31 +272,6 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     return out
 
 
-def service_url(inputs: Inputs, name: str) -> str:
-    return f"http://127.0.0.1:{inputs.service_ports[name]}"
-
-
-def _service(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str, **extra: Any) -> dict[str, Any]:
-    """A hub-managed GemHub service: gemhub.services.<name>.app on its port, database and
-    the state folder, with its own token, shown on the hub's Services menu."""
-    return {
-        "name": name,
-        "display": True,
-        "url": service_url(inputs, name),
-        "api_token": inputs.service_tokens[name],
-        "oauth_no_confirm": True,
-        "command": [
-            inputs.python, "-m", f"gemhub.services.{name}.app",
-            f"--{app_class}.port={inputs.service_ports[name]}",
-            f"--{app_class}.db_url={db_url}",
-            f"--{app_class}.state_dir={inputs.state_dir}",
-            *args,
-        ],
-        "cwd": inputs.repo_dir,
-        **extra,
-    }
-
-
 def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, Any]]:
     """The traitlets configuration ({ClassName: {trait: value}}) for a merged platform dict."""
     state = inputs.state_dir
@@ -303,7 +279,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     admin = cfg["admin"]["username"]
     db_url = cfg["database_url"] or f"sqlite:///{state}/db/jupyterhub.sqlite"
     quota_db = cfg["services"]["quota"]["database_url"] or f"sqlite:///{state}/db/quota.sqlite"
-    quota_url = service_url(inputs, "quota")
+    quota_url = services.service_url(inputs, "quota")
     base_url = hub["base_url"].rstrip("/") + "/"
 
     out: dict[str, dict[str, Any]] = {
@@ -320,7 +296,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
             "services": [
-                _service(inputs, "quota", "QuotaService", quota_db,
+                services.service_entry(inputs, "quota", "QuotaService", quota_db,
                          *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]),
             ],
             "load_roles": [
@@ -360,7 +336,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     culler, culler_role = lab.culler_service(cfg, inputs.python, inputs.state_dir)
     out["JupyterHub"]["services"].append(culler)
     out["JupyterHub"]["load_roles"].append(culler_role)
-    _add_data_service(out, cfg, inputs, quota_url, base_url)
+    services.add_data_service(out, cfg, inputs, quota_url, base_url)
     if cfg["spawner"]["runtime"] == "kubernetes":
         out["JupyterHub"]["spawner_class"] = RUNTIMES["kubernetes"]
         out["KubeGemSpawner"] = _kubernetes_config(cfg, out["LocalGemSpawner"])
@@ -370,7 +346,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             out["JupyterHub"]["hub_connect_ip"] = cfg["kubernetes"]["hub_connect_ip"]
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
-    _add_ssh_service(out, cfg, inputs)
+    services.add_ssh_service(out, cfg, inputs)
     out["JupyterHub"]["extra_handlers"] = device_handlers(state, cfg["accelerators"])
 
     try:
@@ -383,65 +359,3 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if cfg["auth"]["type"] == "native":
         out.setdefault("GemAuthenticator", {})["admin_password"] = inputs.admin_password
     return out
-
-
-def _add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inputs: Inputs) -> None:
-    """The SSH gateway (gemhub.services.ssh): its page, its token's scopes, and what the
-    hub's home page shows about connecting."""
-    ssh = cfg["services"]["ssh"]
-    state = inputs.state_dir
-    hub = cfg["hub"]
-    base_url = hub["base_url"].rstrip("/") + "/"
-    public_ip = ssh["public_host"] or ("127.0.0.1" if hub["ip"] in ("", "0.0.0.0", "::") else hub["ip"])
-    hub_url = f"http://{public_ip}:{hub['port']}{base_url}"
-    db = ssh["database_url"] or f"sqlite:///{state}/db/ssh.sqlite"
-    jh = out["JupyterHub"]
-    jh["services"].append(_service(
-        inputs, "ssh", "SSHService", db,
-        f"--SSHService.ssh_host={ssh['host']}",
-        f"--SSHService.ssh_port={ssh['port']}",
-        f"--SSHService.public_host={ssh['public_host']}",
-        f"--SSHService.hub_url={hub_url}",
-        f"--SSHService.start_stopped={ssh['start_stopped']}",
-        f"--SSHService.max_failures={ssh['max_failures']}",
-        f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
-        # SFTP into draft versions: the gateway asks the data service with its own token
-        environment={"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
-    ))
-    for role in jh["load_roles"]:
-        if role["name"] == "user":
-            role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
-    scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
-    if ssh["start_stopped"]:
-        scopes.append("servers")
-    jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})
-    jh.setdefault("template_vars", {})["gemhub_ssh"] = {
-        "port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/",
-    }
-def _add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_url: str, base_url: str) -> None:
-    """The data service (datasets, models, uploads, storage): asks the quota service about
-    workspaces with the quota token (passed in its environment, not on its command line);
-    the spawner resolves dataset/model mounts with the data service's token."""
-    state = inputs.state_dir
-    data = cfg["services"]["data"]
-    data_url = service_url(inputs, "data")
-    data_db = data["database_url"] or f"sqlite:///{state}/db/data.sqlite"
-    out["JupyterHub"]["services"].append(_service(
-        inputs, "data", "DataService", data_db,
-        f"--DataService.max_file_bytes={data['max_file_bytes']}",
-        f"--DataService.max_batch_files={data['max_batch_files']}",
-        f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
-        f"--DataService.sftp_port={cfg['services']['ssh']['port']}",
-        f"--DataService.sftp_host={cfg['services']['ssh']['public_host']}",
-        environment={
-            "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",
-            "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
-        },
-    ))
-    for role in out["JupyterHub"]["load_roles"]:
-        if role["name"] == "user":
-            role["scopes"] = [*role["scopes"], "access:services!service=data"]
-    out["LocalGemSpawner"].update(
-        data_url=f"{data_url}{base_url}services/data/",
-        data_token=inputs.service_tokens["data"],
-    )

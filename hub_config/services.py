@@ -1,0 +1,100 @@
+"""The GemHub hub services' entries in JupyterHub's configuration (pure).
+
+Each service (gemhub.services.<name>.app) runs on its loopback port with its own token;
+these functions add its ``JupyterHub.services`` entry, its role's scopes and what other
+components need to reach it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:  # configurer imports this module
+    from gemhub.hub_config.configurer import Inputs
+
+
+def service_url(inputs: Inputs, name: str) -> str:
+    return f"http://127.0.0.1:{inputs.service_ports[name]}"
+
+
+def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str, **extra: Any) -> dict[str, Any]:
+    """A hub-managed GemHub service: gemhub.services.<name>.app on its port, database and
+    the state folder, with its own token, shown on the hub's Services menu."""
+    return {
+        "name": name,
+        "display": True,
+        "url": service_url(inputs, name),
+        "api_token": inputs.service_tokens[name],
+        "oauth_no_confirm": True,
+        "command": [
+            inputs.python, "-m", f"gemhub.services.{name}.app",
+            f"--{app_class}.port={inputs.service_ports[name]}",
+            f"--{app_class}.db_url={db_url}",
+            f"--{app_class}.state_dir={inputs.state_dir}",
+            *args,
+        ],
+        "cwd": inputs.repo_dir,
+        **extra,
+    }
+
+
+def add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inputs: Inputs) -> None:
+    """The SSH gateway (gemhub.services.ssh): its page, its token's scopes, and what the
+    hub's home page shows about connecting."""
+    ssh = cfg["services"]["ssh"]
+    state = inputs.state_dir
+    hub = cfg["hub"]
+    base_url = hub["base_url"].rstrip("/") + "/"
+    public_ip = ssh["public_host"] or ("127.0.0.1" if hub["ip"] in ("", "0.0.0.0", "::") else hub["ip"])
+    hub_url = f"http://{public_ip}:{hub['port']}{base_url}"
+    db = ssh["database_url"] or f"sqlite:///{state}/db/ssh.sqlite"
+    jh = out["JupyterHub"]
+    jh["services"].append(service_entry(
+        inputs, "ssh", "SSHService", db,
+        f"--SSHService.ssh_host={ssh['host']}",
+        f"--SSHService.ssh_port={ssh['port']}",
+        f"--SSHService.public_host={ssh['public_host']}",
+        f"--SSHService.hub_url={hub_url}",
+        f"--SSHService.start_stopped={ssh['start_stopped']}",
+        f"--SSHService.max_failures={ssh['max_failures']}",
+        f"--SSHService.lockout_seconds={ssh['lockout_seconds']}",
+        # SFTP into draft versions: the gateway asks the data service with its own token
+        environment={"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
+    ))
+    for role in jh["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
+    scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
+    if ssh["start_stopped"]:
+        scopes.append("servers")
+    jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})
+    jh.setdefault("template_vars", {})["gemhub_ssh"] = {
+        "port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/",
+    }
+def add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_url: str, base_url: str) -> None:
+    """The data service (datasets, models, uploads, storage): asks the quota service about
+    workspaces with the quota token (passed in its environment, not on its command line);
+    the spawner resolves dataset/model mounts with the data service's token."""
+    state = inputs.state_dir
+    data = cfg["services"]["data"]
+    data_url = service_url(inputs, "data")
+    data_db = data["database_url"] or f"sqlite:///{state}/db/data.sqlite"
+    out["JupyterHub"]["services"].append(service_entry(
+        inputs, "data", "DataService", data_db,
+        f"--DataService.max_file_bytes={data['max_file_bytes']}",
+        f"--DataService.max_batch_files={data['max_batch_files']}",
+        f"--DataService.storage_allowance_gb={data['storage_allowance_gb']}",
+        f"--DataService.sftp_port={cfg['services']['ssh']['port']}",
+        f"--DataService.sftp_host={cfg['services']['ssh']['public_host']}",
+        environment={
+            "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",
+            "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
+        },
+    ))
+    for role in out["JupyterHub"]["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], "access:services!service=data"]
+    out["LocalGemSpawner"].update(
+        data_url=f"{data_url}{base_url}services/data/",
+        data_token=inputs.service_tokens["data"],
+    )
