@@ -85,6 +85,11 @@ _LIMITS_SCRIPT = """
       var ok = r.getAttribute("data-never") !== "1" &&
         (lim.allowed_presets === null || lim.allowed_presets.indexOf(r.value) >= 0);
       r.disabled = !ok;
+      // say why a preset is greyed (the platform-wide reason is already in its label)
+      var label = document.querySelector('label[for="' + r.id + '"]'), note = label && label.querySelector(".gemhub-ws-reason");
+      if (label && !note) { note = document.createElement("small"); note.className = "gemhub-ws-reason text-muted"; label.appendChild(note); }
+      if (note) { note.textContent = (!ok && r.getAttribute("data-never") !== "1") ?
+        " — not allowed in workspace " + ws.value + " (set by a hub administrator)" : ""; }
       if (ok && first === null) { first = r; }
       if (!ok && r.checked) { lost = true; r.checked = false; }
     }

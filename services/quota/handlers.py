@@ -251,12 +251,16 @@ class WorkspacePage(QuotaPage):
         if await self.login_or_user() is None:
             return
         store = self.workspaces()
-        ws, role = store.get(int(ws_id))
-        perms = domain.PERMISSIONS[role]
+        # asked of the hub on every view: admin rights can be granted or revoked at any time
+        hub_admin = await self.settings["hub_api"].is_admin(store.actor)
+        ws, role = store.view(int(ws_id), hub_admin)
+        perms = domain.PERMISSIONS.get(role, frozenset())
         self.finish(self.render_page(
             "workspace.html",
             ws=workspace_json(ws, role),
             role=role,
+            hub_admin=hub_admin,
+            preset_names=list(self.settings["preset_names"]),
             can={p: p in perms for p in (domain.RENAME, domain.DELETE, domain.MANAGE_MEMBERS,
                                          domain.MANAGE_PROJECTS, domain.CREATE_PROJECT)},
             projects=[project_json(p) for p in store.projects(ws, 0, 10_000)[0]],

@@ -69,6 +69,16 @@ class Workspaces:
         domain.require(role, action, ws.name)
         return ws, role  # type: ignore[return-value]
 
+    def view(self, ws_id: int, hub_admin: bool) -> tuple[Workspace, str | None]:
+        """The workspace and the actor's role for its page: a hub admin who is not a member
+        still sees it (role None), to set its limits; anyone else needs a role."""
+        if hub_admin:
+            ws = self.db.get(Workspace, ws_id)
+            if ws is None:
+                raise NotFound(f"workspace {ws_id} does not exist")
+            return ws, self.role_in(ws)
+        return self.get(ws_id)
+
     def find(self, ref: str | int, action: str = domain.VIEW) -> tuple[Workspace, str]:
         """A workspace by name (or id), for resolve and the CLI."""
         ws = None
