@@ -138,7 +138,7 @@ class DataService(GemService):
     def _expire_uploads(self, session) -> None:
         cutoff = time.time() - self.upload_expiry_hours * 3600
         for u in session.scalars(select(Upload).where(Upload.state == "open")):
-            if self.upload_store.last_activity(u.id) < cutoff:
+            if self.upload_store.is_stale(u.id, u.created, cutoff):
                 self.log.info("dropping upload %s of %s (no chunk for %g hours)", u.id, u.path,
                               self.upload_expiry_hours)
                 self.upload_store.discard(u.id)

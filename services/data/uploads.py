@@ -16,6 +16,7 @@ when it completes.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import ctypes.util
 import hashlib
 import os
@@ -87,6 +88,20 @@ class UploadStore:
             return self._offset_file(uid).stat().st_mtime
         except FileNotFoundError:
             return 0.0
+
+    def is_stale(self, uid: str, created: datetime.datetime, cutoff: float) -> bool:
+        """Whether an open upload has had no activity since ``cutoff`` (epoch seconds).
+
+        Its files alone cannot say: they do not exist yet while the upload is being created
+        and no longer exist once ``complete`` has moved them into the draft (the database
+        row still says open until that request commits). An upload being completed, or
+        created after the cutoff, is never stale.
+        """
+        if uid in self.completing:
+            return False
+        if created.tzinfo is None:  # SQLite hands back naive UTC
+            created = created.replace(tzinfo=datetime.timezone.utc)
+        return max(self.last_activity(uid), created.timestamp()) < cutoff
 
     def _write_offset(self, uid: str, offset: int) -> None:
         fd = os.open(self._offset_file(uid), os.O_WRONLY | os.O_CREAT, 0o600)

@@ -3,6 +3,7 @@ unacknowledged tail is cut, the checksum is streamed or recomputed once."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 
@@ -99,9 +100,10 @@ def test_stale_uploads_are_dropped(tmp_path):
         a.versions.append(Version(number=1, state="draft", size_bytes=0, file_count=0, note="", created_by="x"))
         s.add(a)
         s.flush()
-        for uid in ("a" * 32, "b" * 32):
+        long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)
+        for uid in ("a" * 32, "b" * 32):  # both made two hours ago; only b got a chunk since
             s.add(Upload(id=uid, version_id=a.versions[0].id, batch="x", path=uid, size=1, sha256="0" * 64,
-                         state="open", created_by="x"))
+                         state="open", created_by="x", created=long_ago))
             svc.upload_store.create(uid)
         s.commit()
         old = os.stat(svc.upload_store.part("a" * 32)).st_mtime - 7200
@@ -109,3 +111,25 @@ def test_stale_uploads_are_dropped(tmp_path):
         svc._expire_uploads(s)
         assert [u.id for u in s.query(Upload)] == ["b" * 32]
         assert not svc.upload_store.part("a" * 32).exists() and svc.upload_store.part("b" * 32).exists()
+
+
+def test_only_uploads_idle_since_the_cutoff_are_stale(tmp_path):
+    import time
+
+    store = UploadStore(tmp_path)
+    now = time.time()
+    old = datetime.datetime.fromtimestamp(now - 7200, datetime.timezone.utc)
+    # created long ago, never received anything since: stale
+    store.create("idle")
+    os.utime(store._offset_file("idle"), (now - 7200, now - 7200))
+    assert store.is_stale("idle", old, cutoff=now - 3600)
+    # a chunk arrived recently: not stale
+    store.create("busy")
+    assert not store.is_stale("busy", old, cutoff=now - 3600)
+    # no files (being created, or already moved into the draft by complete) but a recent
+    # row (naive UTC, as SQLite returns it): not stale
+    recent = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    assert not store.is_stale("moved", recent, cutoff=now - 3600)
+    # being completed right now: never stale
+    store.completing.add("idle")
+    assert not store.is_stale("idle", old, cutoff=now - 3600)
