@@ -38,6 +38,13 @@ def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args:
     }
 
 
+def let_users_open(jupyterhub: dict[str, Any], name: str) -> None:
+    """Every user may open service ``name``'s pages (HubOAuth): a scope of the user role."""
+    for role in jupyterhub["load_roles"]:
+        if role["name"] == "user":
+            role["scopes"] = [*role["scopes"], f"access:services!service={name}"]
+
+
 def add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inputs: Inputs) -> None:
     """The SSH gateway (gemhub.services.ssh): its page, its token's scopes, and what the
     hub's home page shows about connecting."""
@@ -61,9 +68,7 @@ def add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inpu
         # SFTP into draft versions: the gateway asks the data service with its own token
         environment={"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
     ))
-    for role in jh["load_roles"]:
-        if role["name"] == "user":
-            role["scopes"] = [*role["scopes"], "access:services!service=ssh"]
+    let_users_open(jh, "ssh")
     scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
     if ssh["start_stopped"]:
         scopes.append("servers")
@@ -91,9 +96,7 @@ def add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_ur
             "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
         },
     ))
-    for role in out["JupyterHub"]["load_roles"]:
-        if role["name"] == "user":
-            role["scopes"] = [*role["scopes"], "access:services!service=data"]
+    let_users_open(out["JupyterHub"], "data")
     out["LocalGemSpawner"].update(
         data_url=f"{data_url}{base_url}services/data/",
         data_token=inputs.service_tokens["data"],

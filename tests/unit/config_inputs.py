@@ -1,8 +1,7 @@
 """Inputs for configurer tests: one entry per hub service, so a new service is added once."""
 
 from gemhub.hub_config.configurer import Inputs
-
-SERVICES = ("quota", "ssh", "data")
+from gemhub.hub_config.platform import SERVICES
 
 INPUTS = Inputs(
     repo_dir="/repo", state_dir="/state", python="/venv/bin/python", hub_port=8081,
