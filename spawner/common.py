@@ -109,6 +109,11 @@ class GemSpawnerMixin(Configurable):
 
     # -- accelerators (runtimes refine these: LocalGemSpawner's AcceleratorMixin) ---------
     @property
+    def is_admin(self) -> bool:
+        """Whether the server's owner is a hub admin (may type a custom accelerator spec)."""
+        return bool(getattr(self.user, "admin", False))
+
+    @property
     def accelerator_registry(self):
         """The vendor registry presets and custom specs are parsed with."""
         return default_registry()
@@ -119,14 +124,13 @@ class GemSpawnerMixin(Configurable):
         try:
             return choose_accelerator(
                 self.workload.preset, requested.accelerator, resolved.get("workspace") or {},
-                bool(getattr(self.user, "admin", False)),
-                lambda text: parse(text, self.accelerator_registry))
+                self.is_admin, lambda text: parse(text, self.accelerator_registry))
         except (PresetError, SpecError) as e:
             raise RequestError(str(e)) from None
 
     def form_accelerators(self, catalog) -> dict:
         """render_form's accelerator arguments."""
-        return {"is_admin": bool(getattr(self.user, "admin", False))}
+        return {"is_admin": self.is_admin}
 
     # -- request ------------------------------------------------------------------
     @property
@@ -207,11 +211,12 @@ class GemSpawnerMixin(Configurable):
         resolved = await self._with_quota(
             lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
         )
+        workspace = resolved.get("workspace") or {}
         # The workspace's run-time limit (seed 001): the runtime turns it into a deadline.
-        self.max_runtime_minutes = (resolved.get("workspace") or {}).get("max_runtime_minutes")
+        self.max_runtime_minutes = workspace.get("max_runtime_minutes")
         try:
             mounts = await datamounts.resolve(self.data_url, self.data_token, self.user.name, requested,
-                                              (resolved.get("workspace") or {}).get("id"))
+                                              workspace.get("id"))
             self.workload = build_request(self.user.name, requested, resolved, catalog, mounts)
             self.workload = dataclasses.replace(
                 self.workload, accelerator=self.choose_accelerator(requested, resolved))

@@ -43,10 +43,6 @@ class AcceleratorMixin(HasTraits):
     def holder(self) -> str:
         return server_holder(self.user.name, self.name)
 
-    @property
-    def is_admin(self) -> bool:
-        return bool(getattr(self.user, "admin", False))
-
     def choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         """The accelerator request for this spawn: the preset's, or the user's custom spec
         where the workspace (or being a hub admin) allows it. Raises RequestError."""
