@@ -140,7 +140,6 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         """pip mirrors and the run-time deadline (which the idle culler enforces from the
         spawner state, as for local servers)."""
         env = mirrors.pip_environment(mirrors.Mirrors.from_config(self.lab_mirrors))
-        self.stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self.max_runtime_minutes)
         if self.stop_at is not None:
             env[limits.ENV_VAR] = limits.format_deadline(self.stop_at)
         return env
@@ -170,6 +169,7 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         profile_list, so the workload (resolved by apply_user_options) becomes the plan."""
         if self.workload is None:  # start() without apply_user_options (e.g. a direct call)
             await self._apply_user_options(self, self.user_options)
+        self.stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self.max_runtime_minutes)
         self._apply_plan(self.plan())
 
     def get_env(self):
