@@ -20,6 +20,7 @@ from traitlets import Any as AnyTrait
 
 from gemhub.spawner.accelerators import SpecError
 from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
+from gemhub.spawner.common import user_error
 from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
 from gemhub.spawner.local.mps import MpsError
 from gemhub.spawner.presets import PresetError, choose_accelerator
@@ -53,8 +54,6 @@ class AcceleratorMixin(HasTraits):
     def _inventory_errors(self):
         """An unusable inventory (e.g. ``inventory: nvml`` without a driver) is a 503 with the
         reason, never a 500."""
-        from gemhub.spawner.local.spawner import user_error  # spawner.py imports this module
-
         try:
             yield
         except AcceleratorConfigError as e:
@@ -90,8 +89,6 @@ class AcceleratorMixin(HasTraits):
     async def accelerator_start(self, request) -> dict[str, str]:
         """Allocate devices for ``request`` and return the server's device environment.
         No capacity -> HTTP 409 with the allocator's message."""
-        from gemhub.spawner.local.spawner import user_error  # spawner.py imports this module
-
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
         # A server that is starting holds nothing: whatever is recorded for it is left over
