@@ -1,17 +1,27 @@
-"""The quota service: workspaces, projects and members (``python -m gemhub.services.quota.app``)."""
+"""The quota service: workspaces, projects, members, quotas and the resource ledger
+(``python -m gemhub.services.quota.app``)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from pathlib import Path
 
-from traitlets import Any, List, Unicode, default
+from traitlets import Any, Dict, List, Unicode, default
 
 from gemhub.services.common.app import GemService
 from gemhub.services.common.openapi import OpenAPIRegistry
 
 from . import handlers as h
-from .hubapi import HubAPI
-from .models import AuditEvent
+from . import hooks
+from . import ledger_handlers as lh
+from .hubapi import HubAPI, spawn_background
+from .ledger_config import LedgerConfig
+from .ledgerdb import LedgerRunner, ledger_engine
+from .models import AuditEvent, LedgerEvent, StopHook
+from .openapi_ledger import add_ledger_operations
+from .reconcile import Reconciler
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,7 +48,7 @@ def page_of(schema: dict) -> dict:
 
 class QuotaService(GemService):
     name = "quota"
-    description = "GemHub quota service: workspaces, projects and members"
+    description = "GemHub quota service: workspaces, projects, members, quotas and the resource ledger"
 
     migrations_dir = HERE / "migrations"
     templates_dir = HERE / "templates"
@@ -49,12 +59,85 @@ class QuotaService(GemService):
     hub_api = Any(help="Client of the hub REST API (default: HubAPI with the service's own token).").tag(config=True)
 
     preset_names = List(
-        Unicode(), help="Names of the configured spec presets (workspaces may be limited to some of them)."
+        Unicode(), help="Names of the configured spec presets (workspaces may be limited to some of them; "
+        "default: the names of the platform's presets)."
     ).tag(config=True)
+
+    platform = Dict(
+        help="What the ledger knows about the platform: runtime, presets, accelerators, priority "
+        "levels, preemptible kinds, borrowing threshold, reconciliation period, kueue "
+        "(gemhub.services.quota.ledger_config). Default: the JSON in $GEMHUB_QUOTA_PLATFORM.",
+    ).tag(config=True)
+
+    test_pause_file = Unicode(
+        "", help="Tests only: while this file exists, an admission waits inside its transaction "
+        "(to crash the service mid-admission). Default: $GEMHUB_TEST_ADMISSION_PAUSE.",
+    ).tag(config=True)
+
+    @default("test_pause_file")
+    def _default_test_pause_file(self):
+        return os.environ.get("GEMHUB_TEST_ADMISSION_PAUSE", "")
+
+    @default("platform")
+    def _default_platform(self):
+        raw = os.environ.get("GEMHUB_QUOTA_PLATFORM", "")
+        return json.loads(raw) if raw else {}
+
+    @default("preset_names")
+    def _default_preset_names(self):
+        return [p["name"] for p in self.platform.get("presets") or []]
 
     @default("hub_api")
     def _default_hub_api(self):
         return HubAPI(log=self.log)
+
+    # -- the ledger ----------------------------------------------------------------------
+    def init_db(self):
+        super().init_db()
+        self.ledger_config = LedgerConfig.from_json(self.platform, self.state_dir)
+        self.ledger = LedgerRunner(ledger_engine(self.db_url), self.ledger_config, AuditEvent)
+        self.ledger.on_stops = self.deliver_stops
+
+    def deliver_stops(self, stops) -> None:
+        """Send preemption requests to the workloads' owners (after the ledger committed)."""
+        for stop in stops:
+            spawn_background(self._deliver(stop))
+
+    async def _deliver(self, stop) -> None:
+        adm = stop.admission
+        loop = asyncio.get_running_loop()
+
+        def hook_of():
+            with self.sessionmaker() as s:
+                row = s.get(StopHook, stop.kind)
+                return (row.url, row.token) if row else None
+
+        hook = await loop.run_in_executor(None, hook_of)
+        if hook is not None:
+            ok, what = await hooks.preempt(hook[0], hook[1], adm, stop.reason)
+        elif stop.kind == "notebook":
+            user, _, server = adm["holder"].partition(":")[2].partition("/")
+            ok, what = await self.hub_api.stop_server(user, server)
+        else:
+            ok, what = False, f"no stop hook is registered for {stop.kind}"
+        (self.log.info if ok else self.log.warning)("preemption of admission %s: %s", adm["id"], what)
+
+        def record():
+            with self.sessionmaker() as s:
+                s.add(LedgerEvent(admission_id=adm["id"], event="preempt-sent" if ok else "preempt-failed",
+                                  actor="quota", detail={"result": what}))
+                s.commit()
+
+        await loop.run_in_executor(None, record)
+
+    async def serve(self):
+        reconciler = Reconciler(self)
+        task = asyncio.ensure_future(reconciler.loop())
+        try:
+            await super().serve()
+        finally:
+            task.cancel()
+            self.ledger.close()
 
     def api_handlers(self):
         ws, pr = r"workspaces/(\d+)", r"projects/(\d+)"
@@ -68,11 +151,25 @@ class QuotaService(GemService):
             (f"api/v1/{ws}/projects", h.ProjectsAPI),
             (f"api/v1/{ws}/{pr}", h.ProjectAPI),
             ("api/v1/resolve", h.ResolveAPI),
+            ("quotas", lh.QuotasPage),
+            ("api/v1/admissions", lh.AdmissionsAPI),
+            (r"api/v1/admissions/([^/]+)", lh.AdmissionAPI),
+            (r"api/v1/admissions/([^/]+)/events", lh.AdmissionEventsAPI),
+            ("api/v1/quotas", lh.QuotasOverviewAPI),
+            (r"api/v1/workspaces/([^/]+)/quota", lh.QuotaAPI),
+            (r"api/v1/workspaces/([^/]+)/usage", lh.UsageAPI),
+            (r"api/v1/workspaces/([^/]+)/members/([^/]+)/quota", lh.PersonalQuotaAPI),
+            ("api/v1/priorities", lh.PrioritiesAPI),
+            (r"api/v1/priorities/([^/]+)", lh.PriorityAPI),
+            ("api/v1/hooks", lh.HooksAPI),
+            (r"api/v1/hooks/([^/]+)", lh.HookAPI),
+            ("api/v1/devices", lh.DevicesAPI),
         ]
 
     def extra_settings(self):
         return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set(),
-                "preset_names": list(self.preset_names)}
+                "preset_names": list(self.preset_names), "ledger": self.ledger,
+                "ledger_config": self.ledger_config, "test_pause_file": self.test_pause_file}
 
     def openapi(self) -> OpenAPIRegistry:
         r = OpenAPIRegistry("GemHub quota service")
@@ -117,6 +214,7 @@ class QuotaService(GemService):
               query={"user": {"type": "string"}, "workspace": {"type": "string"}, "project": {"type": "string"}},
               response={"type": "object", "properties": {"workspace": {"type": "object"},
                                                          "project": {"type": "object"}}})
+        add_ledger_operations(r)
         return r
 
 

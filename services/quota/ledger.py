@@ -1,0 +1,678 @@
+"""The resource ledger: admissions, queues, placement, borrowing and preemption, each change
+in one database transaction.
+
+Every method of :class:`Ledger` runs inside a transaction opened by :meth:`Ledger.lock`,
+which locks the single ``ledger_clock`` row (SQLite: the transaction itself began with
+``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT ... FOR UPDATE``), so ledger transactions run one
+at a time whatever the number of quota processes, and a placement can never be given
+twice. The devices are placed by the pure allocator
+(:mod:`gemhub.spawner.accelerators.allocator`) on the inventory with the admins'
+maintenance marks; quota arithmetic is :mod:`.quotas` and :mod:`.scheduling`.
+
+A :class:`LedgerCache` keeps the device capacity and the workspaces' quota books between
+transactions of one process; it is valid only while the clock has not moved, so another
+process's change makes it reload from the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gemhub.services.common.audit import audit_event, utcnow
+from gemhub.services.common.errors import BadRequest, Conflict, Forbidden, NotFound
+from gemhub.spawner.accelerators import Allocation, Capacity, Device, DeviceStatus, NoCapacityError
+from gemhub.spawner.accelerators import parse as parse_spec
+
+from . import asks, quotas, scheduling
+from .asks import Ask
+from .ledger_config import LedgerConfig
+from .models import Admission, DeviceMark, LedgerClock, LedgerEvent, Membership, Project, QuotaLimit, \
+    UserPriority, Workspace
+from .quotas import Amounts
+from .scheduling import Book, Running, Verdict
+
+log = logging.getLogger("gemhub.quota.ledger")
+
+QUEUED, ADMITTED, RELEASED, CANCELLED = "queued", "admitted", "released", "cancelled"
+OPEN = (QUEUED, ADMITTED)
+QUOTA_QUEUE, RESOURCE_QUEUE = "quota", "resource"
+
+
+class LedgerCache:
+    """Per-process copies of what ledger transactions read again and again."""
+
+    def __init__(self) -> None:
+        self.reset(None)
+
+    def reset(self, version: int | None) -> None:
+        self.version = version
+        self.capacity: Capacity | None = None
+        self.devices_key: tuple | None = None
+        self.devices: dict[str, Device] = {}
+        self.books: dict[int, Book] = {}
+        self.user_used: dict[tuple[int, str], Amounts] = {}
+        self.personal: dict[tuple[int, str], Amounts] = {}
+        self.lent: dict[int, Amounts] = {}
+        self.lent_loaded = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str                       # admitted | quota | resource
+    need: Amounts
+    placement: Allocation | None = None
+    verdict: Verdict | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A preemption to deliver after the transaction commits."""
+
+    kind: str
+    admission: dict
+    reason: str
+
+
+class Ledger:
+    def __init__(self, session: Session, config: LedgerConfig, cache: LedgerCache, actor: str = ""):
+        self.s = session
+        self.config = config
+        self.cache = cache
+        self.actor = actor
+        self.stops: list[StopRequest] = []
+        self._version: int | None = None
+
+    # -- transaction ---------------------------------------------------------------------
+    def lock(self) -> None:
+        version = self.s.execute(
+            select(LedgerClock.version).where(LedgerClock.id == 1).with_for_update()).scalar_one()
+        if self.cache.version != version:
+            self.cache.reset(version)
+        self._version = version
+
+    def commit(self) -> None:
+        self.s.execute(update(LedgerClock).where(LedgerClock.id == 1).values(version=self._version + 1))
+        self.s.commit()
+        self.cache.version = self._version + 1
+
+    # -- reading -------------------------------------------------------------------------
+    def workspace(self, ws_id: int) -> Workspace:
+        ws = self.s.get(Workspace, ws_id)
+        if ws is None:
+            raise NotFound(f"workspace {ws_id} does not exist")
+        return ws
+
+    def cohort_of(self, ws_id: int) -> list[int]:
+        ws = self.workspace(ws_id)
+        if not ws.cohort:
+            return [ws_id]
+        return list(self.s.scalars(select(Workspace.id).where(Workspace.cohort == ws.cohort).order_by(Workspace.id)))
+
+    def book(self, ws_id: int) -> Book:
+        """The workspace's limits and usage (cached; loaded before any change is flushed)."""
+        book = self.cache.books.get(ws_id)
+        if book is None:
+            self._load_lent()
+            row = self.s.scalar(select(QuotaLimit).where(QuotaLimit.workspace_id == ws_id, QuotaLimit.username == ""))
+            book = Book(nominal=quotas.limits_from_json(row.limits) if row else {},
+                        borrowing=quotas.limits_from_json(row.borrowing) if row else {})
+            for demand, borrowed in self.s.execute(
+                    select(Admission.demand, Admission.borrowed).where(
+                        Admission.state == ADMITTED, Admission.workspace_id == ws_id)):
+                book.used = quotas.add(book.used, quotas.amounts_from_json(demand))
+                if borrowed:
+                    book.borrowed = quotas.add(book.borrowed, quotas.amounts_from_json(borrowed["amounts"]))
+            book.lent = self._lent.get(ws_id, {})
+            self.cache.books[ws_id] = book
+        return book
+
+    def _load_lent(self) -> None:
+        if self.cache.lent_loaded:
+            self._lent = self.cache.lent
+            return
+        lent: dict[int, Amounts] = {}
+        for (borrowed,) in self.s.execute(select(Admission.borrowed).where(
+                Admission.state == ADMITTED, Admission.borrowed.is_not(None))):
+            if borrowed:
+                lender = int(borrowed["from"])
+                lent[lender] = quotas.add(lent.get(lender, {}), quotas.amounts_from_json(borrowed["amounts"]))
+        self.cache.lent = lent
+        self.cache.lent_loaded = True
+        self._lent = lent
+
+    def personal(self, ws_id: int, username: str) -> tuple[Amounts, Amounts]:
+        """(personal limits, what the user's admitted entries use) in the workspace."""
+        key = (ws_id, username)
+        if key not in self.cache.personal:
+            row = self.s.scalar(select(QuotaLimit).where(QuotaLimit.workspace_id == ws_id,
+                                                         QuotaLimit.username == username))
+            self.cache.personal[key] = quotas.limits_from_json(row.limits) if row else {}
+            used: Amounts = {}
+            for (demand,) in self.s.execute(select(Admission.demand).where(
+                    Admission.state == ADMITTED, Admission.workspace_id == ws_id, Admission.username == username)):
+                used = quotas.add(used, quotas.amounts_from_json(demand))
+            self.cache.user_used[key] = used
+        return self.cache.personal[key], self.cache.user_used[key]
+
+    def marked_devices(self) -> list[Device]:
+        """The inventory with the admins' maintenance marks applied."""
+        devices = self.config.devices()
+        if not devices:
+            return []
+        marks = {(m.target, m.name) for m in self.s.scalars(select(DeviceMark))}
+        out = []
+        for d in devices:
+            if d.status == DeviceStatus.ONLINE and (("device", d.id) in marks or ("node", d.node) in marks):
+                d = dataclasses.replace(d, status=DeviceStatus.MAINTENANCE)
+            out.append(d)
+        return out
+
+    def capacity(self) -> Capacity:
+        devices = self.marked_devices()
+        key = tuple((d.id, d.status.value, d.model, d.memory_mib) for d in devices)
+        if self.cache.capacity is None or self.cache.devices_key != key:
+            allocations = [Allocation.from_json(p) for (p,) in self.s.execute(
+                select(Admission.placement).where(Admission.state == ADMITTED, Admission.has_devices.is_(True)))]
+            self.cache.capacity = Capacity(devices, allocations, self.config.registry)
+            self.cache.devices_key = key
+            self.cache.devices = {d.id: d for d in devices}
+        return self.cache.capacity
+
+    # -- priorities ----------------------------------------------------------------------
+    def priority_bounds(self, ws: Workspace, username: str) -> tuple[int, int]:
+        """(default, highest) priority of ``username``'s requests in ``ws``."""
+        top = ws.max_priority if ws.max_priority is not None else self.config.max_priority
+        user = self.s.get(UserPriority, username)
+        if user is None:
+            return min(self.config.default_priority, top), top
+        return min(user.priority, top), min(user.priority, top)
+
+    # -- admissions ----------------------------------------------------------------------
+    def admit(self, ask: Ask, username: str) -> Admission:
+        fingerprint = ask.fingerprint(username)
+        existing = self.s.scalar(select(Admission).where(Admission.idempotency_key == ask.idempotency_key))
+        if existing is not None:
+            if existing.fingerprint != fingerprint:
+                raise Conflict(f"idempotency key {ask.idempotency_key!r} was already used for a different request")
+            return existing
+        ws = self.workspace(ask.workspace_id)
+        project = self.s.get(Project, ask.project_id)
+        if project is None or project.workspace_id != ws.id:
+            raise NotFound(f"project {ask.project_id} does not exist in workspace {ws.name!r}")
+        if self.s.scalar(select(Membership.id).where(Membership.workspace_id == ws.id,
+                                                     Membership.username == username)) is None:
+            raise Forbidden(f"{username!r} is not a member of workspace {ws.name!r}")
+        if ask.preset is not None and ws.allowed_presets is not None and ask.preset not in ws.allowed_presets:
+            raise Forbidden(f"workspace {ws.name!r} may not use preset {ask.preset!r}")
+        default, top = self.priority_bounds(ws, username)
+        priority = default if ask.priority is None else ask.priority
+        if priority > top:
+            raise Forbidden(f"priority {priority} is above the highest {username!r} may ask for in "
+                            f"workspace {ws.name!r} ({top})")
+        self._refuse_never_fits(ws, username, ask)
+        replaced = False
+        for old in self.s.scalars(select(Admission).where(Admission.holder == ask.holder, Admission.state.in_(OPEN))):
+            if not ask.replace:
+                raise Conflict(f"{ask.holder} already holds admission {old.id}; release it first")
+            self._end(old, f"replaced by a new admission for {ask.holder}")
+            replaced = True
+        need = asks.demand(ask, self.config.registry)
+        adm = Admission(
+            idempotency_key=ask.idempotency_key, fingerprint=fingerprint, holder=ask.holder, kind=ask.kind,
+            runtime=self.config.runtime, workspace_id=ws.id, project_id=project.id, username=username,
+            preset=ask.preset, spec=ask.spec, demand=quotas.amounts_json(need), priority=priority,
+            state=QUEUED, created=utcnow(),
+        )
+        self.s.add(adm)
+        self.s.flush()
+        self._event(adm, "requested", priority=priority, spec=ask.spec, preset=ask.preset)
+        blocker = self._blocked_by_earlier(adm, ask.request)
+        if blocker is not None:
+            self._queue(adm, blocker)
+        else:
+            self._settle(adm, ask)
+        if replaced:
+            self.dispatch()  # the entry it replaced may have freed room for others
+        return adm
+
+    def _refuse_never_fits(self, ws: Workspace, username: str, ask: Ask) -> None:
+        """Requests that could never be admitted are refused now, not queued forever."""
+        if self.config.runtime == "local" and not ask.request.none:
+            reason = asks.never_fits_devices(ask.request, self.config.devices(), self.config.policy,
+                                             self.config.registry)
+            if reason is not None:
+                raise BadRequest(f"this request can never run on this platform: {reason}")
+        need = asks.demand(ask, self.config.registry)
+        personal, _ = self.personal(ws.id, username)
+        for e in quotas.never_fits(personal, need):
+            raise BadRequest(f"this request can never fit: {e.describe('your personal limits')}")
+        book = self.book(ws.id)
+        borrowable = bool(ws.cohort) and ask.kind in self.config.preemptible_kinds
+        for e in quotas.never_fits(book.nominal, need):
+            if borrowable and e.key not in quotas.COUNTERS.values():
+                limit = book.borrowing.get(e.key)
+                if limit is None or e.need <= e.limit + limit:
+                    continue
+            raise BadRequest(f"this request can never fit: {e.describe(f'workspace {ws.name!r}')}")
+
+    def _blocked_by_earlier(self, adm: Admission, request) -> Outcome | None:
+        """A queued entry ahead of ``adm`` that it may not overtake (priority, then arrival)."""
+        ahead = (Admission.state == QUEUED, Admission.id != adm.id, Admission.priority >= adm.priority)
+        other = self.s.scalar(select(Admission.id).where(*ahead, Admission.queue == QUOTA_QUEUE,
+                                                         Admission.workspace_id == adm.workspace_id).limit(1))
+        if other is not None:
+            return Outcome(QUOTA_QUEUE, {}, message=f"waiting behind admission {other} of this workspace")
+        if request.none:
+            return None
+        scope = asks.scope_keys(request, self.config.registry)
+        for other_id, spec in self.s.execute(select(Admission.id, Admission.spec).where(
+                *ahead, Admission.queue == RESOURCE_QUEUE)):
+            other_req = parse_spec(spec, self.config.registry)
+            if not other_req.none and asks.compete(scope, asks.scope_keys(other_req, self.config.registry)):
+                return Outcome(RESOURCE_QUEUE, {}, message=f"waiting behind admission {other_id} for the same devices")
+        return None
+
+    def _ask_of(self, adm: Admission) -> Ask:
+        demand = quotas.amounts_from_json(adm.demand)
+        return Ask(adm.workspace_id, adm.project_id, adm.kind, adm.preset,
+                   parse_spec(adm.spec, self.config.registry), demand.get(quotas.CPU, Decimal(0)),
+                   int(demand.get(quotas.MEMORY, 0)), adm.priority, adm.idempotency_key, adm.holder, False)
+
+    def _try(self, adm: Admission, ask: Ask) -> Outcome:
+        """Whether ``adm`` can run now (placing its devices), without changing anything."""
+        ws = self.workspace(adm.workspace_id)
+        placement = None
+        resource_problem = ""
+        cap = None
+        if self.config.runtime == "local" and not ask.request.none:
+            cap = self.capacity()
+            try:
+                placement = cap.place(ask.request, adm.holder, self.config.policy)
+            except NoCapacityError as e:
+                resource_problem = e.no_capacity.message
+        need = asks.demand(ask, self.config.registry, placement, self.cache.devices)
+        cohort = self.cohort_of(ws.id)
+        books = {w: self.book(w) for w in cohort}
+        personal, personal_used = self.personal(ws.id, adm.username)
+        verdict = scheduling.decide(ws.id, books, cohort, need, personal, personal_used,
+                                    can_borrow=bool(ws.cohort) and adm.kind in self.config.preemptible_kinds,
+                                    threshold=self.config.borrow_threshold)
+        if placement is not None:
+            cap.remove(placement)  # only tried: _admit records it for good
+        if not verdict.ok:
+            return Outcome(QUOTA_QUEUE, need, verdict=verdict, message=self._quota_message(ws, verdict))
+        if resource_problem:
+            return Outcome(RESOURCE_QUEUE, need, message=resource_problem)
+        return Outcome(ADMITTED, need, placement=placement, verdict=verdict)
+
+    def _quota_message(self, ws: Workspace, verdict: Verdict) -> str:
+        whose = "your personal limits" if verdict.personal else f"workspace {ws.name!r}"
+        if verdict.reclaim:
+            return f"{whose}: reclaiming quota lent to its cohort"
+        return "; ".join(e.describe(whose) for e in verdict.excess)
+
+    def _settle(self, adm: Admission, ask: Ask) -> None:
+        outcome = self._try(adm, ask)
+        if outcome.kind == ADMITTED:
+            self._admit(adm, outcome)
+        else:
+            self._queue(adm, outcome)
+            self._maybe_preempt(adm, ask, outcome)
+
+    def _admit(self, adm: Admission, outcome: Outcome) -> None:
+        borrow = outcome.verdict.borrow if outcome.verdict else None
+        # load every cache this changes before the row changes (so nothing counts twice)
+        book = self.book(adm.workspace_id)
+        lender = self.book(borrow.lender) if borrow else None
+        self.personal(adm.workspace_id, adm.username)
+        cap = self.capacity() if outcome.placement is not None else None
+        adm.state, adm.queue, adm.reason = ADMITTED, None, None
+        adm.admitted_at = utcnow()
+        adm.demand = quotas.amounts_json(outcome.need)
+        adm.placement = outcome.placement.to_json() if outcome.placement else None
+        adm.has_devices = outcome.placement is not None
+        if borrow:
+            adm.borrowed = {"from": borrow.lender, "amounts": quotas.amounts_json(borrow.amounts)}
+        self._count(adm, outcome.need, borrow, +1, book, lender)
+        if cap is not None:
+            cap.add(outcome.placement)
+        self._event(adm, "admitted", placement=adm.placement, borrowed=adm.borrowed)
+        if borrow:
+            audit_event(self.s, self.actor or adm.username, "quota.borrow", f"workspace:{adm.workspace_id}",
+                        admission=adm.id, lender=borrow.lender, amounts=quotas.amounts_json(borrow.amounts))
+        log.info("admission %d (%s) admitted%s", adm.id, adm.holder,
+                 f" on {', '.join(outcome.placement.device_ids)}" if outcome.placement else "")
+
+    def _count(self, adm: Admission, need: Amounts, borrow, sign: int, book: Book, lender: Book | None) -> None:
+        book.used = quotas.add(book.used, need, sign)
+        key = (adm.workspace_id, adm.username)
+        self.cache.user_used[key] = quotas.add(self.cache.user_used.get(key, {}), need, sign)
+        if borrow is not None:
+            amounts = borrow.amounts
+            book.borrowed = quotas.add(book.borrowed, amounts, sign)
+            lent = self.cache.lent
+            lent[borrow.lender] = quotas.add(lent.get(borrow.lender, {}), amounts, sign)
+            if lender is not None:
+                lender.lent = lent[borrow.lender]
+
+    def _queue(self, adm: Admission, outcome: Outcome) -> None:
+        changed = adm.queue != outcome.kind or adm.reason != outcome.message
+        adm.state, adm.queue, adm.reason = QUEUED, outcome.kind, outcome.message
+        if changed:
+            self._event(adm, "queued", queue=outcome.kind, reason=outcome.message)
+
+    def release(self, adm_id: int, reason: str) -> Admission:
+        adm = self.s.get(Admission, adm_id)
+        if adm is None:
+            raise NotFound(f"admission {adm_id} does not exist")
+        if adm.state in OPEN:
+            self._end(adm, reason)
+            self.dispatch()
+        return adm
+
+    def _end(self, adm: Admission, reason: str) -> None:
+        if adm.state == ADMITTED:
+            book = self.book(adm.workspace_id)
+            borrow = None
+            lender = None
+            if adm.borrowed:
+                borrow = scheduling.Borrow(int(adm.borrowed["from"]), quotas.amounts_from_json(adm.borrowed["amounts"]))
+                lender = self.book(borrow.lender)
+            self.personal(adm.workspace_id, adm.username)
+            cap = self.capacity() if adm.has_devices else None
+            self._count(adm, quotas.amounts_from_json(adm.demand), borrow, -1, book, lender)
+            if cap is not None:
+                cap.remove(Allocation.from_json(adm.placement))
+            adm.state = RELEASED
+        else:
+            adm.state = CANCELLED
+        adm.queue = None
+        adm.ended_at = utcnow()
+        adm.end_reason = reason[:2000]
+        self._event(adm, adm.state, reason=adm.end_reason)
+        log.info("admission %d (%s) %s: %s", adm.id, adm.holder, adm.state, reason)
+
+    def dispatch(self) -> None:
+        """Admit queued entries that fit now: priority, then arrival; an entry that cannot
+        run keeps the later ones of its workspace (quota) or devices (resource) waiting."""
+        blocked_ws: set[int] = set()
+        blocked_scopes: list[tuple[str, frozenset[str]]] = []
+        queued = list(self.s.scalars(select(Admission).where(Admission.state == QUEUED)
+                                     .order_by(Admission.priority.desc(), Admission.id)))
+        for adm in queued:
+            ask = self._ask_of(adm)
+            scope = None if ask.request.none else asks.scope_keys(ask.request, self.config.registry)
+            if adm.workspace_id in blocked_ws or any(asks.compete(scope, b) for b in blocked_scopes):
+                continue
+            outcome = self._try(adm, ask)
+            if outcome.kind == ADMITTED:
+                self._admit(adm, outcome)
+                continue
+            self._queue(adm, outcome)
+            if outcome.kind == QUOTA_QUEUE:
+                blocked_ws.add(adm.workspace_id)
+            elif scope is not None:
+                blocked_scopes.append(scope)
+            self._maybe_preempt(adm, ask, outcome)
+
+    # -- preemption ---------------------------------------------------------------------
+    def _running(self, where) -> list[tuple[Admission, Running]]:
+        out = []
+        for row in self.s.scalars(select(Admission).where(Admission.state == ADMITTED, *where)):
+            borrowed = row.borrowed or {}
+            out.append((row, Running(
+                id=row.id, workspace_id=row.workspace_id, username=row.username, kind=row.kind,
+                priority=row.priority, admitted_at=_aware(row.admitted_at), demand=quotas.amounts_from_json(row.demand),
+                borrowed_from=int(borrowed["from"]) if borrowed else None,
+                borrowed=quotas.amounts_from_json(borrowed.get("amounts")) if borrowed else {},
+                device_ids=tuple((row.placement or {}).get("device_ids") or ()))))
+        return out
+
+    def _maybe_preempt(self, adm: Admission, ask: Ask, outcome: Outcome) -> None:
+        pending = self.s.scalar(select(Admission.id).where(Admission.state == ADMITTED,
+                                                           Admission.preempted_by == adm.id).limit(1))
+        if pending is not None:
+            adm.reason = f"{outcome.message} (waiting for preempted work to stop)"
+            return
+        kinds = tuple(self.config.preemptible_kinds)
+        if not kinds:
+            return
+        base = (Admission.kind.in_(kinds), Admission.preempted_by.is_(None), Admission.id != adm.id)
+        victims: list[Running] | None = None
+        action = "quota.preempt"
+        if outcome.kind == QUOTA_QUEUE and outcome.verdict is not None:
+            verdict = outcome.verdict
+            if verdict.reclaim:
+                cohort = self.cohort_of(adm.workspace_id)
+                rows = [r for _, r in self._running((*base, Admission.borrowed.is_not(None),
+                                                     Admission.workspace_id.in_(cohort)))
+                        if r.borrowed_from == adm.workspace_id]
+                victims = scheduling.free_until(scheduling.victim_order(rows), verdict.reclaim, lambda r: r.borrowed)
+                action = "quota.reclaim"
+            else:
+                where = (*base, Admission.workspace_id == adm.workspace_id, Admission.priority < adm.priority)
+                if verdict.personal:
+                    where = (*where, Admission.username == adm.username)
+                rows = [r for _, r in self._running(where)]
+                victims = scheduling.free_until(scheduling.victim_order(rows), scheduling.shortfall(verdict.excess))
+        elif outcome.kind == RESOURCE_QUEUE and self.config.runtime == "local" and not ask.request.none:
+            cohort = self.cohort_of(adm.workspace_id)
+            rows = [r for _, r in self._running((*base, Admission.has_devices.is_(True),
+                                                 Admission.workspace_id.in_(cohort),
+                                                 Admission.priority < adm.priority))]
+            victims = self._device_victims(ask, adm.holder, scheduling.victim_order(rows))
+        if not victims:
+            return
+        for v in victims:
+            row = self.s.get(Admission, v.id)
+            row.preempted_by = adm.id
+            row.preempt_requested = utcnow()
+            why = ("reclaimed by its lender, workspace %d" % adm.workspace_id if action == "quota.reclaim"
+                   else f"preempted by admission {adm.id} (priority {adm.priority} > {row.priority})")
+            self._event(row, "preempt", by=adm.id, reason=why)
+            audit_event(self.s, self.actor or "quota", action, f"workspace:{row.workspace_id}",
+                        admission=row.id, by=adm.id, for_workspace=adm.workspace_id)
+            self.stops.append(StopRequest(row.kind, admission_json(row), why))
+        adm.reason = f"{outcome.message} (waiting for {len(victims)} preempted job(s) to stop)"
+        self._event(adm, "preempting", victims=[v.id for v in victims])
+
+    def _device_victims(self, ask: Ask, holder: str, order: list[Running]) -> list[Running] | None:
+        cap = self.capacity()
+        rows = {r.id: Allocation.from_json(self.s.get(Admission, r.id).placement) for r in order}
+
+        def fits_without(chosen: list[Running]) -> bool:
+            for r in chosen:
+                cap.remove(rows[r.id])
+            try:
+                probe = cap.place(ask.request, holder, self.config.policy)
+                cap.remove(probe)
+                return True
+            except NoCapacityError:
+                return False
+            finally:
+                for r in chosen:
+                    cap.add(rows[r.id])
+
+        chosen: list[Running] = []
+        for r in order:
+            chosen.append(r)
+            if fits_without(chosen):
+                break
+        else:
+            return None
+        for r in list(chosen):  # drop victims whose devices did not matter
+            rest = [c for c in chosen if c.id != r.id]
+            if fits_without(rest):
+                chosen = rest
+        return chosen
+
+    # -- settings that change who may run -------------------------------------------------
+    def set_quota(self, ws_id: int, limits: Amounts | None = None, borrowing: Amounts | None = None,
+                  cohort: Any = ..., max_priority: Any = ...) -> None:
+        """Change a workspace's quota, borrowing limits, cohort or maximum priority (``None``
+        limits: unchanged; ``...``: unchanged), then admit what now fits."""
+        ws = self.workspace(ws_id)
+        row = self._limit_row(ws_id, "")
+        old = {"quota": row.limits, "borrowing": row.borrowing, "cohort": ws.cohort, "max_priority": ws.max_priority}
+        if limits is not None:
+            row.limits = quotas.limits_json(limits)
+        if borrowing is not None:
+            row.borrowing = quotas.limits_json(borrowing)
+        if cohort is not ...:
+            ws.cohort = cohort
+        if max_priority is not ...:
+            ws.max_priority = max_priority
+        row.updated = utcnow()
+        new = {"quota": row.limits, "borrowing": row.borrowing, "cohort": ws.cohort, "max_priority": ws.max_priority}
+        if new != old:
+            audit_event(self.s, self.actor, "quota.set", f"workspace:{ws_id}", old=old, new=new)
+        self._changed()
+
+    def set_personal(self, ws_id: int, username: str, limits: Amounts | None) -> None:
+        """A member's personal limits (``None``: none)."""
+        self.workspace(ws_id)
+        if limits is None:
+            row = self.s.scalar(select(QuotaLimit).where(QuotaLimit.workspace_id == ws_id,
+                                                         QuotaLimit.username == username))
+            if row is not None:
+                audit_event(self.s, self.actor, "quota.personal", f"workspace:{ws_id}", user=username,
+                            old=row.limits, new=None)
+                self.s.delete(row)
+        else:
+            row = self._limit_row(ws_id, username)
+            old = row.limits
+            row.limits = quotas.limits_json(limits)
+            row.updated = utcnow()
+            audit_event(self.s, self.actor, "quota.personal", f"workspace:{ws_id}", user=username,
+                        old=old, new=row.limits)
+        self._changed()
+
+    def set_priority(self, username: str, priority: int | None) -> None:
+        row = self.s.get(UserPriority, username)
+        old = row.priority if row else None
+        if priority is None:
+            if row is not None:
+                self.s.delete(row)
+        elif row is None:
+            self.s.add(UserPriority(username=username, priority=priority, updated=utcnow()))
+        else:
+            row.priority, row.updated = priority, utcnow()
+        if old != priority:
+            audit_event(self.s, self.actor, "priority.set", f"user:{username}", old=old, new=priority)
+
+    def set_mark(self, target: str, name: str, on: bool) -> None:
+        """Take a device or node out of service (its holders keep it until they stop) or back."""
+        row = self.s.get(DeviceMark, (target, name))
+        if on and row is None:
+            self.s.add(DeviceMark(target=target, name=name, by=self.actor, since=utcnow()))
+        elif not on and row is not None:
+            self.s.delete(row)
+        else:
+            return
+        audit_event(self.s, self.actor, "device.maintenance", f"{target}:{name}", on=on)
+        self._changed()
+
+    def _limit_row(self, ws_id: int, username: str) -> QuotaLimit:
+        row = self.s.scalar(select(QuotaLimit).where(QuotaLimit.workspace_id == ws_id, QuotaLimit.username == username))
+        if row is None:
+            row = QuotaLimit(workspace_id=ws_id, username=username, limits={}, borrowing={}, updated=utcnow())
+            self.s.add(row)
+        return row
+
+    def _changed(self) -> None:
+        self.s.flush()
+        self.cache.reset(self._version)
+        self.dispatch()
+
+    # -- history -------------------------------------------------------------------------
+    def _event(self, adm: Admission, event: str, **detail: Any) -> None:
+        self.s.add(LedgerEvent(admission_id=adm.id, at=utcnow(), event=event, actor=self.actor or "",
+                               detail=_jsonable(detail)))
+
+
+# -- views --------------------------------------------------------------------------------------
+def _aware(dt: datetime.datetime | None) -> datetime.datetime:
+    if dt is None:
+        return datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=datetime.timezone.utc)
+
+
+def iso(dt: datetime.datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return _aware(dt).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def admission_json(adm: Admission, position: tuple[int, int] | None = None, message: str | None = None) -> dict:
+    out = {
+        "id": adm.id, "state": adm.state, "queue": adm.queue, "reason": adm.reason,
+        "workspace_id": adm.workspace_id, "project_id": adm.project_id, "user": adm.username,
+        "kind": adm.kind, "holder": adm.holder, "preset": adm.preset, "spec": adm.spec,
+        "priority": adm.priority, "runtime": adm.runtime, "idempotency_key": adm.idempotency_key,
+        "created": iso(adm.created), "admitted_at": iso(adm.admitted_at), "ended_at": iso(adm.ended_at),
+        "end_reason": adm.end_reason, "placement": adm.placement, "demand": adm.demand,
+        "borrowed": adm.borrowed, "preempted_by": adm.preempted_by,
+        "preempt_requested": iso(adm.preempt_requested),
+    }
+    if position is not None:
+        out["position"], out["queue_length"] = position
+    if message is not None:
+        out["message"] = message
+    return out
+
+
+def queue_position(session: Session, adm: Admission, config: LedgerConfig) -> tuple[int, int]:
+    """(1-based position, entries in its line) of a queued entry: its workspace's quota
+    line, or the line of requests competing for the same devices."""
+    rows = session.scalars(select(Admission).where(Admission.state == QUEUED, Admission.queue == adm.queue)
+                           .order_by(Admission.priority.desc(), Admission.id))
+    if adm.queue == QUOTA_QUEUE:
+        line = [r.id for r in rows if r.workspace_id == adm.workspace_id]
+    else:
+        mine = parse_spec(adm.spec, config.registry)
+        scope = None if mine.none else asks.scope_keys(mine, config.registry)
+        line = []
+        for r in rows:
+            req = parse_spec(r.spec, config.registry)
+            if r.id == adm.id or (not req.none and asks.compete(scope, asks.scope_keys(req, config.registry))):
+                line.append(r.id)
+    if adm.id not in line:
+        return 1, max(len(line), 1)
+    return line.index(adm.id) + 1, len(line)
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def waiting_message(adm: Admission, position: tuple[int, int], config: LedgerConfig) -> str:
+    """What the spawn page says while an entry waits."""
+    pos, total = position
+    where = f"{ordinal(pos)} of {total}"
+    if adm.queue == QUOTA_QUEUE:
+        return f"waiting for quota: {where}"
+    request = parse_spec(adm.spec, config.registry)
+    what = request.model or (config.registry.vendors[request.vendor].display if request.vendor else "accelerator")
+    if request.kind == "whole" and request.count > 1:
+        return f"waiting for {request.count} free {what}: {where}"
+    return f"waiting for a free {what}: {where}"
