@@ -73,7 +73,10 @@ DEFAULTS: dict[str, Any] = {
         "kubernetes_profile": "native",
     },
     "services": {
-        "quota": {"port": 0, "database_url": ""},
+        "quota": {"port": 0, "database_url": "", "reconcile_seconds": 30, "reconcile_grace_seconds": 60,
+                  "queue_timeout": 86400, "preemptible_kinds": ["job"], "borrow_threshold": 0.2,
+                  "priority_levels": {"low": 0, "normal": 100, "high": 200}, "default_priority": 100,
+                  "max_priority": 100},
         "ssh": {"port": 2222, "host": "127.0.0.1", "public_host": "", "start_stopped": False,
                 "max_failures": 5, "lockout_seconds": 1800, "database_url": ""},
         "data": {"port": 0, "database_url": "", "max_file_bytes": 2_000_000_000, "max_batch_files": 50,
@@ -91,6 +94,7 @@ DEFAULTS: dict[str, Any] = {
         "mem_guarantee_ratio": 1.0,
         "hub_connect_ip": "",
     },
+    "kueue": {"enabled": False},
     "lab": {"pip_index_url": "", "pip_trusted_host": "", "apt_mirror": ""},
     "culling": {"enabled": True, "timeout": 3600, "accelerator_timeout": 1800, "every": 300, "max_age": 0},
 }
@@ -100,7 +104,7 @@ RUNTIMES = {"local": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "kubernetes": "gemhub.spawner.kube.spawner.KubeGemSpawner"}
 
 # Keys whose value is a free-form mapping (validated by their own consumer).
-_OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors")}
+_OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors"), ("services", "quota", "priority_levels")}
 INVENTORIES = ("auto", "nvml", "simulated", "none")
 POLICIES = ("binpack", "spread")
 KUBE_PROFILES = ("native", "hami", "volcano")
@@ -189,6 +193,7 @@ def _check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"services.ssh.port must be between 1 and 65535, not {ssh['port']}")
     if ssh["max_failures"] < 1 or ssh["lockout_seconds"] < 1:
         raise ConfigError("services.ssh.max_failures and lockout_seconds must be at least 1")
+    services.check_quota(cfg)
     data = cfg["services"]["data"]
     allowance = data["storage_allowance_gb"]
     if isinstance(allowance, bool) or not isinstance(allowance, (int, float)) or allowance < 0:
@@ -223,10 +228,12 @@ def _check_accelerators(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"presets: {e}") from None
 
 
-def device_handlers(state_dir: str, accelerators: Mapping[str, Any]) -> list[tuple]:
+def device_handlers(state_dir: str, accelerators: Mapping[str, Any], quota_url: str = "",
+                    quota_token: str = "") -> list[tuple]:
     """The hub's device pages (admin inventory, maintenance, GPU metrics), by import name so
-    this module stays free of tornado."""
-    kw = {"state_dir": state_dir, "accelerators": copy.deepcopy(dict(accelerators))}
+    this module stays free of tornado. Holders and marks come from the quota service."""
+    kw = {"state_dir": state_dir, "accelerators": copy.deepcopy(dict(accelerators)),
+          "quota_url": quota_url, "quota_token": quota_token}
     mod = "gemhub.hub_config.devices"
     return [
         (r"/gemhub/devices", f"{mod}.DevicesPage", kw),
@@ -261,7 +268,7 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     accel = cfg["accelerators"]
     out = {k: copy.deepcopy(gem_spawner[k])
            for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token",
-                     "lab_mirrors")}
+                     "lab_mirrors", "queue_timeout")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})
@@ -295,20 +302,10 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "cleanup_servers": True,
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
-            "services": [
-                services.service_entry(inputs, "quota", "QuotaService", quota_db,
-                         *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]),
-            ],
+            "services": [services.quota_entry(cfg, inputs, quota_db)],
             "load_roles": [
                 {"name": "user", "scopes": ["self", "access:services!service=quota"]},
-                {
-                    "name": "gemhub-quota",
-                    "services": ["quota"],
-                    "scopes": [
-                        "list:users", "read:users", "read:servers",
-                        "admin:groups", "groups", "read:groups", "list:groups",
-                    ],
-                },
+                {"name": "gemhub-quota", "services": ["quota"], "scopes": services.quota_scopes(cfg)},
             ],
         },
         "ConfigurableHTTPProxy": {
@@ -330,6 +327,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "user_prefix": cfg["spawner"]["user_prefix"],
             "accelerators": copy.deepcopy(cfg["accelerators"]),
             "lab_mirrors": copy.deepcopy(cfg["lab"]),
+            "queue_timeout": cfg["services"]["quota"]["queue_timeout"],
         },
         "Authenticator": {"admin_users": {admin}},
     }
@@ -347,7 +345,8 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
     services.add_ssh_service(out, cfg, inputs)
-    out["JupyterHub"]["extra_handlers"] = device_handlers(state, cfg["accelerators"])
+    out["JupyterHub"]["extra_handlers"] = device_handlers(
+        state, cfg["accelerators"], out["LocalGemSpawner"]["quota_url"], inputs.service_tokens["quota"])
 
     try:
         auth = authenticator_config(cfg["auth"])

@@ -31,3 +31,26 @@ class QuotaClient(ServiceClient):
 
     async def create_project(self, ws_id: int, name: str, user: str | None = None) -> dict:
         return await self._call("POST", f"workspaces/{ws_id}/projects", {"user": user}, {"name": name})
+
+    # -- the ledger ----------------------------------------------------------------------
+    async def admit(self, user: str, body: dict) -> dict:
+        """Ask for an admission for ``user``: the entry, admitted (with its placement) or
+        queued (with its position and message). Same idempotency key, same entry."""
+        return await self._call("POST", "admissions", {"user": user}, body)
+
+    async def admission(self, ident: int, user: str) -> dict:
+        return await self._call("GET", f"admissions/{int(ident)}", {"user": user})
+
+    async def release(self, ident: int, user: str, reason: str = "released") -> dict:
+        """Release an entry or leave the queue (idempotent)."""
+        return await self._call("DELETE", f"admissions/{int(ident)}", {"user": user}, {"reason": reason[:500]})
+
+    async def devices(self, user: str) -> dict:
+        """Nodes, devices, maintenance marks and holders (``user`` must be a hub admin)."""
+        return await self._call("GET", "devices", {"user": user})
+
+    async def set_maintenance(self, user: str, on: bool, device: str | None = None,
+                              node: str | None = None) -> dict:
+        body: dict = {"maintenance": on}
+        body.update({"device": device} if device is not None else {"node": node})
+        return await self._call("POST", "devices", {"user": user}, body)

@@ -13,18 +13,22 @@ from gemhub.services.common.errors import NotFound
 from . import quotas
 from .ledger import ADMITTED, OPEN, QUEUED, admission_json, iso, queue_position, waiting_message
 from .ledger_config import LedgerConfig
-from .models import Admission, DeviceMark, LedgerEvent, Membership, QuotaLimit, UserPriority, Workspace
+from .models import Admission, DeviceMark, LedgerClock, LedgerEvent, Membership, QuotaLimit, UserPriority, Workspace
 
 
 def admission_view(s: Session, adm: Admission, config: LedgerConfig) -> dict:
-    """An entry as the API shows it (with its place in line while it waits)."""
+    """An entry as the API shows it (with its place in line while it waits, and the id of
+    this ledger, which labels its workload)."""
     if adm.state == QUEUED:
         pos = queue_position(s, adm, config)
-        return admission_json(adm, pos, waiting_message(adm, pos, config))
-    message = {"admitted": "admitted", "released": "released", "cancelled": "left the queue"}.get(adm.state)
-    if adm.state == ADMITTED and adm.preempted_by:
-        message = f"preempted by admission {adm.preempted_by}: stopping"
-    return admission_json(adm, message=message)
+        out = admission_json(adm, pos, waiting_message(adm, pos, config))
+    else:
+        message = {"admitted": "admitted", "released": "released", "cancelled": "left the queue"}.get(adm.state)
+        if adm.state == ADMITTED and adm.preempted_by:
+            message = f"preempted by admission {adm.preempted_by}: stopping"
+        out = admission_json(adm, message=message)
+    out["ledger"] = s.scalar(select(LedgerClock.ledger_id))
+    return out
 
 
 def role_of(s: Session, ws_id: int, username: str) -> str | None:

@@ -1,12 +1,13 @@
 """The accelerator part of LocalGemSpawner (a mixin, so the spawner keeps small hooks only).
 
 - :meth:`choose_accelerator` (from ``apply_user_options``): the workspace's preset limits,
-  the custom spec permission, the spec parsed with the platform's registry;
-- :meth:`accelerator_start` (from ``start``, before launch): allocate, start MPS when
-  needed, return the environment (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...);
-- the allocation is saved in the spawner's state, re-adopted by ``load_state`` when the hub
-  restarts, and released in ``run_post_stop_hook``, which JupyterHub runs after every stop,
-  failed start and server that died on its own.
+  the custom spec permission, the spec parsed with the platform's registry, and a 400 for a
+  request no device here could ever hold;
+- :meth:`accelerator_env` (from the launch): the placement the quota service's ledger chose
+  in the admission (an :class:`Allocation`), MPS started when needed, and the environment
+  (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...);
+- the allocation is kept in the spawner's state (the launcher binds its device nodes; the
+  ledger is the record of who holds what, released with the admission).
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Mapping
 
-from jupyterhub.utils import maybe_future
 from traitlets import Dict, HasTraits
 from traitlets import Any as AnyTrait
 
 from gemhub.spawner.accelerators import SpecError
-from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
+from gemhub.spawner.accelerators.allocator import Allocation
 from gemhub.spawner.common import user_error
-from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
+from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices
 from gemhub.spawner.local.mps import MpsError
 from gemhub.spawner.presets import PresetError, choose_accelerator
 from gemhub.spawner.request import RequestedOptions, RequestError
@@ -34,15 +34,11 @@ class AcceleratorMixin(HasTraits):
         "kubernetes_profile}. Empty: no devices.",
     ).tag(config=True)
     allocation = AnyTrait(None, allow_none=True,
-                          help="The devices this server holds (an Allocation; state: survives hub restarts).")
+                          help="The devices this server holds (an Allocation from its admission; state).")
 
     @property
     def devices(self) -> LocalDevices:
         return hub_devices(self.state_dir, self.accelerators, self.log)
-
-    @property
-    def holder(self) -> str:
-        return server_holder(self.user.name, self.name)
 
     def choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         """The accelerator request for this spawn: the preset's, or the user's custom spec
@@ -86,42 +82,28 @@ class AcceleratorMixin(HasTraits):
                      for p in catalog.presets if not p.request.none}
         return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
 
-    async def accelerator_start(self, request) -> dict[str, str]:
-        """Allocate devices for ``request`` and return the server's device environment.
-        No capacity -> HTTP 409 with the allocator's message."""
+    async def accelerator_env(self, request, admission: Mapping[str, Any] | None) -> dict[str, str]:
+        """The server's device environment from the placement of its admission."""
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
-        # A server that is starting holds nothing: whatever is recorded for it is left over
-        # (e.g. from an earlier start under another preset) and must not be reused.
-        if await self.devices.release(self.holder) is not None:
-            self.log.warning("%s: dropped a stale device allocation before starting", self._log_name)
-        try:
-            with self._inventory_errors():
-                self.allocation = await self.devices.allocate(request, self.holder)
-        except NoCapacityError as e:
-            self.log.info("no capacity for %s: %s", self._log_name, e.no_capacity.message)
-            raise user_error(409, f"no capacity for your request right now: {e.no_capacity.message}") from None
+        placement = (admission or {}).get("placement")
+        if not request.none and placement is None:
+            raise user_error(503, "accelerators are handed out by the quota service, which is not configured")
+        self.allocation = Allocation.from_json(placement) if placement else None
         try:
             await self.devices.prepare_mps(self.allocation)
         except MpsError as e:
             self.log.error("MPS for %s: %s", self._log_name, e)
-            await self.accelerator_release()
             raise user_error(503, "the GPU sharing service (MPS) could not be started; "
                              "ask an administrator") from None
         with self._inventory_errors():
             return self.devices.env(request, self.allocation)
 
-    async def accelerator_release(self) -> None:
-        await self.devices.release(self.holder)
-        self.allocation = None
-
     # -- state: chained through super() by LocalGemSpawner's own methods -------------------
     def load_state(self, state):
         super().load_state(state)
         saved = state.get("accelerator_allocation")
-        if saved:
-            self.allocation = Allocation.from_json(saved)
-            self.devices.remember(self.allocation)
+        self.allocation = Allocation.from_json(saved) if saved else None
 
     def get_state(self):
         state = super().get_state()
@@ -132,7 +114,3 @@ class AcceleratorMixin(HasTraits):
     def clear_state(self):
         super().clear_state()
         self.allocation = None
-
-    async def run_post_stop_hook(self):
-        await self.accelerator_release()
-        return await maybe_future(super().run_post_stop_hook())

@@ -27,6 +27,7 @@ from traitlets import Enum as EnumTrait
 
 from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
+from gemhub.spawner.admission import LABEL_ENV, label
 from gemhub.spawner.common import GemSpawnerMixin, user_error
 from gemhub.spawner.local import accounts, cgroups, record, runtime
 from gemhub.spawner.local.accelspawner import AcceleratorMixin
@@ -96,11 +97,13 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         self.cgroup_state = {}
         self._extra_state = {}
 
-    async def start(self):
-        if self.workload is None:
-            await self._apply_user_options(self, self.user_options)
+    async def launch(self):
+        """Launch the admitted workload (GemSpawnerMixin.start asked the ledger first)."""
         request = self.workload
-        device_env = await self.accelerator_start(request.accelerator)
+        device_env = await self.accelerator_env(request.accelerator, self.admission)
+        if label(self.admission):
+            # reconciliation finds a workload left without a ledger entry by this label
+            device_env = {**device_env, LABEL_ENV: label(self.admission)}
         as_root = os.geteuid() == 0
         state_dir = os.path.abspath(self.state_dir)
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
