@@ -63,6 +63,30 @@ def _keep_log(h: Hub, name: str) -> None:
     shutil.rmtree(h.workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def ledger_hub():
+    """One hub for the ledger's tests (integration and browser), with simulated devices."""
+    from ledgerproc import ledger_hub as start_ledger_hub
+
+    h = start_ledger_hub(_workdir())
+    yield h
+    h.stop()
+    _keep_log(h, "hub-ledger")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """Debian's PostgreSQL on loopback for the session (skipped, with the reason, where it cannot run)."""
+    from ledgerproc import Postgres
+
+    try:
+        pg = Postgres().start()
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"no PostgreSQL: {e}")
+    yield pg
+    pg.stop()
+
+
 @pytest.fixture
 def user(hub):
     """A fresh hub user: (name, token)."""

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gemhub.services.common.audit import audit_event, utcnow
 from gemhub.services.common.errors import BadRequest, Conflict, Forbidden, NotFound
 from gemhub.spawner.accelerators import Allocation, Capacity, Device, DeviceStatus, NoCapacityError
-from gemhub.spawner.accelerators import parse as parse_spec
 
 from . import asks, quotas, scheduling
 from .asks import Ask
@@ -62,6 +61,8 @@ class LedgerCache:
         self.personal: dict[tuple[int, str], Amounts] = {}
         self.lent: dict[int, Amounts] = {}
         self.lent_loaded = False
+        self.never: dict[tuple, str | None] = {}
+        self.marks: set[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,9 @@ class Ledger:
         devices = self.config.devices()
         if not devices:
             return []
-        marks = {(m.target, m.name) for m in self.s.scalars(select(DeviceMark))}
+        if self.cache.marks is None:
+            self.cache.marks = {(t, n) for t, n in self.s.execute(select(DeviceMark.target, DeviceMark.name))}
+        marks = self.cache.marks
         out = []
         for d in devices:
             if d.status == DeviceStatus.ONLINE and (("device", d.id) in marks or ("node", d.node) in marks):
@@ -247,8 +250,12 @@ class Ledger:
     def _refuse_never_fits(self, ws: Workspace, username: str, ask: Ask) -> None:
         """Requests that could never be admitted are refused now, not queued forever."""
         if self.config.runtime == "local" and not ask.request.none:
-            reason = asks.never_fits_devices(ask.request, self.config.devices(), self.config.policy,
-                                             self.config.registry)
+            self.capacity()  # the inventory's signature: the answer holds until it changes
+            key = (ask.spec, self.cache.devices_key)
+            if key not in self.cache.never:
+                self.cache.never[key] = asks.never_fits_devices(
+                    ask.request, list(self.cache.devices.values()), self.config.policy, self.config.registry)
+            reason = self.cache.never[key]
             if reason is not None:
                 raise BadRequest(f"this request can never run on this platform: {reason}")
         need = asks.demand(ask, self.config.registry)
@@ -276,15 +283,14 @@ class Ledger:
         scope = asks.scope_keys(request, self.config.registry)
         for other_id, spec in self.s.execute(select(Admission.id, Admission.spec).where(
                 *ahead, Admission.queue == RESOURCE_QUEUE)):
-            other_req = parse_spec(spec, self.config.registry)
-            if not other_req.none and asks.compete(scope, asks.scope_keys(other_req, self.config.registry)):
+            if asks.compete(scope, self.config.scope(spec)):
                 return Outcome(RESOURCE_QUEUE, {}, message=f"waiting behind admission {other_id} for the same devices")
         return None
 
     def _ask_of(self, adm: Admission) -> Ask:
         demand = quotas.amounts_from_json(adm.demand)
         return Ask(adm.workspace_id, adm.project_id, adm.kind, adm.preset,
-                   parse_spec(adm.spec, self.config.registry), demand.get(quotas.CPU, Decimal(0)),
+                   self.config.canonical(adm.spec), demand.get(quotas.CPU, Decimal(0)),
                    int(demand.get(quotas.MEMORY, 0)), adm.priority, adm.idempotency_key, adm.holder, False)
 
     def _try(self, adm: Admission, ask: Ask) -> Outcome:
@@ -406,13 +412,15 @@ class Ledger:
         run keeps the later ones of its workspace (quota) or devices (resource) waiting."""
         blocked_ws: set[int] = set()
         blocked_scopes: list[tuple[str, frozenset[str]]] = []
-        queued = list(self.s.scalars(select(Admission).where(Admission.state == QUEUED)
-                                     .order_by(Admission.priority.desc(), Admission.id)))
-        for adm in queued:
-            ask = self._ask_of(adm)
-            scope = None if ask.request.none else asks.scope_keys(ask.request, self.config.registry)
-            if adm.workspace_id in blocked_ws or any(asks.compete(scope, b) for b in blocked_scopes):
+        line = list(self.s.execute(select(Admission.id, Admission.workspace_id, Admission.spec)
+                                   .where(Admission.state == QUEUED)
+                                   .order_by(Admission.priority.desc(), Admission.id)))
+        for ident, ws_id, spec in line:
+            scope = self.config.scope(spec)
+            if ws_id in blocked_ws or any(asks.compete(scope, b) for b in blocked_scopes):
                 continue
+            adm = self.s.get(Admission, ident)
+            ask = self._ask_of(adm)
             outcome = self._try(adm, ask)
             if outcome.kind == ADMITTED:
                 self._admit(adm, outcome)
@@ -640,24 +648,48 @@ def admission_json(adm: Admission, position: tuple[int, int] | None = None, mess
     return out
 
 
+def queue_positions(session: Session, config: LedgerConfig) -> dict[int, tuple[int, int]]:
+    """Every queued entry's (position, line length), from one read of the queue."""
+    rows = list(session.execute(select(Admission.id, Admission.workspace_id, Admission.queue, Admission.spec)
+                                .where(Admission.state == QUEUED)
+                                .order_by(Admission.priority.desc(), Admission.id)))
+    out: dict[int, tuple[int, int]] = {}
+    quota_lines: dict[int, list[int]] = {}
+    resource = []
+    for ident, ws_id, queue, spec in rows:
+        if queue == QUOTA_QUEUE:
+            quota_lines.setdefault(ws_id, []).append(ident)
+        else:
+            resource.append((ident, config.scope(spec)))
+    for line in quota_lines.values():
+        for i, ident in enumerate(line):
+            out[ident] = (i + 1, len(line))
+    for ident, scope in resource:
+        line = [other for other, s in resource if other == ident or asks.compete(scope, s)]
+        out[ident] = (line.index(ident) + 1, len(line))
+    return out
+
+
 def queue_position(session: Session, adm: Admission, config: LedgerConfig) -> tuple[int, int]:
     """(1-based position, entries in its line) of a queued entry: its workspace's quota
     line, or the line of requests competing for the same devices."""
-    rows = session.scalars(select(Admission).where(Admission.state == QUEUED, Admission.queue == adm.queue)
-                           .order_by(Admission.priority.desc(), Admission.id))
+    line = (Admission.state == QUEUED, Admission.queue == adm.queue)
+    ahead = or_(Admission.priority > adm.priority, and_(Admission.priority == adm.priority, Admission.id < adm.id))
     if adm.queue == QUOTA_QUEUE:
-        line = [r.id for r in rows if r.workspace_id == adm.workspace_id]
-    else:
-        mine = parse_spec(adm.spec, config.registry)
-        scope = None if mine.none else asks.scope_keys(mine, config.registry)
-        line = []
-        for r in rows:
-            req = parse_spec(r.spec, config.registry)
-            if r.id == adm.id or (not req.none and asks.compete(scope, asks.scope_keys(req, config.registry))):
-                line.append(r.id)
-    if adm.id not in line:
-        return 1, max(len(line), 1)
-    return line.index(adm.id) + 1, len(line)
+        mine = (*line, Admission.workspace_id == adm.workspace_id)
+        before = session.scalar(select(func.count()).select_from(Admission).where(*mine, ahead)) or 0
+        total = session.scalar(select(func.count()).select_from(Admission).where(*mine)) or 0
+        return before + 1, max(total, before + 1)
+    scope = config.scope(adm.spec)
+    before = total = 0
+    for ident, priority, spec in session.execute(select(Admission.id, Admission.priority, Admission.spec)
+                                                 .where(*line)):
+        if ident != adm.id and not asks.compete(scope, config.scope(spec)):
+            continue
+        total += 1
+        if priority > adm.priority or (priority == adm.priority and ident < adm.id):
+            before += 1
+    return before + 1, max(total, before + 1)
 
 
 def ordinal(n: int) -> str:
@@ -671,7 +703,7 @@ def waiting_message(adm: Admission, position: tuple[int, int], config: LedgerCon
     where = f"{ordinal(pos)} of {total}"
     if adm.queue == QUOTA_QUEUE:
         return f"waiting for quota: {where}"
-    request = parse_spec(adm.spec, config.registry)
+    request = config.canonical(adm.spec)
     what = request.model or (config.registry.vendors[request.vendor].display if request.vendor else "accelerator")
     if request.kind == "whole" and request.count > 1:
         return f"waiting for {request.count} free {what}: {where}"

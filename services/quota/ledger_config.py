@@ -106,6 +106,26 @@ class LedgerConfig:
     def policy(self) -> str:
         return str(self.accelerators.get("policy") or "binpack")
 
+    def canonical(self, spec: str):
+        """A stored (canonical) spec parsed again; cached, as the ledger re-reads the same
+        few specs of every queued entry."""
+        cache = self.__dict__.setdefault("_parsed", {})
+        hit = cache.get(spec)
+        if hit is None:
+            from gemhub.spawner.accelerators import parse
+
+            hit = cache[spec] = parse(spec, self.registry)
+            if len(cache) > 4096:
+                cache.clear()
+        return hit
+
+    def scope(self, spec: str):
+        """What a queued entry of ``spec`` competes for (None: no device)."""
+        from .asks import scope_keys
+
+        request = self.canonical(spec)
+        return None if request.none else scope_keys(request, self.registry)
+
     def parse_spec(self, text: str):
         if self.runtime == "local" and self.accelerators:
             return self.local_devices.parse(text)

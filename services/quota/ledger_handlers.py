@@ -157,11 +157,26 @@ class AdmissionAPI(LedgerAPI):
         self.write_json(await self._visible(bounded_int(adm_id, "admission id", 1), actor))
 
     async def delete(self, adm_id):
-        """Release (or leave the queue). Idempotent; the answer is the entry as it ends."""
-        actor = self.acting_user()
+        """Release (or leave the queue). Idempotent; the answer is the entry as it ends.
+
+        Hub admins, GemHub's own callers, and the service that registered the stop hook of
+        the entry's kind (the owner of that workload) may release."""
         ident = bounded_int(adm_id, "admission id", 1)
-        await self._visible(ident, actor)
-        await self.require_hub_admin(actor, "release admissions")
+        model = self.require_user()
+        if model.get("kind") == "service" and not self.is_internal(model):
+            actor = f"service:{model.get('name')}"
+
+            def owner(s):
+                adm = s.get(Admission, ident)
+                hook = s.get(StopHook, adm.kind) if adm is not None else None
+                return adm is not None and hook is not None and hook.registered_by == actor
+
+            if not await self.read(owner):
+                raise Forbidden(f"{actor} does not own admission {ident}")
+        else:
+            actor = self.acting_user()
+            await self._visible(ident, actor)
+            await self.require_hub_admin(actor, "release admissions")
         reason = "released"
         if self.request.body:
             body = self.json_body()

@@ -11,24 +11,37 @@ from sqlalchemy.orm import Session
 from gemhub.services.common.errors import NotFound
 
 from . import quotas
-from .ledger import ADMITTED, OPEN, QUEUED, admission_json, iso, queue_position, waiting_message
+from .ledger import ADMITTED, OPEN, QUEUED, admission_json, iso, queue_position, queue_positions, waiting_message
 from .ledger_config import LedgerConfig
 from .models import Admission, DeviceMark, LedgerClock, LedgerEvent, Membership, QuotaLimit, UserPriority, Workspace
 
 
-def admission_view(s: Session, adm: Admission, config: LedgerConfig) -> dict:
+def admission_view(s: Session, adm: Admission, config: LedgerConfig,
+                   positions: dict[int, tuple[int, int]] | None = None) -> dict:
     """An entry as the API shows it (with its place in line while it waits, and the id of
-    this ledger, which labels its workload)."""
+    this ledger, which labels its workload). ``positions``: the queue read once for many."""
     if adm.state == QUEUED:
-        pos = queue_position(s, adm, config)
+        pos = positions.get(adm.id) if positions is not None else None
+        pos = pos or queue_position(s, adm, config)
         out = admission_json(adm, pos, waiting_message(adm, pos, config))
     else:
         message = {"admitted": "admitted", "released": "released", "cancelled": "left the queue"}.get(adm.state)
         if adm.state == ADMITTED and adm.preempted_by:
             message = f"preempted by admission {adm.preempted_by}: stopping"
         out = admission_json(adm, message=message)
-    out["ledger"] = s.scalar(select(LedgerClock.ledger_id))
+    out["ledger"] = ledger_id(s)
     return out
+
+
+_LEDGER_IDS: dict[str, str] = {}
+
+
+def ledger_id(s: Session) -> str:
+    """This database's ledger id (it never changes: read once per database)."""
+    key = str(s.get_bind().url)
+    if key not in _LEDGER_IDS:
+        _LEDGER_IDS[key] = s.scalar(select(LedgerClock.ledger_id))
+    return _LEDGER_IDS[key]
 
 
 def role_of(s: Session, ws_id: int, username: str) -> str | None:
@@ -85,8 +98,9 @@ def usage_view(s: Session, ws_id: int, config: LedgerConfig) -> dict:
     out["free"] = quotas.limits_json({k: max(v - used.get(k, Decimal(0)), Decimal(0)) for k, v in limits.items()})
     out["members"] = [{"user": m, "used": usage_json(by_user.get(m, {}), limits, config),
                        "limits": quotas.limits_json(personal.get(m, {}))} for m in members]
+    positions = queue_positions(s, config) if any(r.state == QUEUED for r in rows) else None
     out["running"] = [admission_view(s, r, config) for r in rows if r.state == ADMITTED]
-    out["queued"] = [admission_view(s, r, config) for r in rows if r.state == QUEUED]
+    out["queued"] = [admission_view(s, r, config, positions) for r in rows if r.state == QUEUED]
     return out
 
 
@@ -144,8 +158,9 @@ def list_admissions(s: Session, config: LedgerConfig, *, workspaces: list[int] |
     if states is not None:
         where.append(Admission.state.in_(states))
     total = s.scalar(select(func.count()).select_from(Admission).where(*where)) or 0
-    rows = s.scalars(select(Admission).where(*where).order_by(Admission.id).offset(offset).limit(limit))
-    return [admission_view(s, r, config) for r in rows], total
+    rows = list(s.scalars(select(Admission).where(*where).order_by(Admission.id).offset(offset).limit(limit)))
+    positions = queue_positions(s, config) if any(r.state == QUEUED for r in rows) else None
+    return [admission_view(s, r, config, positions) for r in rows], total
 
 
 def events_json(s: Session, adm_id: int) -> list[dict]:
