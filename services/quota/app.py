@@ -130,7 +130,33 @@ class QuotaService(GemService):
 
         await loop.run_in_executor(None, record)
 
+    async def sync_kueue(self) -> None:
+        """Make the cluster's Kueue objects equal to the quotas (kueue.enabled only); a
+        failure is logged and the next change or reconciliation cycle tries again."""
+        if not self.ledger_config.kueue_enabled:
+            return
+        from . import kube_sync, kueue
+
+        def read():
+            with self.sessionmaker() as s:
+                return kube_sync.workspaces_for_kueue(s)
+
+        if not hasattr(self, "_kueue_lock"):
+            self._kueue_lock = asyncio.Lock()
+        async with self._kueue_lock:
+            workspaces = await asyncio.get_running_loop().run_in_executor(None, read)
+            config = self.ledger_config
+            objects = kueue.render(workspaces, config.priority_levels, config.registry, config.namespace)
+            try:
+                counts = await kube_sync.apply(objects, config.namespace)
+            except Exception as e:
+                self.log.warning("kueue: could not apply the quotas: %s", e)
+                return
+        if counts["created"] or counts["deleted"]:
+            self.log.info("kueue: %(created)d created, %(replaced)d replaced, %(deleted)d deleted", counts)
+
     async def serve(self):
+        spawn_background(self.sync_kueue())
         reconciler = Reconciler(self)
         task = asyncio.ensure_future(reconciler.loop())
         try:
@@ -169,7 +195,8 @@ class QuotaService(GemService):
     def extra_settings(self):
         return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set(),
                 "preset_names": list(self.preset_names), "ledger": self.ledger,
-                "ledger_config": self.ledger_config, "test_pause_file": self.test_pause_file}
+                "ledger_config": self.ledger_config, "test_pause_file": self.test_pause_file,
+                "quotas_changed": lambda: spawn_background(self.sync_kueue())}
 
     def openapi(self) -> OpenAPIRegistry:
         r = OpenAPIRegistry("GemHub quota service")

@@ -103,6 +103,21 @@ class LedgerConfig:
         return self.local_devices.raw_devices()
 
     @property
+    def kueue_enabled(self) -> bool:
+        return self.runtime == "kubernetes" and bool(self.kueue.get("enabled"))
+
+    @property
+    def namespace(self) -> str:
+        """Where the servers' pods (and the LocalQueues) live."""
+        if self.kueue.get("namespace"):
+            return str(self.kueue["namespace"])
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                return f.read().strip() or "default"
+        except OSError:
+            return "default"
+
+    @property
     def policy(self) -> str:
         return str(self.accelerators.get("policy") or "binpack")
 

@@ -245,6 +245,7 @@ class QuotaAPI(LedgerAPI):
             return ledger_views.quota_json(ledger.s, ledger.workspace(ws_id), config)
 
         self.write_json(await self.change(apply, actor))
+        self.settings["quotas_changed"]()
 
 
 class PersonalQuotaAPI(LedgerAPI):

@@ -30,6 +30,10 @@ def admission_view(s: Session, adm: Admission, config: LedgerConfig,
             message = f"preempted by admission {adm.preempted_by}: stopping"
         out = admission_json(adm, message=message)
     out["ledger"] = ledger_id(s)
+    if config.kueue_enabled:
+        from .kueue import pod_labels
+
+        out["labels"] = pod_labels(adm.workspace_id, adm.priority, config.priority_levels)
     return out
 
 

@@ -173,6 +173,10 @@ class Reconciler:
                         "y" if len(gone) == 1 else "ies", report.closed)
         if self.config.runtime == "local":
             report.orphans = await self.stop_orphans()
+        else:
+            report.orphans = await self.delete_orphan_pods()
+            if self.config.kueue_enabled:
+                await self.service.sync_kueue()
         report.resent = await self.resend_preemptions()
         return report
 
@@ -194,6 +198,27 @@ class Reconciler:
                         "pids %s", ident, pids)
             await self._read(lambda s, i=ident, p=pids: _record(s, i, "orphan-stopped", {"pids": p}))
         return stopped
+
+    async def delete_orphan_pods(self) -> list[str]:
+        """Pods labelled with an entry of this ledger that is not admitted any more."""
+        from . import kube_sync
+
+        namespace = self.config.namespace
+        try:
+            found = await kube_sync.labelled_pods(namespace, self.ledger_id)
+        except Exception as e:  # no cluster access: say so, try again next cycle
+            log.warning("reconciliation: cannot list pods in %s: %s", namespace, e)
+            return []
+        if not found:
+            return []
+        ids = list(found)
+        live = await self._read(lambda s: {a for (a,) in s.execute(
+            select(Admission.id).where(Admission.id.in_(ids), Admission.state == ADMITTED))})
+        orphans = [name for ident, names in found.items() if ident not in live for name in names]
+        if orphans:
+            await kube_sync.delete_pods(namespace, orphans)
+            log.warning("reconciliation deleted pods with no open ledger entry: %s", orphans)
+        return orphans
 
     async def resend_preemptions(self) -> list[int]:
         cutoff = utcnow() - datetime.timedelta(seconds=2 * self.config.reconcile_seconds)
