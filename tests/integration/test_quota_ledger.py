@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -407,3 +411,36 @@ def test_bad_input_is_refused_with_the_reason_and_changes_nothing(ledger_hub):
     assert api(ledger_hub, "GET", f"workspaces/{ws['id']}/quota", ledger_hub.admin_token).json() == quota_before
     after = get(url, token, "admissions", user="admin", state="all", limit=1).json()["_pagination"]["total"]
     assert after == before + 1  # the one good admission above, nothing from the refused ones
+
+
+def gemhub(hub, token: str, *args: str, rc: int = 0) -> str:
+    """The `gemhub` console script with ``token``: its stdout (stderr when it must fail)."""
+    env = dict(os.environ, GEMHUB_URL=hub.url, GEMHUB_TOKEN=token)
+    r = subprocess.run([str(Path(sys.executable).parent / "gemhub"), *args], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == rc, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout if rc == 0 else r.stderr
+
+
+def test_gemhub_quota_set_and_show(ledger_hub):
+    ws = new_workspace(ledger_hub, members=1)
+    wid = str(ws["id"])
+    out = gemhub(ledger_hub, ledger_hub.admin_token, "quota", "set", wid, "--cpu", "8", "--memory", "32G",
+                 "--accelerator", "A100-80G=2", "--accelerator", "RTX4090=0.5", "--max-priority", "high")
+    assert "cpu 8" in out and "memory 32G" in out and "'A100-80G': '2'" in out
+    member = ws["members"][0]
+    out = gemhub(ledger_hub, ws["token"], "quota", "set", wid, "--user", member, "--accelerator", "A100-80G=1")
+    assert f"{member} in workspace {wid}" in out
+    url, token = f"{ledger_hub.url}{API}/", quota_token(ledger_hub)
+    entry = post(url, token, member, ask(ws, f"cli-{uuid.uuid4().hex[:6]}"))
+    waiting = post(url, token, member, ask(ws, f"cli-{uuid.uuid4().hex[:6]}"))
+    assert entry["state"] == "admitted" and waiting["state"] == "queued" and "personal" in waiting["reason"]
+    table = gemhub(ledger_hub, ws["token"], "quota", "show", wid).splitlines()
+    assert any(line.split()[:4] == ["A100-80G", "2", "1", "1"] for line in table), table
+    assert any(line.split()[:3] == ["CPU", "cores", "8"] for line in table), table
+    assert any(str(waiting["id"]) in line and "waiting for quota: 1st of 1" in line for line in table), table
+    # the owner is not a hub admin: the workspace's quota is not theirs to raise
+    err = gemhub(ledger_hub, ws["token"], "quota", "set", wid, "--cpu", "64", rc=1)
+    assert "only hub administrators may set a workspace's quota" in err
+    for e in (waiting, entry):
+        release(url, token, e["id"], member)
