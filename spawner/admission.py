@@ -126,6 +126,8 @@ class AdmissionMixin(Configurable):
         """Ask for the admission, record its id, wait in the queue. Returns the admitted
         entry (None when no ledger is configured)."""
         self._admitted = asyncio.Event()
+        self._queue_news = asyncio.Event()
+        self._told, self._queue_message = [], ""
         client = self._quota()
         has_ledger = hasattr(client, "admit")
         await _close(client)
@@ -141,7 +143,7 @@ class AdmissionMixin(Configurable):
         deadline = time.monotonic() + self.queue_timeout
         try:
             while entry["state"] == "queued":
-                self._queue_message = entry.get("message") or "waiting in the queue"
+                self._tell(entry.get("message") or "waiting in the queue")
                 if time.monotonic() > deadline:
                     raise refusal(503, f"gave up after waiting {self.queue_timeout} s: {self._queue_message}")
                 await asyncio.sleep(self.admission_poll_interval)
@@ -157,7 +159,14 @@ class AdmissionMixin(Configurable):
                       f" on {', '.join(entry['placement']['device_ids'])}" if entry.get("placement") else "")
         self.start_timeout = self.launch_timeout
         self._admitted.set()
+        self._queue_news.set()
         return entry
+
+    def _tell(self, message: str) -> None:
+        if message != self._queue_message:
+            self._queue_message = message
+            self._told = [*getattr(self, "_told", []), message]
+            self._queue_news.set()
 
     async def leave_ledger(self, reason: str) -> None:
         """Release the server's entry (or leave the queue); idempotent, never raises."""
@@ -174,16 +183,21 @@ class AdmissionMixin(Configurable):
             await _close(client)
 
     async def admission_progress(self):
-        """The queue's events for progress(): position while waiting, then "admitted"."""
-        admitted = getattr(self, "_admitted", None)
-        sent = ""
-        while admitted is None or not admitted.is_set():
-            message = self._queue_message
-            if message and message != sent:
-                sent = message
+        """The queue's events for progress(): each change of position while waiting, then
+        "admitted"."""
+        while getattr(self, "_admitted", None) is None:  # progress() may be asked first
+            await asyncio.sleep(0.05)
+        sent = 0
+        while True:
+            told = getattr(self, "_told", [])
+            for message in told[sent:]:
                 yield {"progress": 10, "message": message}
-            await asyncio.sleep(0.2)
-            admitted = getattr(self, "_admitted", None)
+            sent = len(told)
+            if self._admitted.is_set():
+                break
+            self._queue_news.clear()
+            if len(getattr(self, "_told", [])) == sent and not self._admitted.is_set():
+                await self._queue_news.wait()
         entry = self.admission
         if entry is not None:
             devices = ", ".join((entry.get("placement") or {}).get("device_ids") or ())
