@@ -97,6 +97,24 @@ class QuotaService(GemService):
         self.ledger_config = LedgerConfig.from_json(self.platform, self.state_dir)
         self.ledger = LedgerRunner(ledger_engine(self.db_url), self.ledger_config, AuditEvent)
         self.ledger.on_stops = self.deliver_stops
+        self.import_old_marks()
+
+    def import_old_marks(self) -> None:
+        """Maintenance marks the hub kept in <state>/devices/maintenance.json before the
+        ledger held them: imported once, the file renamed so it is never read again."""
+        path = Path(self.state_dir) / "devices" / "maintenance.json"
+        if not path.exists():
+            return
+        data = json.loads(path.read_text())
+        marks = [("device", d) for d in data.get("devices", [])] + [("node", n) for n in data.get("nodes", [])]
+
+        def move(ledger):
+            for target, name in marks:
+                ledger.set_mark(target, name, True)
+
+        self.ledger.run_sync(move, "upgrade")
+        path.rename(path.with_suffix(".json.imported"))
+        self.log.info("imported %d maintenance mark(s) from %s", len(marks), path)
 
     def deliver_stops(self, stops) -> None:
         """Send preemption requests to the workloads' owners (after the ledger committed)."""

@@ -420,6 +420,9 @@ class Ledger:
             if ws_id in blocked_ws or any(asks.compete(scope, b) for b in blocked_scopes):
                 continue
             adm = self.s.get(Admission, ident)
+            if self.s.get(Workspace, ws_id) is None:
+                self._end(adm, "its workspace was deleted")
+                continue
             ask = self._ask_of(adm)
             outcome = self._try(adm, ask)
             if outcome.kind == ADMITTED:

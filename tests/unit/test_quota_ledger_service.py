@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from test_quota_support import QuotaUnderTest
 
-from gemhub.services.quota import quotas
+from gemhub.services.quota import ledger_views, quotas
 from gemhub.services.quota.asks import parse_ask
 from gemhub.services.quota.ledger import Ledger, LedgerCache
 from gemhub.services.quota.models import Admission, Membership, Project, Workspace
@@ -232,3 +232,36 @@ async def test_leaving_the_queue_and_the_history(q):
     assert (await q.call("GET", f"api/v1/admissions/{first['id']}", q.user("mallory"))).status_code == 404
     events = (await q.call("GET", f"api/v1/admissions/{waiting['id']}/events", q.alice)).json()["items"]
     assert [e["event"] for e in events] == ["requested", "queued", "cancelled"]
+
+
+async def test_queued_entries_of_a_deleted_workspace_leave_the_queue(q):
+    team = (await q.call("POST", "api/v1/workspaces", q.alice, json={"name": "gone"})).json()
+    project = (await q.call("GET", f"api/v1/workspaces/{team['id']}/projects", q.alice)).json()["items"][0]
+    holder = await admit(q, "d1")
+    q.ws = {**team, "projects": [project]}
+    waiting = await admit(q, "d2")
+    assert waiting["state"] == "queued"
+    assert (await q.call("DELETE", f"api/v1/workspaces/{team['id']}", q.alice)).status_code == 204
+    await q.call("DELETE", f"api/v1/admissions/{holder['id']}", "service-token", params={"user": "alice"})
+    entry = (await q.call("GET", f"api/v1/admissions/{waiting['id']}", "service-token",
+                          params={"user": "alice"})).json()
+    assert entry["state"] == "cancelled" and entry["end_reason"] == "its workspace was deleted"
+
+
+def test_maintenance_marks_of_the_hub_are_imported_once(tmp_path):
+    import json
+
+    from gemhub.services.quota.app import QuotaService
+
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "maintenance.json").write_text(json.dumps({"devices": ["n1/1"], "nodes": ["n2"]}))
+    svc = QuotaService(state_dir=str(tmp_path), db_url=f"sqlite:///{tmp_path}/q.sqlite", platform=PLATFORM)
+    svc.init_db()
+    try:
+        view, _ = svc.ledger.run_sync(lambda L: ledger_views.devices_view(L.s, L.config))
+        status = {d["id"]: d["status"] for n in view["nodes"] for d in n["devices"]}
+        assert status == {"n1/0": "online", "n1/1": "maintenance", "n2/0": "maintenance"}
+        assert not (tmp_path / "devices" / "maintenance.json").exists()
+        assert (tmp_path / "devices" / "maintenance.json.imported").exists()
+    finally:
+        svc.ledger.close()
