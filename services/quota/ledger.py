@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gemhub.services.common.audit import audit_event, utcnow
@@ -63,6 +63,8 @@ class LedgerCache:
         self.lent_loaded = False
         self.never: dict[tuple, str | None] = {}
         self.marks: set[tuple[str, str]] | None = None
+        self.queued: int | None = None
+        self.priorities: dict[str, int | None] = {}
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Ledger:
         self.cache = cache
         self.actor = actor
         self.stops: list[StopRequest] = []
+        self.events: list[dict] = []
         self._version: int | None = None
 
     # -- transaction ---------------------------------------------------------------------
@@ -101,6 +104,9 @@ class Ledger:
         self._version = version
 
     def commit(self) -> None:
+        if self.events:
+            self.s.execute(insert(LedgerEvent), self.events)
+            self.events = []
         self.s.execute(update(LedgerClock).where(LedgerClock.id == 1).values(version=self._version + 1))
         self.s.commit()
         self.cache.version = self._version + 1
@@ -180,9 +186,9 @@ class Ledger:
         return out
 
     def capacity(self) -> Capacity:
-        devices = self.marked_devices()
-        key = tuple((d.id, d.status.value, d.model, d.memory_mib) for d in devices)
+        key = self.config.devices_stamp()  # marks changes reset the cache (they move the clock)
         if self.cache.capacity is None or self.cache.devices_key != key:
+            devices = self.marked_devices()
             allocations = [Allocation.from_json(p) for (p,) in self.s.execute(
                 select(Admission.placement).where(Admission.state == ADMITTED, Admission.has_devices.is_(True)))]
             self.cache.capacity = Capacity(devices, allocations, self.config.registry)
@@ -190,17 +196,28 @@ class Ledger:
             self.cache.devices = {d.id: d for d in devices}
         return self.cache.capacity
 
+    def queued_count(self) -> int:
+        """How many entries wait (kept in the cache: most admissions find none)."""
+        if self.cache.queued is None:
+            self.cache.queued = self.s.scalar(
+                select(func.count()).select_from(Admission).where(Admission.state == QUEUED)) or 0
+        return self.cache.queued
+
     # -- priorities ----------------------------------------------------------------------
     def priority_bounds(self, ws: Workspace, username: str) -> tuple[int, int]:
         """(default, highest) priority of ``username``'s requests in ``ws``."""
         top = ws.max_priority if ws.max_priority is not None else self.config.max_priority
-        user = self.s.get(UserPriority, username)
-        if user is None:
+        if username not in self.cache.priorities:  # changed only by ledger transactions
+            self.cache.priorities[username] = self.s.scalar(
+                select(UserPriority.priority).where(UserPriority.username == username))
+        mine = self.cache.priorities[username]
+        if mine is None:
             return min(self.config.default_priority, top), top
-        return min(user.priority, top), min(user.priority, top)
+        return min(mine, top), min(mine, top)
 
     # -- admissions ----------------------------------------------------------------------
     def admit(self, ask: Ask, username: str) -> Admission:
+        self.queued_count()  # read before this entry exists (the count is kept up to date from here)
         fingerprint = ask.fingerprint(username)
         existing = self.s.scalar(select(Admission).where(Admission.idempotency_key == ask.idempotency_key))
         if existing is not None:
@@ -237,7 +254,7 @@ class Ledger:
         )
         self.s.add(adm)
         self.s.flush()
-        self._event(adm, "requested", priority=priority, spec=ask.spec, preset=ask.preset)
+        adm._fresh = {"priority": priority, "spec": ask.spec, "preset": ask.preset}  # not yet in the count
         blocker = self._blocked_by_earlier(adm, ask.request)
         if blocker is not None:
             self._queue(adm, blocker)
@@ -273,6 +290,8 @@ class Ledger:
 
     def _blocked_by_earlier(self, adm: Admission, request) -> Outcome | None:
         """A queued entry ahead of ``adm`` that it may not overtake (priority, then arrival)."""
+        if self.queued_count() == 0:
+            return None
         ahead = (Admission.state == QUEUED, Admission.id != adm.id, Admission.priority >= adm.priority)
         other = self.s.scalar(select(Admission.id).where(*ahead, Admission.queue == QUOTA_QUEUE,
                                                          Admission.workspace_id == adm.workspace_id).limit(1))
@@ -341,6 +360,10 @@ class Ledger:
         lender = self.book(borrow.lender) if borrow else None
         self.personal(adm.workspace_id, adm.username)
         cap = self.capacity() if outcome.placement is not None else None
+        fresh = getattr(adm, "_fresh", None)
+        if fresh is None and self.cache.queued is not None:
+            self.cache.queued -= 1  # it waited
+        adm._fresh = None
         adm.state, adm.queue, adm.reason = ADMITTED, None, None
         adm.admitted_at = utcnow()
         adm.demand = quotas.amounts_json(outcome.need)
@@ -351,7 +374,7 @@ class Ledger:
         self._count(adm, outcome.need, borrow, +1, book, lender)
         if cap is not None:
             cap.add(outcome.placement)
-        self._event(adm, "admitted", placement=adm.placement, borrowed=adm.borrowed)
+        self._event(adm, "admitted", placement=adm.placement, borrowed=adm.borrowed, **(fresh or {}))
         if borrow:
             audit_event(self.s, self.actor or adm.username, "quota.borrow", f"workspace:{adm.workspace_id}",
                         admission=adm.id, lender=borrow.lender, amounts=quotas.amounts_json(borrow.amounts))
@@ -371,12 +394,19 @@ class Ledger:
                 lender.lent = lent[borrow.lender]
 
     def _queue(self, adm: Admission, outcome: Outcome) -> None:
+        fresh = getattr(adm, "_fresh", None)
+        if fresh is not None:
+            self._event(adm, "requested", **fresh)
+            if self.cache.queued is not None:
+                self.cache.queued += 1
+            adm._fresh = None
         changed = adm.queue != outcome.kind or adm.reason != outcome.message
         adm.state, adm.queue, adm.reason = QUEUED, outcome.kind, outcome.message
         if changed:
             self._event(adm, "queued", queue=outcome.kind, reason=outcome.message)
 
     def release(self, adm_id: int, reason: str) -> Admission:
+        self.queued_count()
         adm = self.s.get(Admission, adm_id)
         if adm is None:
             raise NotFound(f"admission {adm_id} does not exist")
@@ -400,6 +430,8 @@ class Ledger:
                 cap.remove(Allocation.from_json(adm.placement))
             adm.state = RELEASED
         else:
+            if getattr(adm, "_fresh", None) is None and self.cache.queued is not None:
+                self.cache.queued -= 1
             adm.state = CANCELLED
         adm.queue = None
         adm.ended_at = utcnow()
@@ -410,6 +442,8 @@ class Ledger:
     def dispatch(self) -> None:
         """Admit queued entries that fit now: priority, then arrival; an entry that cannot
         run keeps the later ones of its workspace (quota) or devices (resource) waiting."""
+        if self.queued_count() == 0:
+            return
         blocked_ws: set[int] = set()
         blocked_scopes: list[tuple[str, frozenset[str]]] = []
         line = list(self.s.execute(select(Admission.id, Admission.workspace_id, Admission.spec)
@@ -579,6 +613,7 @@ class Ledger:
             row.priority, row.updated = priority, utcnow()
         if old != priority:
             audit_event(self.s, self.actor, "priority.set", f"user:{username}", old=old, new=priority)
+        self.cache.priorities.pop(username, None)
 
     def set_mark(self, target: str, name: str, on: bool) -> None:
         """Take a device or node out of service (its holders keep it until they stop) or back."""
@@ -606,8 +641,9 @@ class Ledger:
 
     # -- history -------------------------------------------------------------------------
     def _event(self, adm: Admission, event: str, **detail: Any) -> None:
-        self.s.add(LedgerEvent(admission_id=adm.id, at=utcnow(), event=event, actor=self.actor or "",
-                               detail=_jsonable(detail)))
+        """Recorded with the transaction (one multi-row insert when it commits)."""
+        self.events.append({"admission_id": adm.id, "at": utcnow(), "event": event, "actor": self.actor or "",
+                            "detail": _jsonable(detail)})
 
 
 # -- views --------------------------------------------------------------------------------------

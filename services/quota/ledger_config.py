@@ -102,6 +102,13 @@ class LedgerConfig:
             return []
         return self.local_devices.raw_devices()
 
+    def devices_stamp(self) -> int:
+        """Changes whenever :meth:`devices` would answer something else (after reading it)."""
+        if self.runtime != "local" or not self.accelerators:
+            return 0
+        self.local_devices.raw_devices()
+        return self.local_devices.stamp
+
     @property
     def kueue_enabled(self) -> bool:
         return self.runtime == "kubernetes" and bool(self.kueue.get("enabled"))

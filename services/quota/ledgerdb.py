@@ -57,6 +57,19 @@ def ledger_engine(url: str) -> Engine:
     return engine
 
 
+class _NoSavepoint:
+    """Stands in for a savepoint when a transaction holds one change only."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
 def _retryable(e: Exception) -> bool:
     if isinstance(e, OperationalError) and "locked" in str(e.orig).lower():
         return True
@@ -133,9 +146,11 @@ class LedgerRunner:
                 ledger = Ledger(session, self.config, self.cache)
                 try:
                     ledger.lock()
+                    alone = len(batch) == 1  # its failure rolls back everything anyway: no savepoint
                     for fn, actor, _ in batch:
                         ledger.actor, ledger.stops = actor, []
-                        savepoint = session.begin_nested()
+                        recorded = len(ledger.events)
+                        savepoint = _NoSavepoint(session) if alone else session.begin_nested()
                         try:
                             result = fn(ledger)
                             savepoint.commit()
@@ -144,13 +159,18 @@ class LedgerRunner:
                             if _retryable(e):
                                 raise
                             savepoint.rollback()
+                            del ledger.events[recorded:]
                             self.cache.reset(ledger._version)
                             outcomes.append((False, e))
                         except Exception as e:  # this change alone is refused (or broken)
                             savepoint.rollback()
+                            del ledger.events[recorded:]
                             self.cache.reset(ledger._version)
                             outcomes.append((False, e))
-                    ledger.commit()
+                    if alone and not outcomes[0][0]:
+                        self.cache.reset(None)  # rolled back whole: nothing to commit, the lock is gone
+                    else:
+                        ledger.commit()
                 except DBAPIError as e:
                     session.rollback()
                     self.cache.reset(None)

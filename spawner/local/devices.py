@@ -77,6 +77,7 @@ class LocalDevices:
         self.source = ""  # "nvml", "simulated" or "none" once resolved
         self.mps = MpsDaemons(self.state_dir, self.log)
         self._cache: tuple[float, list[Device]] | None = None
+        self.stamp = 0  # counts the changes of what raw_devices() answers
         self._metrics = None  # a prometheus CollectorRegistry, made on first scrape
 
     # -- inventory -------------------------------------------------------------------
@@ -116,9 +117,13 @@ class LocalDevices:
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > DEVICE_CACHE_SECONDS:
             try:
-                self._cache = (now, list(inv.devices()))
+                found = list(inv.devices())
             except InventoryError as e:  # e.g. the driver went away after the hub started
                 raise AcceleratorConfigError(str(e)) from e
+            # a re-read that finds the same devices keeps its stamp (callers key caches on it)
+            if self._cache is None or found != self._cache[1]:
+                self.stamp += 1
+            self._cache = (now, found)
         return list(self._cache[1])
 
     # -- requests ----------------------------------------------------------------------

@@ -57,6 +57,8 @@ def check_invariants(service) -> None:
             assert sum(p.compute_percent for p in ps) <= 100
         fresh = Ledger(s, config, LedgerCache())
         fresh.lock()
+        if service.ledger.cache.queued is not None and service.ledger.cache.version is not None:
+            assert service.ledger.cache.queued == fresh.queued_count()
         for ws_id in {a.workspace_id for a in admitted} | set(service.ledger.cache.books):
             b = fresh.book(ws_id)
             mine = quotas.add(b.used, b.borrowed, -1)
