@@ -132,15 +132,24 @@ def test_200_concurrent_admissions_on_sqlite(ledger_hub):
     race([f"{ledger_hub.url}/services/quota/api/v1/"], quota_token(ledger_hub), ws)
 
 
-def test_two_quota_processes_on_one_sqlite_database(ledger_hub):
+@pytest.fixture(scope="module")
+def second(ledger_hub):
+    """A second quota service process on the hub's SQLite ledger; while the file
+    ``second.pause`` exists its admissions wait inside their transaction."""
+    pause = ledger_hub.workdir / "second-admission-pause"
+    proc = QuotaProcess(ledger_hub, f"sqlite:///{ledger_hub.state_dir}/db/quota.sqlite", "second",
+                        env={"GEMHUB_TEST_ADMISSION_PAUSE": str(pause)}).start()
+    proc.pause = pause
+    yield proc
+    pause.unlink(missing_ok=True)
+    proc.stop()
+
+
+def test_two_quota_processes_on_one_sqlite_database(ledger_hub, second):
     ws = new_workspace(ledger_hub)
     set_quota(ledger_hub, ws["id"], {"quota": {"accelerators": {"A100-80G": 2}}, "max_priority": 200})
-    other = QuotaProcess(ledger_hub, f"sqlite:///{ledger_hub.state_dir}/db/quota.sqlite", "second").start()
-    try:
-        race([f"{ledger_hub.url}/services/quota/api/v1/", f"{other.url}api/v1/"], quota_token(ledger_hub), ws,
-             n=60, quota=2, high=3)
-    finally:
-        other.stop()
+    race([f"{ledger_hub.url}/services/quota/api/v1/", f"{second.url}api/v1/"], quota_token(ledger_hub), ws,
+         n=60, quota=2, high=3)
 
 
 def test_200_concurrent_admissions_on_postgresql_with_two_processes(ledger_hub, postgres):
@@ -166,14 +175,14 @@ def test_200_concurrent_admissions_on_postgresql_with_two_processes(ledger_hub, 
         second.stop()
 
 
-def test_a_killed_quota_process_mid_admission_books_nothing_twice(ledger_hub, tmp_path):
+def test_a_killed_quota_process_mid_admission_books_nothing_twice(ledger_hub, second):
     """kill -9 inside the admission's transaction: nothing is written; the client's retry with
     the same idempotency key is admitted once; a second retry gets the same entry."""
     ws = new_workspace(ledger_hub)
     token = quota_token(ledger_hub)
-    pause = tmp_path / "admission-pause"
-    db = f"sqlite:///{ledger_hub.state_dir}/db/quota.sqlite"
-    proc = QuotaProcess(ledger_hub, db, "crash", env={"GEMHUB_TEST_ADMISSION_PAUSE": str(pause)}).start()
+    proc, pause = second, second.pause
+    reached = pause.with_name(pause.name + ".reached")
+    reached.unlink(missing_ok=True)
     body = ask(ws, f"crash-{uuid.uuid4().hex[:6]}", spec="1(RTX4090)")
     pause.touch()
     try:
@@ -182,7 +191,7 @@ def test_a_killed_quota_process_mid_admission_books_nothing_twice(ledger_hub, tm
                 task = asyncio.ensure_future(c.post(f"{proc.url}api/v1/admissions", params={"user": ws["owner"]},
                                                     json=body))
                 deadline = time.monotonic() + 30
-                while not (tmp_path / "admission-pause.reached").exists():
+                while not reached.exists():
                     assert time.monotonic() < deadline, proc.log_tail()
                     await asyncio.sleep(0.05)
                 proc.kill9()
@@ -207,7 +216,6 @@ def test_a_killed_quota_process_mid_admission_books_nothing_twice(ledger_hub, tm
         release(url, token, r.json()["id"], ws["owner"])
     finally:
         pause.unlink(missing_ok=True)
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

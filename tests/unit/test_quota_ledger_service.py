@@ -267,3 +267,19 @@ def test_maintenance_marks_of_the_hub_are_imported_once(tmp_path):
         assert (tmp_path / "devices" / "maintenance.json.imported").exists()
     finally:
         svc.ledger.close()
+
+
+async def test_the_quotas_page_is_for_hub_admins(q):
+    r = await q.call("PUT", f"api/v1/workspaces/{q.ws['id']}/quota", q.root,
+                     json={"quota": {"cpu": 6, "accelerators": {"RTX4090": 1}}})
+    assert r.status_code == 200
+    await admit(q, "p1")
+    page = await q.call("GET", "quotas", q.root)
+    assert page.status_code == 200
+    row = page.text.split(f'data-workspace-id="{q.ws["id"]}"')[1].split("</tr>")[0]
+    assert "cpu 6" in row and "RTX4090 1" in row and '<td class="running">1</td>' in row
+    assert (await q.call("GET", "quotas", q.alice)).status_code == 403
+    assert (await q.call("GET", "api/v1/quotas", q.alice)).status_code == 403
+    overview = (await q.call("GET", "api/v1/quotas", q.root)).json()["items"]
+    mine = next(i for i in overview if i["workspace_id"] == q.ws["id"])
+    assert mine["used"]["accelerators"] == {"RTX4090": "1"} and mine["running"] == 1
