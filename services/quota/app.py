@@ -15,6 +15,7 @@ from gemhub.services.common.openapi import OpenAPIRegistry
 
 from . import handlers as h
 from . import hooks
+from . import ledger_admin as la
 from . import ledger_handlers as lh
 from .hubapi import HubAPI, spawn_background
 from .ledger_config import LedgerConfig
@@ -203,11 +204,11 @@ class QuotaService(GemService):
             (r"api/v1/workspaces/([^/]+)/quota", lh.QuotaAPI),
             (r"api/v1/workspaces/([^/]+)/usage", lh.UsageAPI),
             (r"api/v1/workspaces/([^/]+)/members/([^/]+)/quota", lh.PersonalQuotaAPI),
-            ("api/v1/priorities", lh.PrioritiesAPI),
-            (r"api/v1/priorities/([^/]+)", lh.PriorityAPI),
-            ("api/v1/hooks", lh.HooksAPI),
-            (r"api/v1/hooks/([^/]+)", lh.HookAPI),
-            ("api/v1/devices", lh.DevicesAPI),
+            ("api/v1/priorities", la.PrioritiesAPI),
+            (r"api/v1/priorities/([^/]+)", la.PriorityAPI),
+            ("api/v1/hooks", la.HooksAPI),
+            (r"api/v1/hooks/([^/]+)", la.HookAPI),
+            ("api/v1/devices", la.DevicesAPI),
         ]
 
     def extra_settings(self):

@@ -17,13 +17,12 @@ process's change makes it reload from the database.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gemhub.services.common.audit import audit_event, utcnow
@@ -32,17 +31,16 @@ from gemhub.spawner.accelerators import Allocation, Capacity, Device, DeviceStat
 
 from . import asks, quotas, scheduling
 from .asks import Ask
+from .entries import ADMITTED, CANCELLED, OPEN, QUEUED, QUOTA_QUEUE, RELEASED, RESOURCE_QUEUE, jsonable
 from .ledger_config import LedgerConfig
+from .ledger_settings import SettingsMixin
 from .models import Admission, DeviceMark, LedgerClock, LedgerEvent, Membership, Project, QuotaLimit, \
     UserPriority, Workspace
+from .preemption import PreemptionMixin
 from .quotas import Amounts
-from .scheduling import Book, Running, Verdict
+from .scheduling import Book, Verdict
 
 log = logging.getLogger("gemhub.quota.ledger")
-
-QUEUED, ADMITTED, RELEASED, CANCELLED = "queued", "admitted", "released", "cancelled"
-OPEN = (QUEUED, ADMITTED)
-QUOTA_QUEUE, RESOURCE_QUEUE = "quota", "resource"
 
 
 class LedgerCache:
@@ -85,7 +83,7 @@ class StopRequest:
     reason: str
 
 
-class Ledger:
+class Ledger(PreemptionMixin, SettingsMixin):
     def __init__(self, session: Session, config: LedgerConfig, cache: LedgerCache, actor: str = ""):
         self.s = session
         self.config = config
@@ -469,281 +467,11 @@ class Ledger:
                 blocked_scopes.append(scope)
             self._maybe_preempt(adm, ask, outcome)
 
-    # -- preemption ---------------------------------------------------------------------
-    def _running(self, where) -> list[tuple[Admission, Running]]:
-        out = []
-        for row in self.s.scalars(select(Admission).where(Admission.state == ADMITTED, *where)):
-            borrowed = row.borrowed or {}
-            out.append((row, Running(
-                id=row.id, workspace_id=row.workspace_id, username=row.username, kind=row.kind,
-                priority=row.priority, admitted_at=_aware(row.admitted_at), demand=quotas.amounts_from_json(row.demand),
-                borrowed_from=int(borrowed["from"]) if borrowed else None,
-                borrowed=quotas.amounts_from_json(borrowed.get("amounts")) if borrowed else {},
-                device_ids=tuple((row.placement or {}).get("device_ids") or ()))))
-        return out
-
-    def _maybe_preempt(self, adm: Admission, ask: Ask, outcome: Outcome) -> None:
-        pending = self.s.scalar(select(Admission.id).where(Admission.state == ADMITTED,
-                                                           Admission.preempted_by == adm.id).limit(1))
-        if pending is not None:
-            adm.reason = f"{outcome.message} (waiting for preempted work to stop)"
-            return
-        kinds = tuple(self.config.preemptible_kinds)
-        if not kinds:
-            return
-        base = (Admission.kind.in_(kinds), Admission.preempted_by.is_(None), Admission.id != adm.id)
-        victims: list[Running] | None = None
-        action = "quota.preempt"
-        if outcome.kind == QUOTA_QUEUE and outcome.verdict is not None:
-            verdict = outcome.verdict
-            if verdict.reclaim:
-                cohort = self.cohort_of(adm.workspace_id)
-                rows = [r for _, r in self._running((*base, Admission.borrowed.is_not(None),
-                                                     Admission.workspace_id.in_(cohort)))
-                        if r.borrowed_from == adm.workspace_id]
-                victims = scheduling.free_until(scheduling.victim_order(rows), verdict.reclaim, lambda r: r.borrowed)
-                action = "quota.reclaim"
-            else:
-                where = (*base, Admission.workspace_id == adm.workspace_id, Admission.priority < adm.priority)
-                if verdict.personal:
-                    where = (*where, Admission.username == adm.username)
-                rows = [r for _, r in self._running(where)]
-                victims = scheduling.free_until(scheduling.victim_order(rows), scheduling.shortfall(verdict.excess))
-        elif outcome.kind == RESOURCE_QUEUE and self.config.runtime == "local" and not ask.request.none:
-            cohort = self.cohort_of(adm.workspace_id)
-            rows = [r for _, r in self._running((*base, Admission.has_devices.is_(True),
-                                                 Admission.workspace_id.in_(cohort),
-                                                 Admission.priority < adm.priority))]
-            victims = self._device_victims(ask, adm.holder, scheduling.victim_order(rows))
-        if not victims:
-            return
-        for v in victims:
-            row = self.s.get(Admission, v.id)
-            row.preempted_by = adm.id
-            row.preempt_requested = utcnow()
-            why = ("reclaimed by its lender, workspace %d" % adm.workspace_id if action == "quota.reclaim"
-                   else f"preempted by admission {adm.id} (priority {adm.priority} > {row.priority})")
-            self._event(row, "preempt", by=adm.id, reason=why)
-            audit_event(self.s, self.actor or "quota", action, f"workspace:{row.workspace_id}",
-                        admission=row.id, by=adm.id, for_workspace=adm.workspace_id)
-            self.stops.append(StopRequest(row.kind, admission_json(row), why))
-        adm.reason = f"{outcome.message} (waiting for {len(victims)} preempted job(s) to stop)"
-        self._event(adm, "preempting", victims=[v.id for v in victims])
-
-    def _device_victims(self, ask: Ask, holder: str, order: list[Running]) -> list[Running] | None:
-        cap = self.capacity()
-        rows = {r.id: Allocation.from_json(self.s.get(Admission, r.id).placement) for r in order}
-
-        def fits_without(chosen: list[Running]) -> bool:
-            for r in chosen:
-                cap.remove(rows[r.id])
-            try:
-                probe = cap.place(ask.request, holder, self.config.policy)
-                cap.remove(probe)
-                return True
-            except NoCapacityError:
-                return False
-            finally:
-                for r in chosen:
-                    cap.add(rows[r.id])
-
-        chosen: list[Running] = []
-        for r in order:
-            chosen.append(r)
-            if fits_without(chosen):
-                break
-        else:
-            return None
-        for r in list(chosen):  # drop victims whose devices did not matter
-            rest = [c for c in chosen if c.id != r.id]
-            if fits_without(rest):
-                chosen = rest
-        return chosen
-
-    # -- settings that change who may run -------------------------------------------------
-    def set_quota(self, ws_id: int, limits: Amounts | None = None, borrowing: Amounts | None = None,
-                  cohort: Any = ..., max_priority: Any = ...) -> None:
-        """Change a workspace's quota, borrowing limits, cohort or maximum priority (``None``
-        limits: unchanged; ``...``: unchanged), then admit what now fits."""
-        ws = self.workspace(ws_id)
-        row = self._limit_row(ws_id, "")
-        old = {"quota": row.limits, "borrowing": row.borrowing, "cohort": ws.cohort, "max_priority": ws.max_priority}
-        if limits is not None:
-            row.limits = quotas.limits_json(limits)
-        if borrowing is not None:
-            row.borrowing = quotas.limits_json(borrowing)
-        if cohort is not ...:
-            ws.cohort = cohort
-        if max_priority is not ...:
-            ws.max_priority = max_priority
-        row.updated = utcnow()
-        new = {"quota": row.limits, "borrowing": row.borrowing, "cohort": ws.cohort, "max_priority": ws.max_priority}
-        if new != old:
-            audit_event(self.s, self.actor, "quota.set", f"workspace:{ws_id}", old=old, new=new)
-        self._changed()
-
-    def set_personal(self, ws_id: int, username: str, limits: Amounts | None) -> None:
-        """A member's personal limits (``None``: none)."""
-        self.workspace(ws_id)
-        if limits is None:
-            row = self.s.scalar(select(QuotaLimit).where(QuotaLimit.workspace_id == ws_id,
-                                                         QuotaLimit.username == username))
-            if row is not None:
-                audit_event(self.s, self.actor, "quota.personal", f"workspace:{ws_id}", user=username,
-                            old=row.limits, new=None)
-                self.s.delete(row)
-        else:
-            row = self._limit_row(ws_id, username)
-            old = row.limits
-            row.limits = quotas.limits_json(limits)
-            row.updated = utcnow()
-            audit_event(self.s, self.actor, "quota.personal", f"workspace:{ws_id}", user=username,
-                        old=old, new=row.limits)
-        self._changed()
-
-    def set_priority(self, username: str, priority: int | None) -> None:
-        row = self.s.get(UserPriority, username)
-        old = row.priority if row else None
-        if priority is None:
-            if row is not None:
-                self.s.delete(row)
-        elif row is None:
-            self.s.add(UserPriority(username=username, priority=priority, updated=utcnow()))
-        else:
-            row.priority, row.updated = priority, utcnow()
-        if old != priority:
-            audit_event(self.s, self.actor, "priority.set", f"user:{username}", old=old, new=priority)
-        self.cache.priorities.pop(username, None)
-
-    def set_mark(self, target: str, name: str, on: bool) -> None:
-        """Take a device or node out of service (its holders keep it until they stop) or back."""
-        row = self.s.get(DeviceMark, (target, name))
-        if on and row is None:
-            self.s.add(DeviceMark(target=target, name=name, by=self.actor, since=utcnow()))
-        elif not on and row is not None:
-            self.s.delete(row)
-        else:
-            return
-        audit_event(self.s, self.actor, "device.maintenance", f"{target}:{name}", on=on)
-        self._changed()
-
-    def _limit_row(self, ws_id: int, username: str) -> QuotaLimit:
-        row = self.s.scalar(select(QuotaLimit).where(QuotaLimit.workspace_id == ws_id, QuotaLimit.username == username))
-        if row is None:
-            row = QuotaLimit(workspace_id=ws_id, username=username, limits={}, borrowing={}, updated=utcnow())
-            self.s.add(row)
-        return row
-
-    def _changed(self) -> None:
-        self.s.flush()
-        self.cache.reset(self._version)
-        self.dispatch()
+    def stop_request(self, kind: str, admission: dict, reason: str) -> "StopRequest":
+        return StopRequest(kind, admission, reason)
 
     # -- history -------------------------------------------------------------------------
     def _event(self, adm: Admission, event: str, **detail: Any) -> None:
         """Recorded with the transaction (one multi-row insert when it commits)."""
         self.events.append({"admission_id": adm.id, "at": utcnow(), "event": event, "actor": self.actor or "",
-                            "detail": _jsonable(detail)})
-
-
-# -- views --------------------------------------------------------------------------------------
-def _aware(dt: datetime.datetime | None) -> datetime.datetime:
-    if dt is None:
-        return datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
-    return dt if dt.tzinfo else dt.replace(tzinfo=datetime.timezone.utc)
-
-
-def iso(dt: datetime.datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return _aware(dt).isoformat().replace("+00:00", "Z")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
-def admission_json(adm: Admission, position: tuple[int, int] | None = None, message: str | None = None) -> dict:
-    out = {
-        "id": adm.id, "state": adm.state, "queue": adm.queue, "reason": adm.reason,
-        "workspace_id": adm.workspace_id, "project_id": adm.project_id, "user": adm.username,
-        "kind": adm.kind, "holder": adm.holder, "preset": adm.preset, "spec": adm.spec,
-        "priority": adm.priority, "runtime": adm.runtime, "idempotency_key": adm.idempotency_key,
-        "created": iso(adm.created), "admitted_at": iso(adm.admitted_at), "ended_at": iso(adm.ended_at),
-        "end_reason": adm.end_reason, "placement": adm.placement, "demand": adm.demand,
-        "borrowed": adm.borrowed, "preempted_by": adm.preempted_by,
-        "preempt_requested": iso(adm.preempt_requested),
-    }
-    if position is not None:
-        out["position"], out["queue_length"] = position
-    if message is not None:
-        out["message"] = message
-    return out
-
-
-def queue_positions(session: Session, config: LedgerConfig) -> dict[int, tuple[int, int]]:
-    """Every queued entry's (position, line length), from one read of the queue."""
-    rows = list(session.execute(select(Admission.id, Admission.workspace_id, Admission.queue, Admission.spec)
-                                .where(Admission.state == QUEUED)
-                                .order_by(Admission.priority.desc(), Admission.id)))
-    out: dict[int, tuple[int, int]] = {}
-    quota_lines: dict[int, list[int]] = {}
-    resource = []
-    for ident, ws_id, queue, spec in rows:
-        if queue == QUOTA_QUEUE:
-            quota_lines.setdefault(ws_id, []).append(ident)
-        else:
-            resource.append((ident, config.scope(spec)))
-    for line in quota_lines.values():
-        for i, ident in enumerate(line):
-            out[ident] = (i + 1, len(line))
-    for ident, scope in resource:
-        line = [other for other, s in resource if other == ident or asks.compete(scope, s)]
-        out[ident] = (line.index(ident) + 1, len(line))
-    return out
-
-
-def queue_position(session: Session, adm: Admission, config: LedgerConfig) -> tuple[int, int]:
-    """(1-based position, entries in its line) of a queued entry: its workspace's quota
-    line, or the line of requests competing for the same devices."""
-    line = (Admission.state == QUEUED, Admission.queue == adm.queue)
-    ahead = or_(Admission.priority > adm.priority, and_(Admission.priority == adm.priority, Admission.id < adm.id))
-    if adm.queue == QUOTA_QUEUE:
-        mine = (*line, Admission.workspace_id == adm.workspace_id)
-        before = session.scalar(select(func.count()).select_from(Admission).where(*mine, ahead)) or 0
-        total = session.scalar(select(func.count()).select_from(Admission).where(*mine)) or 0
-        return before + 1, max(total, before + 1)
-    scope = config.scope(adm.spec)
-    before = total = 0
-    for ident, priority, spec in session.execute(select(Admission.id, Admission.priority, Admission.spec)
-                                                 .where(*line)):
-        if ident != adm.id and not asks.compete(scope, config.scope(spec)):
-            continue
-        total += 1
-        if priority > adm.priority or (priority == adm.priority and ident < adm.id):
-            before += 1
-    return before + 1, max(total, before + 1)
-
-
-def ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def waiting_message(adm: Admission, position: tuple[int, int], config: LedgerConfig) -> str:
-    """What the spawn page says while an entry waits."""
-    pos, total = position
-    where = f"{ordinal(pos)} of {total}"
-    if adm.queue == QUOTA_QUEUE:
-        return f"waiting for quota: {where}"
-    request = config.canonical(adm.spec)
-    what = request.model or (config.registry.vendors[request.vendor].display if request.vendor else "accelerator")
-    if request.kind == "whole" and request.count > 1:
-        return f"waiting for {request.count} free {what}: {where}"
-    return f"waiting for a free {what}: {where}"
+                            "detail": jsonable(detail)})

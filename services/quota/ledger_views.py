@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from gemhub.services.common.errors import NotFound
 
 from . import quotas
-from .ledger import ADMITTED, OPEN, QUEUED, admission_json, iso, queue_position, queue_positions, waiting_message
+from .entries import ADMITTED, OPEN, QUEUED, admission_json, iso, queue_position, queue_positions, waiting_message
 from .ledger_config import LedgerConfig
 from .models import Admission, DeviceMark, LedgerClock, LedgerEvent, Membership, QuotaLimit, UserPriority, Workspace
 

@@ -26,7 +26,8 @@ from sqlalchemy import select
 from gemhub.services.common.audit import utcnow
 
 from . import hooks
-from .ledger import ADMITTED, OPEN, StopRequest, admission_json
+from .entries import ADMITTED, OPEN, admission_json
+from .ledger import StopRequest
 from .models import Admission, LedgerClock, LedgerEvent, StopHook
 
 log = logging.getLogger("gemhub.quota.reconcile")
