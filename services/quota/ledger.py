@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gemhub.services.common.audit import audit_event, utcnow
@@ -215,19 +215,27 @@ class Ledger(PreemptionMixin, SettingsMixin):
 
     # -- admissions ----------------------------------------------------------------------
     def admit(self, ask: Ask, username: str) -> Admission:
+        """Record ``ask`` and admit or queue it. Every refusal is raised before anything is
+        written (the writer relies on it: a refused change needs no rollback)."""
         self.queued_count()  # read before this entry exists (the count is kept up to date from here)
         fingerprint = ask.fingerprint(username)
-        existing = self.s.scalar(select(Admission).where(Admission.idempotency_key == ask.idempotency_key))
-        if existing is not None:
-            if existing.fingerprint != fingerprint:
-                raise Conflict(f"idempotency key {ask.idempotency_key!r} was already used for a different request")
-            return existing
+        same: list[Admission] = []
+        for row in self.s.scalars(select(Admission).where(or_(
+                Admission.idempotency_key == ask.idempotency_key,
+                and_(Admission.holder == ask.holder, Admission.state.in_(OPEN))))):
+            if row.idempotency_key == ask.idempotency_key:
+                if row.fingerprint != fingerprint:
+                    raise Conflict(f"idempotency key {ask.idempotency_key!r} was already used for a different request")
+                return row
+            same.append(row)
         ws = self.workspace(ask.workspace_id)
-        project = self.s.get(Project, ask.project_id)
-        if project is None or project.workspace_id != ws.id:
+        project_ws, role = self.s.execute(select(
+            select(Project.workspace_id).where(Project.id == ask.project_id).scalar_subquery(),
+            select(Membership.role).where(Membership.workspace_id == ws.id,
+                                          Membership.username == username).scalar_subquery())).one()
+        if project_ws != ws.id:
             raise NotFound(f"project {ask.project_id} does not exist in workspace {ws.name!r}")
-        if self.s.scalar(select(Membership.id).where(Membership.workspace_id == ws.id,
-                                                     Membership.username == username)) is None:
+        if role is None:
             raise Forbidden(f"{username!r} is not a member of workspace {ws.name!r}")
         if ask.preset is not None and ws.allowed_presets is not None and ask.preset not in ws.allowed_presets:
             raise Forbidden(f"workspace {ws.name!r} may not use preset {ask.preset!r}")
@@ -237,16 +245,15 @@ class Ledger(PreemptionMixin, SettingsMixin):
             raise Forbidden(f"priority {priority} is above the highest {username!r} may ask for in "
                             f"workspace {ws.name!r} ({top})")
         self._refuse_never_fits(ws, username, ask)
-        replaced = False
-        for old in self.s.scalars(select(Admission).where(Admission.holder == ask.holder, Admission.state.in_(OPEN))):
-            if not ask.replace:
-                raise Conflict(f"{ask.holder} already holds admission {old.id}; release it first")
+        if same and not ask.replace:
+            raise Conflict(f"{ask.holder} already holds admission {same[0].id}; release it first")
+        for old in same:
             self._end(old, f"replaced by a new admission for {ask.holder}")
-            replaced = True
+        replaced = bool(same)
         need = asks.demand(ask, self.config.registry)
         adm = Admission(
             idempotency_key=ask.idempotency_key, fingerprint=fingerprint, holder=ask.holder, kind=ask.kind,
-            runtime=self.config.runtime, workspace_id=ws.id, project_id=project.id, username=username,
+            runtime=self.config.runtime, workspace_id=ws.id, project_id=ask.project_id, username=username,
             preset=ask.preset, spec=ask.spec, demand=quotas.amounts_json(need), priority=priority,
             state=QUEUED, created=utcnow(),
         )
@@ -404,6 +411,7 @@ class Ledger(PreemptionMixin, SettingsMixin):
             self._event(adm, "queued", queue=outcome.kind, reason=outcome.message)
 
     def release(self, adm_id: int, reason: str) -> Admission:
+        """End an entry (idempotent); refused only before anything is written."""
         self.queued_count()
         adm = self.s.get(Admission, adm_id)
         if adm is None:

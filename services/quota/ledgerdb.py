@@ -57,19 +57,6 @@ def ledger_engine(url: str) -> Engine:
     return engine
 
 
-class _NoSavepoint:
-    """Stands in for a savepoint when a transaction holds one change only."""
-
-    def __init__(self, session):
-        self.session = session
-
-    def commit(self) -> None:
-        pass
-
-    def rollback(self) -> None:
-        self.session.rollback()
-
-
 def _retryable(e: Exception) -> bool:
     if isinstance(e, OperationalError) and "locked" in str(e.orig).lower():
         return True
@@ -139,55 +126,66 @@ class LedgerRunner:
                 self._run_batch(batch)
 
     def _run_batch(self, batch: list) -> None:
+        """Run ``batch`` in one transaction. A change refused before it wrote anything (the
+        ledger refuses that way) fails alone; one that fails after writing rolls the
+        transaction back, and the others run again without it."""
         delay = 0.01
-        for attempt in range(RETRIES):
+        attempt = 0
+        while batch:
             outcomes: list[tuple[bool, Any]] = []
             with self.sessionmaker() as session:
+                flushes = [0]
+                event.listen(session, "after_flush", lambda *_: flushes.__setitem__(0, flushes[0] + 1))
                 ledger = Ledger(session, self.config, self.cache)
                 try:
                     ledger.lock()
-                    alone = len(batch) == 1  # its failure rolls back everything anyway: no savepoint
-                    for fn, actor, _ in batch:
+                    for i, (fn, actor, _) in enumerate(batch):
                         ledger.actor, ledger.stops = actor, []
-                        recorded = len(ledger.events)
-                        savepoint = _NoSavepoint(session) if alone else session.begin_nested()
+                        recorded, flushed = len(ledger.events), flushes[0]
                         try:
                             result = fn(ledger)
-                            savepoint.commit()
+                            session.flush()
                             outcomes.append((True, (result, ledger.stops)))
-                        except DBAPIError as e:
-                            if _retryable(e):
-                                raise
-                            savepoint.rollback()
+                        except Exception as e:
                             del ledger.events[recorded:]
                             self.cache.reset(ledger._version)
+                            wrote = flushes[0] != flushed or session.new or session.dirty or session.deleted
+                            if wrote or (isinstance(e, DBAPIError) and _retryable(e)):
+                                raise _Redo(i, e) from e
                             outcomes.append((False, e))
-                        except Exception as e:  # this change alone is refused (or broken)
-                            savepoint.rollback()
-                            del ledger.events[recorded:]
-                            self.cache.reset(ledger._version)
-                            outcomes.append((False, e))
-                    if alone and not outcomes[0][0]:
-                        self.cache.reset(None)  # rolled back whole: nothing to commit, the lock is gone
-                    else:
-                        ledger.commit()
+                    ledger.commit()
+                except _Redo as redo:
+                    session.rollback()
+                    self.cache.reset(None)
+                    if isinstance(redo.error, DBAPIError) and _retryable(redo.error):
+                        attempt += 1
+                        if attempt < RETRIES:
+                            log.info("ledger transaction retried (%s)", type(redo.error).__name__)
+                            time.sleep(delay * (1 + random.random()))
+                            delay = min(delay * 2, 1.0)
+                            continue
+                        redo.error = Unavailable("the ledger is busy; try again")
+                    failed = batch.pop(redo.index)
+                    _fail(failed[2], redo.error)
+                    continue
                 except DBAPIError as e:
                     session.rollback()
                     self.cache.reset(None)
-                    if _retryable(e) and attempt < RETRIES - 1:
+                    attempt += 1
+                    if _retryable(e) and attempt < RETRIES:
                         log.info("ledger transaction retried (%s)", type(e.orig).__name__ if e.orig else e)
                         time.sleep(delay * (1 + random.random()))
                         delay = min(delay * 2, 1.0)
                         continue
                     error = Unavailable("the ledger is busy; try again") if _retryable(e) else e
                     for _, _, future in batch:
-                        future.set_exception(error)
+                        _fail(future, error)
                     return
                 except BaseException as e:
                     session.rollback()
                     self.cache.reset(None)
                     for _, _, future in batch:
-                        future.set_exception(e)
+                        _fail(future, e)
                     if not isinstance(e, Exception):
                         raise
                     return
@@ -195,7 +193,20 @@ class LedgerRunner:
                 if ok:
                     future.set_result(value)
                 else:
-                    if not isinstance(value, ServiceError):
-                        log.error("ledger change failed", exc_info=value)
-                    future.set_exception(value)
+                    _fail(future, value)
             return
+
+
+class _Redo(Exception):
+    """A change failed after it wrote: roll back and run the batch again without it."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
+def _fail(future: concurrent.futures.Future, error: BaseException) -> None:
+    if not isinstance(error, ServiceError):
+        log.error("ledger change failed", exc_info=error)
+    future.set_exception(error)

@@ -283,3 +283,43 @@ async def test_the_quotas_page_is_for_hub_admins(q):
     overview = (await q.call("GET", "api/v1/quotas", q.root)).json()["items"]
     mine = next(i for i in overview if i["workspace_id"] == q.ws["id"])
     assert mine["used"]["accelerators"] == {"RTX4090": "1"} and mine["running"] == 1
+
+
+def test_a_change_that_fails_after_writing_is_rolled_back_alone(service):
+    """Changes that arrive together share a transaction; one that fails after it wrote is
+    undone and the others commit (one that fails before writing costs nothing)."""
+    import threading
+    import time
+
+    from gemhub.services.common.errors import BadRequest
+    from gemhub.services.quota.models import DeviceMark
+
+    gate = threading.Event()
+
+    def slow(L):
+        gate.wait(10)  # the next three queue up behind this one: one batch
+        return "first"
+
+    def wrote_then_failed(L):
+        L.set_mark("device", "n1/1", True)
+        L.s.flush()
+        raise BadRequest("refused after writing")
+
+    def refused(L):
+        raise BadRequest("refused before writing")
+
+    def fine(L):
+        L.set_mark("node", "n2", True)
+        return "fine"
+
+    futures = [service.ledger.submit(slow)]
+    time.sleep(0.2)
+    futures += [service.ledger.submit(f) for f in (wrote_then_failed, refused, fine)]
+    gate.set()
+    assert futures[0].result(10)[0] == "first" and futures[3].result(10)[0] == "fine"
+    for f, message in ((futures[1], "after writing"), (futures[2], "before writing")):
+        with pytest.raises(BadRequest, match=message):
+            f.result(10)
+    with service.ledger.sessionmaker() as s:
+        assert {(m.target, m.name) for m in s.scalars(select(DeviceMark))} == {("node", "n2")}
+    check_invariants(service)
