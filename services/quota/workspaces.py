@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import Conflict, NotFound
 
@@ -60,14 +61,16 @@ class Workspaces:
                                           Membership.username == (username or self.actor))
         )
 
-    def get(self, ws_id: int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """The workspace and the actor's role in it: 404 if none, 403 if not allowed."""
+    def get(self, ws_id: int, action: str = domain.VIEW, label: str | None = None) -> tuple[Workspace, str]:
+        """The workspace and the actor's role in it: 404 if none *or not a member* (the same
+        answer, so ids and names of other workspaces are not revealed), 403 if the actor's
+        role does not allow ``action``. ``label`` names it in that 404 (default: the id)."""
         ws = self.db.get(Workspace, ws_id)
-        if ws is None:
-            raise NotFound(f"workspace {ws_id} does not exist")
-        role = self.role_in(ws)
+        role = self.role_in(ws) if ws is not None else None
+        if role is None:
+            raise NotFound(f"workspace {label or ws_id} does not exist")
         domain.require(role, action, ws.name)
-        return ws, role  # type: ignore[return-value]
+        return ws, role
 
     def view(self, ws_id: int, hub_admin: bool) -> tuple[Workspace, str | None]:
         """The workspace and the actor's role for its page: a hub admin who is not a member
@@ -80,17 +83,16 @@ class Workspaces:
         return self.get(ws_id)
 
     def find(self, ref: str | int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """A workspace by name (or id), for resolve and the CLI."""
-        ws = None
+        """A workspace by name, else by id (``ref`` as :func:`params.ref` parsed it), for
+        resolve and the CLI; the same 404 for a missing one and one the actor is not in."""
         if isinstance(ref, str):
             ws = self.db.scalar(select(Workspace).where(Workspace.name == ref.strip()))
-            if ws is None and ref.strip().isdigit():
-                ws = self.db.get(Workspace, int(ref))
-        else:
-            ws = self.db.get(Workspace, int(ref))
-        if ws is None:
-            raise NotFound(f"workspace {ref!r} does not exist")
-        return self.get(ws.id, action)
+            if ws is not None and self.role_in(ws) is not None:
+                return self.get(ws.id, action)
+        ident = params.as_id(ref)
+        if ident is not None:
+            return self.get(ident, action)
+        raise NotFound(f"workspace {params.echo(ref)} does not exist")
 
     def mine(self, offset: int = 0, limit: int = 200) -> tuple[list[tuple[Workspace, str]], int]:
         where = Membership.username == self.actor
@@ -119,15 +121,17 @@ class Workspaces:
         return items, total
 
     def project(self, ws: Workspace, ref: str | int) -> Project:
+        """A project of ``ws`` by id, else by name (``ref`` as :func:`params.ref` parsed it)."""
         p = None
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            p = self.db.get(Project, int(ref))
+        ident = params.as_id(ref)
+        if ident is not None:
+            p = self.db.get(Project, ident)
             if p is not None and p.workspace_id != ws.id:
                 p = None
         if p is None and isinstance(ref, str):
             p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == ref.strip()))
         if p is None:
-            raise NotFound(f"project {ref!r} does not exist in workspace {ws.name!r}")
+            raise NotFound(f"project {params.echo(ref)} does not exist in workspace {ws.name!r}")
         return p
 
     # -- the personal workspace --------------------------------------------------------
