@@ -55,6 +55,8 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = ()  # beyond COMMON_ERRORS (and 413 for a body), e.g. (409,)
     query: dict[str, dict] = field(default_factory=dict)
+    # path parameters are ids (``*_id``, ``number``) or strings unless named here
+    path_params: dict[str, dict] = field(default_factory=dict)
 
 
 class OpenAPIRegistry:
@@ -75,8 +77,8 @@ class OpenAPIRegistry:
         for op in self.operations:
             params = [
                 {"name": n, "in": "path", "required": True,
-                 "schema": copy.deepcopy(ID) if n.endswith("_id") or n == "number"
-                 else {"type": "string", "minLength": 1}}
+                 "schema": copy.deepcopy(op.path_params.get(n) or (
+                     ID if n.endswith("_id") or n == "number" else {"type": "string", "minLength": 1}))}
                 for n in re.findall(r"{(\w+)}", op.path)
             ]
             params += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in op.query.items()]
