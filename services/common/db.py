@@ -35,7 +35,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 T = TypeVar("T")
 
@@ -92,6 +92,12 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, partial(self.call, fn, *args, **kw))
 
+    async def offload(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """``fn(*args, **kw)``, a function that opens its own short sessions (e.g. the ssh
+        service's Credentials), in the database's worker threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(fn, *args, **kw))
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -105,4 +111,4 @@ def run_migrations(engine: Engine, migrations_dir: str | os.PathLike) -> None:
         command.upgrade(cfg, "head")
 
 
-__all__ = ["Database", "Session", "make_engine", "make_sessionmaker", "run_migrations"]
+__all__ = ["Database", "make_engine", "make_sessionmaker", "run_migrations"]

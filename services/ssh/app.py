@@ -87,7 +87,7 @@ class SSHService(GemService):
         return [
             ("", h.IndexPage),
             ("api/v1/keys", h.KeysAPI),
-            (r"api/v1/keys/(\d+)", h.KeyAPI),
+            (r"api/v1/keys/([^/]+)", h.KeyAPI),
             ("api/v1/password", h.PasswordAPI),
             ("api/v1/status", h.StatusAPI),
         ]
@@ -119,6 +119,7 @@ class SSHService(GemService):
         gateway = Gateway(
             credentials=self.credentials(), hub=HubClient(log=self.log), state_dir=self.state_dir,
             hub_url=self.hub_url, start_stopped=self.start_stopped, log=self.log, data=data,
+            database=self.database,
         )
         host_key = await asyncio.get_running_loop().run_in_executor(None, load_host_key, Path(self.host_key_file))
         server = await start_gateway(gateway, self.ssh_host, self.ssh_port, host_key)

@@ -243,8 +243,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
     assert target is not None
 
     def refused(message: str) -> asyncssh.ChannelOpenError:
-        gateway.credentials.record_event(user, "draft.refused", draft=target.label, reason=message,
-                                         source=server.source)
+        gateway.record(user, "draft.refused", draft=target.label, reason=message, source=server.source)
         return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, message)
 
     if gateway.data is None:
@@ -261,7 +260,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
         gateway.log.exception("SFTP login of %s into %s failed", user, target.label)
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                         "gemhub: internal error in the SSH gateway") from None
-    gateway.credentials.record_event(user, "session.draft", draft=target.label, source=server.source)
+    gateway.record(user, "session.draft", draft=target.label, source=server.source)
 
     def closed() -> None:
         lock.release()
