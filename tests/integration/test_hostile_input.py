@@ -134,7 +134,10 @@ def test_huge_values_are_not_echoed_and_bodies_are_capped(hub, alice):
     five_mb = "x" * (5 * 2**20)
     r = hub.request("POST", f"/hub/api/users/{name}/server", t, json={"workspace": five_mb})
     assert r.status_code == 400, r.text[:300]
-    assert len(r.text) < 2000 and "not a valid name" in r.text
+    assert len(r.text) < 2000 and "too large" in r.text
+    # under the size cap, a long value is quoted cut short
+    r = hub.request("POST", f"/hub/api/users/{name}/server", t, json={"workspace": "y" * 60_000})
+    assert r.status_code == 400 and len(r.text) < 2000 and "not a valid name" in r.text, r.text[:300]
     r = hub.request("POST", f"/hub/api/users/{name}/server", t, json={"preset": five_mb})
     assert r.status_code == 400 and len(r.text) < 2000, r.text[:300]
     # an id past 64 bits in user_options is the user's mistake (400), not "unavailable" (503)

@@ -102,7 +102,8 @@ def test_isolation_between_workspaces(hub):
         ("PATCH", f"workspaces/{wid}/projects/{pid}", {"name": "x"}),
         ("DELETE", f"workspaces/{wid}/projects/{pid}", None),
     ):
-        assert_error(call(hub, method, path, a, json=body), 403, "not a member")
+        # the same 404 as a workspace that does not exist: ids of others are not revealed
+        assert_error(call(hub, method, path, a, json=body), 404, f"workspace {wid} does not exist")
     # a project id of B's workspace through A's own workspace is not found
     own = personal(hub, a)["id"]
     assert_error(call(hub, "GET", f"workspaces/{own}/projects/{pid}", a), 404)
