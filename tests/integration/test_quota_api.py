@@ -164,7 +164,7 @@ def test_roles_on_every_endpoint(hub):
     assert call(hub, "PATCH", f"workspaces/{wid}/members/{a_name}", o, json={"role": "admin"}).status_code == 200
     # a member leaves on their own
     assert call(hub, "DELETE", f"workspaces/{wid}/members/{m_name}", m).status_code == 204
-    assert_error(call(hub, "GET", f"workspaces/{wid}", m), 403)
+    assert_error(call(hub, "GET", f"workspaces/{wid}", m), 404)
     assert call(hub, "DELETE", f"workspaces/{wid}", o).status_code == 204
     assert_error(call(hub, "GET", f"workspaces/{wid}", o), 404)
 
