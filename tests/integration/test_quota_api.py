@@ -225,7 +225,9 @@ def test_resolve_for_the_spawner(hub):
     r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid), "project": str(pid)})
     assert r.json()["project"]["id"] == pid
     other, _ = new_user(hub, "qr")
-    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 403)
+    # not a member: the same 404 as for a workspace that does not exist
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 404,
+                 f"workspace {wname!r} does not exist")
     assert_error(call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": "no-such-ws"}), 404)
     assert_error(call(hub, "GET", "resolve", service_token), 400, "user")
     # a user's own token cannot resolve for somebody else
