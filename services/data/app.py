@@ -119,6 +119,7 @@ class DataService(GemService):
             "quota_url": self.quota_url,
             "quota_token": self.quota_token,
             "membership_cache": {},
+            "membership_asking": {},
             "draft_locks": DraftLocks(),
             "draft_writers": set(self.draft_writers),
             "sftp": {"port": self.sftp_port, "host": self.sftp_host},

@@ -43,11 +43,21 @@ class DataMixin:
     """
 
     async def my_workspaces(self) -> list[dict]:
+        """The actor's workspaces from the quota service, cached for MEMBERSHIP_TTL seconds;
+        concurrent requests of one user share one question (a burst of a user's requests
+        with a cold cache asks the quota service once, not once each)."""
         actor = self.acting_user()
         cache = self.settings["membership_cache"]
         hit = cache.get(actor)
         if hit is not None and time.monotonic() - hit[0] < MEMBERSHIP_TTL:
             return hit[1]
+        asking = self.settings["membership_asking"]
+        if actor not in asking:
+            asking[actor] = asyncio.ensure_future(self._ask_quota(actor))
+            asking[actor].add_done_callback(lambda _f: asking.pop(actor, None))
+        return await asyncio.shield(asking[actor])
+
+    async def _ask_quota(self, actor: str) -> list[dict]:
         client = QuotaClient(self.settings["quota_url"], self.settings["quota_token"])
         try:
             workspaces = await client.list_workspaces(user=actor)
@@ -58,7 +68,7 @@ class DataMixin:
             raise refusal(e.message) from None
         finally:
             await client.aclose()
-        cache[actor] = (time.monotonic(), workspaces)
+        self.settings["membership_cache"][actor] = (time.monotonic(), workspaces)
         return workspaces
 
     async def in_catalog(self, fn: Callable[..., T], *args: Any, files_work: bool = False) -> T:
