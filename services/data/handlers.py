@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import (
-    BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable,
+    BadRequest, Forbidden, NotFound, Unauthorized, Unavailable,
 )
 from gemhub.services.common.handlers import APIHandler, PageHandler
 from gemhub.services.quota.client import QuotaClient, QuotaError

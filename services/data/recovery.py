@@ -28,7 +28,7 @@ from gemhub.services.common.audit import audit_event, utcnow
 from gemhub.spawner import layout
 
 from . import files
-from .models import Asset, Version
+from .models import Asset
 
 log = logging.getLogger(__name__)
 ACTOR = "data-service"
