@@ -111,7 +111,7 @@ class Workspaces:
         m = self.db.scalar(select(Membership).where(Membership.workspace_id == ws.id,
                                                     Membership.username == username))
         if m is None:
-            raise NotFound(f"{username!r} is not a member of workspace {ws.name!r}")
+            raise NotFound(f"{params.echo(username)} is not a member of workspace {ws.name!r}")
         return m
 
     def projects(self, ws: Workspace, offset: int = 0, limit: int = 200) -> tuple[list[Project], int]:
