@@ -26,7 +26,7 @@ from gemhub.services.common.handlers import APIHandler, PageHandler
 from gemhub.services.quota.client import QuotaClient, QuotaError
 from gemhub.spawner import layout
 
-from . import accounting, archives, files
+from . import accounting, archives, files, names
 from .catalog import Catalog, iso, version_json
 from .models import StorageSample, Upload, Version
 from .names import split_path
@@ -361,9 +361,11 @@ class SFTPTargetAPI(DataAPIHandler):
 
     def _draft(self, cat: Catalog, asset_id: int, number: int):
         kind = self.get_query_argument("kind", "")
+        if kind:
+            names.check_kind(kind)
         a = cat.get(asset_id)
         if kind and a.kind != kind:
-            raise NotFound(f"no {params.echo(kind)} {asset_id} that you can see")
+            raise NotFound(f"no {kind} {asset_id} that you can see")
         return cat.draft(a.id, number)
 
     async def get(self, asset_id, number):
