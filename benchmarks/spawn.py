@@ -150,7 +150,8 @@ def cleanup_unix_users(hub_users: list[str]) -> None:
     """Delete the unix accounts LocalGemSpawner made for these hub users (root only)."""
     if os.geteuid() != 0:
         return
-    from gemhub.spawner.local.accounts import remove_empty_groups, remove_user, unix_name
+    from gemhub.spawner.local.accounts import remove_empty_groups, remove_user
+    from gemhub.spawner.local.names import unix_name
 
     groups: list[str] = []
     for hub_user in hub_users:
