@@ -189,11 +189,13 @@ def test_runtime_mounts_versions_read_only(tmp_path):
                            {"kind": "model", "id": 9, "version": 1,
                             "path": str(layout.asset_version_dir(tmp_path, "model", 9, 1))}])
     req = WorkloadRequest("u", Ref(1, "w"), Ref(2, "p"), CATALOG.get("B1"), mounts=mounts)
-    plan = runtime.plan_launch(req, state_dir=str(tmp_path), unix_user="gem-u", command=["x"], base_env={})
-    table = {m["name"]: (m["source"], m["readonly"]) for m in plan.spec["mounts"]}
-    assert table["data-1"] == (str(tmp_path / "datasets" / "1" / "2"), True)
-    assert table["pretrain1"] == (str(tmp_path / "models" / "9" / "1"), True)
-    assert table["data-2"] == (str(layout.readonly_empty(tmp_path)), True)
+    identity = runtime.Identity("gem-u", 1234, 1234, (1234,), str(tmp_path / "home"))
+    host = runtime.HostSystem(root_entries=(), python=())
+    spec = runtime.sandbox_spec(req, state_dir=str(tmp_path), identity=identity, host=host)
+    table = {b.target: (b.source, b.kind) for b in spec.gemini}
+    assert table["/gemini/data-1"] == (str(tmp_path / "datasets" / "1" / "2"), "ro")
+    assert table["/gemini/pretrain1"] == (str(tmp_path / "models" / "9" / "1"), "ro")
+    assert "/gemini/data-2" not in table and "data-2" in spec.empty_slots
     assert req.persisted_options({"datasets": [{"name": "x"}]})["datasets"] == [{"id": 1, "version": 2}]
 
 
