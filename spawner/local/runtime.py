@@ -81,19 +81,16 @@ def _mounts(request: WorkloadRequest, state_dir: str) -> list[layout.Mount]:
 def sandbox_spec(request: WorkloadRequest, *, state_dir: str, identity: Identity, host: HostSystem,
                  devices: sandbox.Allotment = sandbox.Allotment(),
                  extra: tuple[sandbox.Bind, ...] = ()) -> sandbox.SandboxSpec:
-    """The sandbox of ``request``: /gemini from the layout, the account's home, the devices."""
-    empty = layout.readonly_empty(state_dir)
-    gemini, empty_slots = [], []
-    for m in _mounts(request, state_dir):
-        if m.readonly and Path(m.source) == empty:
-            empty_slots.append(m.name)
-        else:
-            gemini.append(sandbox.Bind(str(m.source), m.target, "ro" if m.readonly else "rw"))
+    """The sandbox of ``request``: /gemini from the layout (unused read-only slots get the
+    state's empty folder, so writing there fails like in a used one: "Read-only file
+    system"), the account's home, the devices."""
+    gemini = [sandbox.Bind(str(m.source), m.target, "ro" if m.readonly else "rw")
+              for m in _mounts(request, state_dir)]
     return sandbox.SandboxSpec(
         uid=identity.uid, gid=identity.gid, groups=identity.groups,
         home=sandbox.Bind(identity.home, identity.sandbox_home, "rw"),
         root=host.root, root_entries=host.root_entries,
-        gemini=tuple(gemini), empty_slots=tuple(empty_slots), python=host.python,
+        gemini=tuple(gemini), python=host.python,
         extra=tuple(extra), devices=devices.binds,
         cwd=f"{layout.GEMINI_ROOT}/{layout.CODE}",
     )

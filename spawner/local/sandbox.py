@@ -14,8 +14,8 @@ What an environment sees:
   ``usr/bin`` style links), or an image's root filesystem entry by entry;
 - the Python environment it runs (the venv, its base interpreter, GemHub's own sources for
   an editable install), read-only at their own paths;
-- ``/gemini``: the project's code and output read-write, dataset/model versions read-only,
-  empty read-only folders for unused slots;
+- ``/gemini``: the project's code and output read-write, dataset/model versions read-only
+  (an empty read-only folder in unused slots);
 - its home at ``/home/<account>``, a private ``/tmp`` and ``/var/tmp``;
 - ``/dev`` with the usual pseudo-devices plus exactly the allotted accelerator nodes;
 - a fresh ``/proc`` of its own pid namespace (it sees its own processes only) and its own
@@ -77,7 +77,6 @@ class SandboxSpec:
     root: str  # the folder whose entries make "/" ("/" for the host OS)
     root_entries: tuple[RootEntry, ...]  # what of ``root`` is visible (see host_root_entries)
     gemini: tuple[Bind, ...] = ()  # /gemini/<slot> binds
-    empty_slots: tuple[str, ...] = ()  # /gemini/<slot> folders with nothing mounted (read-only)
     python: tuple[str, ...] = ()  # host folders bound read-only at their own path
     extra: tuple[Bind, ...] = ()  # mirrors' files, the MPS pipe folder, ...
     devices: tuple[Bind, ...] = ()  # allotted device nodes (dev binds under /dev)
@@ -143,8 +142,6 @@ def bwrap_argv(spec: SandboxSpec, argv: list[str], bwrap: str = "bwrap") -> list
     out += ["--dir", GEMINI]
     for b in spec.gemini:
         out += b.args()
-    for slot in spec.empty_slots:
-        out += ["--perms", "0555", "--dir", f"{GEMINI}/{slot}"]
     out += ["--chdir", spec.cwd, "--"]
     out += [spec.setpriv, f"--reuid={spec.uid}", f"--regid={spec.gid}"]
     out += [f"--groups={','.join(str(g) for g in spec.groups)}"] if spec.groups else ["--clear-groups"]

@@ -157,9 +157,9 @@ def test_unix_user_cgroup_and_terminal(hub, users):
     name, token = new_user(hub, users)
     spawn(hub, name, json={"preset": "S1"})
     unix = names.unix_name(name)
-    pid = server_pid(hub, name)
-    proc = psutil.Process(pid)
-    assert proc.username() == unix
+    sandbox = psutil.Process(server_pid(hub, name))  # bubblewrap, as root
+    proc = next(c for c in sandbox.children(recursive=True) if c.username() == unix)
+    pid = proc.pid
     assert proc.cwd() == "/gemini/code"
     unit = names.unit_name(unix)
     mem = Path(cgroups.ROOT, "memory", cgroups.PARENT, unit, "memory.limit_in_bytes")

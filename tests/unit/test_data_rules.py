@@ -195,7 +195,7 @@ def test_runtime_mounts_versions_read_only(tmp_path):
     table = {b.target: (b.source, b.kind) for b in spec.gemini}
     assert table["/gemini/data-1"] == (str(tmp_path / "datasets" / "1" / "2"), "ro")
     assert table["/gemini/pretrain1"] == (str(tmp_path / "models" / "9" / "1"), "ro")
-    assert "/gemini/data-2" not in table and "data-2" in spec.empty_slots
+    assert table["/gemini/data-2"] == (str(layout.readonly_empty(tmp_path)), "ro")
     assert req.persisted_options({"datasets": [{"name": "x"}]})["datasets"] == [{"id": 1, "version": 2}]
 
 
