@@ -113,8 +113,11 @@ class QuotaService(GemService):
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
         r.add("delete", wsid + "/projects/{project_id}", "Delete a project (refused while a server of it runs)",
               status=204, errors=(401, 403, 404, 409))
-        r.add("get", "/resolve", "Resolve workspace/project names for a user (the spawner's call)",
-              query={"user": {"type": "string"}, "workspace": {"type": "string"}, "project": {"type": "string"}},
+        r.add("get", "/resolve", "Resolve a user's workspace/project references (the spawner's call): "
+              "ids by id, names among the user's own workspaces; ids win",
+              query={"user": {"type": "string"}, "workspace_id": {"type": "integer", "minimum": 0},
+                     "project_id": {"type": "integer", "minimum": 0},
+                     "workspace": {"type": "string"}, "project": {"type": "string"}},
               response={"type": "object", "properties": {"workspace": {"type": "object"},
                                                          "project": {"type": "object"}}})
         return r

@@ -209,7 +209,7 @@ def test_spawn_form_offers_published_versions_and_parses_them():
     assert html.count('name="datasets"') == 3 and html.count('name="models"') == 3
     assert '<option value="3:1" selected>' in html and 'value="3:3"' not in html
     assert "/gemini/pretrain3" in html
-    got = form.options_from_form({"workspace": ["w"], "datasets": ["3:2", "", ""], "models": ["4:1", "", ""]})
+    got = form.options_from_form({"workspace_id": ["1"], "datasets": ["3:2", "", ""], "models": ["4:1", "", ""]})
     assert got["datasets"] == [{"id": 3, "version": 2}] and got["models"] == [{"id": 4, "version": 1}]
     with pytest.raises(RequestError, match="chosen twice"):
         form.options_from_form({"datasets": ["3:1", "3:2"]})
