@@ -8,6 +8,7 @@ from gemhub.services.common.handlers import APIHandler, PageHandler
 
 from . import domain, presets
 from .hubapi import spawn_background
+from .unixgroups import WorkspaceGroups
 from .models import Membership, Workspace
 from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
 
@@ -39,6 +40,16 @@ class QuotaMixin:
                 return [m.username for m in s.query(Membership).filter_by(workspace_id=ws_id)]
 
         spawn_background(hub.sync_group(ws_id, members))
+
+    def unix_groups(self) -> "WorkspaceGroups":
+        return self.settings["unix_groups"]
+
+    async def revoke_access(self, ws_id: int, username: str) -> None:
+        """Stop ``username``'s servers in the workspace and take them out of its unix group."""
+        stopped = await self.settings["hub_api"].stop_servers(username, ws_id)
+        if stopped:
+            self.log.info("stopped %s's servers %s: removed from workspace %s", username, stopped, ws_id)
+        await self.unix_groups().remove_member(ws_id, username)
 
     async def refuse_if_running(self, ws_id: int, project_id: int | None = None) -> None:
         servers = await self.settings["hub_api"].running_servers()
@@ -134,6 +145,7 @@ class WorkspaceAPI(QuotaAPIHandler):
         await self.refuse_if_running(ws.id)
         store.delete(ws.id)
         self.sync_group(int(ws_id))
+        await self.unix_groups().remove_workspace(ws.id)
         self.set_status(204)
         self.finish()
 
@@ -173,7 +185,14 @@ class MemberAPI(QuotaAPIHandler):
         self.write_json(member_json(m))
 
     async def delete(self, ws_id, username):
-        self.workspaces().remove_member(int(ws_id), username)
+        """Remove a member: their servers in this workspace stop and they leave its unix
+        group first, so a removed member keeps no access (from a running server, a terminal
+        or an SSH session) to the workspace's files."""
+        store = self.workspaces()
+        store.check_remove_member(int(ws_id), username)
+        self.db.rollback()  # no database connection is held while the hub is asked
+        await self.revoke_access(int(ws_id), username)
+        store.remove_member(int(ws_id), username)
         self.sync_group(int(ws_id))
         self.set_status(204)
         self.finish()

@@ -265,10 +265,15 @@ class Workspaces:
             self.db.commit()
         return m
 
-    def remove_member(self, ws_id: int, username: str) -> None:
+    def check_remove_member(self, ws_id: int, username: str) -> tuple[Workspace, Membership]:
+        """Whether the actor may remove ``username`` (4xx otherwise); changes nothing."""
         ws, my_role = self.get(ws_id)
         m = self.member(ws, username)
         domain.check_member_change(self.actor, my_role, username, m.role, None, self._owners(ws))
+        return ws, m
+
+    def remove_member(self, ws_id: int, username: str) -> None:
+        ws, m = self.check_remove_member(ws_id, username)
         audit_event(self.db, self.actor, "member.remove", f"workspace:{ws.id}", username=username, role=m.role)
         self.db.delete(m)
         self.db.commit()

@@ -39,10 +39,11 @@ START_WAIT = 120.0
 class Gateway:
     def __init__(self, *, credentials: Credentials, hub: HubClient, state_dir: str, hub_url: str,
                  start_stopped: bool, log: logging.Logger, tools: Tools | None = None,
-                 data: DataClient | None = None):
+                 data: DataClient | None = None, draft_recheck_seconds: float = 15.0):
         self.credentials = credentials
         self.hub = hub
         self.data = data  # the data service, for SFTP into drafts (None: not offered)
+        self.draft_recheck_seconds = draft_recheck_seconds
         self.state_dir = state_dir
         self.hub_url = hub_url.rstrip("/") + "/"
         self.start_stopped = start_stopped

@@ -159,8 +159,11 @@ async def test_member_can_leave(q):
     owner, member = q.user("o"), q.user("m")
     wid = (await q.call("POST", "api/v1/workspaces", owner, json={"name": "w"})).json()["id"]
     await q.call("POST", f"api/v1/workspaces/{wid}/members", owner, json={"username": "m"})
+    elsewhere = {"user": "m", "server": "gpu", "user_options": {"workspace_id": wid + 1000}}
+    q.hub.servers += [{"user": "m", "server": "", "user_options": {"workspace_id": wid}}, elsewhere]
     assert (await q.call("DELETE", f"api/v1/workspaces/{wid}/members/m", member)).status_code == 204
     assert (await q.call("GET", f"api/v1/workspaces/{wid}", member)).status_code == 403
+    assert q.hub.servers == [elsewhere]  # the server in the workspace left is stopped, no other
 
 
 async def test_resolve_internal_caller(q):
