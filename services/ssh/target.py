@@ -145,8 +145,9 @@ def command_argv(record: RuntimeRecord, argv: list[str], env: dict[str, str], to
                  tools.setpriv, f"--reuid={record.uid}", f"--regid={record.gid}",
                  f"--groups={groups}" if groups else "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-                 tools.env, "-i", f"--chdir={record.cwd}",
-                 *(f"{k}={v}" for k, v in sorted(env.items())), "--", *argv]
+                 # env's assignments come after "--" and before the command
+                 tools.env, "-i", f"--chdir={record.cwd}", "--",
+                 *(f"{k}={v}" for k, v in sorted(env.items()) if k and "=" not in k), *argv]
         if record.cgroup_procs:
             # `sh` writes its own pid (kept through every exec that follows) into the cgroups.
             join = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; shift; done; shift; exec "$@"'

@@ -40,8 +40,8 @@ def test_sandbox_command_enters_through_init_drops_privileges_then_sets_the_envi
     assert argv == ["/usr/bin/nsenter", "--target=4243", "--mount", "--pid", "--ipc", "--",
                     "/usr/bin/setpriv", "--reuid=1001", "--regid=1001", "--groups=1001,2001",
                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-                    "/usr/bin/env", "-i", "--chdir=/gemini/code", "HOME=/home/gem-alice",
-                    "LANGUAGE=../../../tmp/evil", "--", "/bin/bash", "-c", "pwd"]
+                    "/usr/bin/env", "-i", "--chdir=/gemini/code", "--", "HOME=/home/gem-alice",
+                    "LANGUAGE=../../../tmp/evil", "/bin/bash", "-c", "pwd"]
     # the root part runs with a fixed environment: nothing of the client's
     assert spawn_env == {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
