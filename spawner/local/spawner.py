@@ -28,7 +28,7 @@ from traitlets import Enum as EnumTrait
 from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
 from gemhub.spawner.common import GemSpawnerMixin, user_error
-from gemhub.spawner.local import accounts, cgroups, names, record, runtime
+from gemhub.spawner.local import accounts, cgroups, names, readiness, record, runtime
 from gemhub.spawner.local import host as sandbox_host
 from gemhub.spawner.local.sandbox import Bind
 from gemhub.spawner.local.accelspawner import AcceleratorMixin
@@ -260,26 +260,18 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
     async def _wait_listening(self, log_path) -> None:
         """Return once the server accepts connections (the hub's own check then succeeds at
         once instead of backing off), or fail fast with the server's last log lines."""
-        while True:
-            rc = self.proc.poll() if self.proc is not None else None
-            if rc is not None:
-                try:
-                    tail = "\n".join(open(log_path, errors="replace").read().splitlines()[-15:])
-                except OSError:
-                    tail = ""
-                self.log.error("server of %s exited with %s:\n%s", self._log_name, rc, tail)
-                self.proc = None
-                self.clear_state()
-                reason = next((line for line in reversed(tail.splitlines()) if "gemhub launch failed" in line),
-                              f"the server exited with status {rc} (see {log_path})")
-                raise user_error(500, f"your server could not start: {reason}")
+        rc = await readiness.until_listening(self.port, lambda: self.proc.poll() if self.proc is not None else None)
+        if rc is not None:
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                tail = "\n".join(open(log_path, errors="replace").read().splitlines()[-15:])
             except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
+                tail = ""
+            self.log.error("server of %s exited with %s:\n%s", self._log_name, rc, tail)
+            self.proc = None
+            self.clear_state()
+            reason = next((line for line in reversed(tail.splitlines()) if "gemhub launch failed" in line),
+                          f"the server exited with status {rc} (see {log_path})")
+            raise user_error(500, f"your server could not start: {reason}")
 
     def _process(self) -> psutil.Process | None:
         if not self.pid:
