@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, kernel_json, publish_dataset
+from attack import DATA, kernel_json, publish_dataset
 from labclient import new_terminal, type_in_terminal
 
 from gemhub.spawner.local import devnodes, names

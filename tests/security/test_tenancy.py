@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import QUOTA, kernel_json
+from attack import QUOTA, kernel_json
 from hubproc import free_port
 from sshclient import Client, require_tools
 
