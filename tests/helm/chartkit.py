@@ -91,3 +91,30 @@ def secret_data(secret: dict[str, Any]) -> dict[str, str]:
     out = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
     out.update(secret.get("stringData") or {})
     return out
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels and matchExpressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        value, op = labels.get(e["key"]), e["operator"]
+        if (op == "In" and value not in e["values"]) or (op == "NotIn" and value in e["values"]) or \
+                (op == "Exists" and e["key"] not in labels) or (op == "DoesNotExist" and e["key"] in labels):
+            return False
+    return True
+
+
+def admits(policy: dict, pod_labels: dict) -> list:
+    """The ingress rules of ``policy`` through which a pod with ``pod_labels`` (same
+    namespace) may get in. Conservative: a rule without ``from`` admits everyone, and so
+    does an ipBlock or a namespaceSelector without a podSelector."""
+    def peer_admits(peer: dict) -> bool:
+        if "ipBlock" in peer:
+            return True
+        if "podSelector" not in peer:
+            return "namespaceSelector" in peer
+        return selects(peer["podSelector"], pod_labels)
+
+    return [rule for rule in policy["spec"].get("ingress") or []
+            if not rule.get("from") or any(peer_admits(p) for p in rule["from"])]

@@ -107,6 +107,7 @@ class Platform:
         self.cluster = cluster
         self.bg = bg
         self.procs: dict[str, subprocess.Popen] = {}
+        self.admin_token = ""
 
     def log(self, name: str) -> Path:
         return self.work / "cluster" / f"{name}.log"
@@ -191,6 +192,8 @@ def _keep_logs(work: Path) -> None:
 
 def admin_token(p: Platform) -> str:
     """What the admin does: log in with the password from the chart's Secret, make a token."""
+    if p.admin_token:
+        return p.admin_token
     with httpx.Client(base_url=PROXY, timeout=30) as s:
         s.get("/hub/login")
         xsrf = s.cookies.get("_xsrf")
@@ -199,7 +202,8 @@ def admin_token(p: Platform) -> str:
         xsrf = [c.value for c in s.cookies.jar if c.name == "_xsrf"][-1]  # the logged-in session's
         r = s.post("/hub/api/users/admin/tokens", json={"note": "chart test"}, headers={"X-XSRFToken": xsrf})
         assert r.status_code == 201, r.text
-        return r.json()["token"]
+        p.admin_token = r.json()["token"]
+        return p.admin_token
 
 
 def test_rest_spawn_through_the_rendered_hub_reaches_jupyterlab(platform):
@@ -222,6 +226,10 @@ def test_rest_spawn_through_the_rendered_hub_reaches_jupyterlab(platform):
     assert claims == {"gemini-storage": "gemhub-workspaces"}  # the chart's RWX claim
     assert c["workingDir"] == "/gemini/code"
     assert pod["metadata"]["labels"]["release"] == chartkit.RELEASE  # z2jh's common labels
+    # the real pod's labels get through no GemHub NetworkPolicy but the SSH gateway's port
+    for policy in (o for o in p.cluster.objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].startswith("gemhub-")):
+        for rule in chartkit.admits(policy, pod["metadata"]["labels"]):
+            assert rule.get("ports") == [{"port": "ssh"}], (policy["metadata"]["name"], rule)
 
     r = p.get(f"/user/{name}/api/contents/code", token)
     assert r.status_code == 200 and r.json()["type"] == "directory", r.text

@@ -18,7 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import chartkit  # noqa: E402
-from chartkit import find, secret_data  # noqa: E402
+from chartkit import admits, find, secret_data, selects  # noqa: E402
 
 KUBE_VERSION = "1.32.0"
 SERVICES = ("quota", "data", "ssh")
@@ -295,37 +295,13 @@ def test_storage_database_and_gateway_follow_the_values():
 
 
 # -- network policies and RBAC -------------------------------------------------------------------
-def _selects(selector: dict, labels: dict) -> bool:
-    """A label selector (matchLabels and matchExpressions) against a pod's labels."""
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for e in selector.get("matchExpressions") or []:
-        value, op = labels.get(e["key"]), e["operator"]
-        if (op == "In" and value not in e["values"]) or (op == "NotIn" and value in e["values"]) or \
-                (op == "Exists" and e["key"] not in labels) or (op == "DoesNotExist" and e["key"] in labels):
-            return False
-    return True
-
-
-def admits(policy: dict, pod_labels: dict) -> list:
-    """The ingress rules of ``policy`` through which a pod with ``pod_labels`` (same
-    namespace) gets in: a rule without ``from`` admits everyone."""
-    out = []
-    for rule in policy["spec"].get("ingress") or []:
-        peers = rule.get("from")
-        if not peers or any("podSelector" in p and "namespaceSelector" not in p and _selects(p["podSelector"], pod_labels)
-                            for p in peers):
-            out.append(rule)
-    return out
-
-
 @pytest.mark.parametrize("case", ["default", "kueue"])
 def test_user_pods_reach_no_service_port_and_no_database(case):
     objs = gemhub_objects(case)
     policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
     for workload in (o for o in objs if o["kind"] in ("Deployment", "StatefulSet")):
         labels = workload["spec"]["template"]["metadata"]["labels"]
-        mine = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
+        mine = [p for p in policies if selects(p["spec"]["podSelector"], labels)]
         assert mine, f"{workload['metadata']['name']} has no NetworkPolicy"
         for policy in mine:
             assert "Ingress" in policy["spec"]["policyTypes"]
