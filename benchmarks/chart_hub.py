@@ -91,8 +91,8 @@ def main() -> None:
     ]
     print(f"{'measure':32} {'n':>5} {'p50':>9} {'p95':>9} {'max':>9}")
     for label, unit, values in rows:
-        print(f"{label:32} {len(values):5d} {pct(values, .5):8.1f}{unit[0]} {pct(values, .95):8.1f}{unit[0]}"
-              f" {max(values):8.1f}{unit[0]}")
+        print(f"{label:32} {len(values):5d} {pct(values, .5):7.1f}{unit:>2} {pct(values, .95):7.1f}{unit:>2}"
+              f" {max(values):7.1f}{unit:>2}")
     print(json.dumps({
         "admission_p50_ms": round(pct(admission, .5), 1), "admission_p95_ms": round(pct(admission, .95), 1),
         "ready_p50_s": round(statistics.median(ready), 2),
