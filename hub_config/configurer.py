@@ -303,16 +303,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             ],
             "load_roles": [
                 {"name": "user", "scopes": ["self", "access:services!service=quota"]},
-                {
-                    "name": "gemhub-quota",
-                    "services": ["quota"],
-                    "scopes": [
-                        "list:users", "read:users", "read:servers",
-                        "admin:groups", "groups", "read:groups", "list:groups",
-                        # a member removed from a workspace: their servers there are stopped
-                        "servers",
-                    ],
-                },
+                {"name": "gemhub-quota", "services": ["quota"], "scopes": list(services.QUOTA_SCOPES)},
             ],
         },
         "ConfigurableHTTPProxy": {
