@@ -188,7 +188,10 @@ class VersionsAPI(DataAPIHandler):
         project = params.ref(spec.get("project"), "from_output.project")
         client = QuotaClient(self.settings["quota_url"], self.settings["quota_token"])
         try:
-            resolved = await client.resolve(self.acting_user(), workspace=a["workspace_id"], project=project)
+            by_id = isinstance(project, int)
+            resolved = await client.resolve(self.acting_user(), workspace_id=a["workspace_id"],
+                                            project_id=project if by_id else None,
+                                            project=None if by_id else project)
         except QuotaError as e:
             if e.status >= 500:
                 raise Unavailable(f"the workspace service is unavailable: {e.message}") from None
@@ -196,11 +199,11 @@ class VersionsAPI(DataAPIHandler):
         finally:
             await client.aclose()
         _, output = layout.project_dirs(self.settings["state_dir"], a["workspace_id"], resolved["project"]["id"])
-        source = files.locate(output, "/".join(parts))
         label = {"project_id": resolved["project"]["id"], "project": resolved["project"]["name"],
                  "path": "/gemini/output/" + "/".join(parts)}
-        return await self.in_catalog(lambda cat: version_json(cat.from_output(asset_id, source, label, note)),
-                                     files_work=True)
+        return await self.in_catalog(
+            lambda cat: version_json(cat.from_output(asset_id, output, "/".join(parts), label, note)),
+            files_work=True)
 
 
 class VersionAPI(DataAPIHandler):

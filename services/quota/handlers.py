@@ -18,6 +18,7 @@ from gemhub.services.common.handlers import APIHandler, PageHandler
 from . import domain, presets
 from .hubapi import spawn_background
 from .models import Membership, Workspace
+from .unixgroups import WorkspaceGroups
 from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
 
 
@@ -57,6 +58,16 @@ class QuotaMixin:
             return await database.run(read)
 
         spawn_background(hub.sync_group(ws_id, members))
+
+    def unix_groups(self) -> WorkspaceGroups:
+        return self.settings["unix_groups"]
+
+    async def revoke_access(self, ws_id: int, username: str) -> None:
+        """Stop ``username``'s servers in the workspace and take them out of its unix group."""
+        stopped = await self.settings["hub_api"].stop_servers(username, ws_id)
+        if stopped:
+            self.log.info("stopped %s's servers %s: removed from workspace %s", username, stopped, ws_id)
+        await self.unix_groups().remove_member(ws_id, username)
 
     async def refuse_if_running(self, ws_id: int, project_id: int | None = None) -> None:
         servers = await self.settings["hub_api"].running_servers()
@@ -159,6 +170,7 @@ class WorkspaceAPI(QuotaAPIHandler):
         await self.refuse_if_running(ws_id)
         await self.in_store(lambda store: store.delete(ws_id))
         self.sync_group(ws_id)
+        await self.unix_groups().remove_workspace(ws_id)
         self.set_status(204)
         self.finish()
 
@@ -203,7 +215,13 @@ class MemberAPI(QuotaAPIHandler):
         self.write_json(m)
 
     async def delete(self, ws_id, username):
+        """Remove a member: their servers in this workspace stop and they leave its unix
+        group first, so a removed member keeps no access (from a running server, a terminal
+        or an SSH session) to the workspace's files."""
         ws_id = self.id_arg(ws_id, "workspace id")
+        await self.in_store(lambda store: store.check_remove_member(ws_id, username) and None)
+        # the hub is asked between two database calls, never while holding a session
+        await self.revoke_access(ws_id, username)
         await self.in_store(lambda store: store.remove_member(ws_id, username))
         self.sync_group(ws_id)
         self.set_status(204)
@@ -234,7 +252,7 @@ class ProjectAPI(QuotaAPIHandler):
         ws_id = self.id_arg(ws_id, "workspace id")
         project_id = self.id_arg(project_id, "project id")
         self.write_json(await self.in_store(
-            lambda store: project_json(store.project(store.get(ws_id)[0], project_id))))
+            lambda store: project_json(store.project_by_id(store.get(ws_id)[0], project_id))))
 
     async def patch(self, ws_id, project_id):
         ws_id = self.id_arg(ws_id, "workspace id")
@@ -248,7 +266,8 @@ class ProjectAPI(QuotaAPIHandler):
     async def delete(self, ws_id, project_id):
         ws_id = self.id_arg(ws_id, "workspace id")
         project_id = self.id_arg(project_id, "project id")
-        await self.in_store(lambda store: store.project(store.get(ws_id, domain.MANAGE_PROJECTS)[0], project_id))
+        await self.in_store(
+            lambda store: store.project_by_id(store.get(ws_id, domain.MANAGE_PROJECTS)[0], project_id) and None)
         await self.refuse_if_running(ws_id, project_id)
         await self.in_store(lambda store: store.delete_project(ws_id, project_id))
         self.set_status(204)
@@ -256,15 +275,27 @@ class ProjectAPI(QuotaAPIHandler):
 
 
 class ResolveAPI(QuotaAPIHandler):
-    """workspace/project by name or id (omitted: the personal workspace / project "default")."""
+    """The workspace and project of a request: ``workspace_id``/``project_id`` by id,
+    ``workspace``/``project`` by name among the user's own workspaces; an id wins over a
+    name, and nothing given means the personal workspace / project "default"."""
 
     async def get(self):
-        ws_ref = params.ref(self.get_query_argument("workspace", None), "workspace")
-        pr_ref = params.ref(self.get_query_argument("project", None), "project") or domain.DEFAULT_PROJECT
+        ws_id = params.optional(self.get_query_argument("workspace_id", None), "workspace_id")
+        pr_id = params.optional(self.get_query_argument("project_id", None), "project_id")
+        ws_name = params.ref(self.get_query_argument("workspace", None), "workspace")
+        pr_name = params.ref(self.get_query_argument("project", None), "project")
 
         def resolve(store: Workspaces):
-            ws = store.ensure_personal() if ws_ref is None else store.find(ws_ref)[0]
-            p = store.project(ws, pr_ref)
+            if ws_id is not None:
+                ws, _ = store.get(ws_id)
+            elif ws_name:
+                ws, _ = store.find_mine(ws_name)
+            else:
+                ws = store.ensure_personal()
+            if pr_id is not None:
+                p = store.project_by_id(ws, pr_id)
+            else:
+                p = store.project_by_name(ws, pr_name or domain.DEFAULT_PROJECT)
             return {"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
                                   "max_runtime_minutes": ws.max_runtime_minutes, **preset_limits_json(ws)},
                     "project": {"id": p.id, "name": p.name}}

@@ -80,10 +80,14 @@ def test_ids_past_64_bits_are_400_in_every_service(hub, alice, alice_ws, alice_d
 
 def test_unicode_digits_are_not_numbers(hub, alice, alice_ws):
     t = alice[1]
-    # a name made of digits is still a name: no workspace/project of that name, no such id
+    # names are names (even made of digits): no workspace/project of that name
     for path in (f"{Q}/resolve?workspace={SUPERSCRIPT_TWO}", f"{Q}/resolve?project={SUPERSCRIPT_TWO}",
-                 f"{Q}/resolve?workspace={BIG}", f"{Q}/resolve?workspace={alice_ws}&project={HUGE}"):
-        expect(hub.request("GET", path, t), 404, "does not exist")
+                 f"{Q}/resolve?workspace={BIG}"):
+        expect(hub.request("GET", path, t), 404)
+    # ids are ids: ASCII digits within 64 bits
+    for path in (f"{Q}/resolve?workspace_id={SUPERSCRIPT_TWO}", f"{Q}/resolve?workspace_id={BIG}",
+                 f"{Q}/resolve?workspace_id={alice_ws}&project_id={HUGE}"):
+        expect(hub.request("GET", path, t), 400, "workspace_id" if "project" not in path else "project_id")
     expect(hub.request("GET", f"{D}/storage?workspace={SUPERSCRIPT_TWO}", t), 400, "not a member")
     expect(hub.request("POST", f"{D}/mounts/resolve", t,
                        json={"datasets": [{"id": SUPERSCRIPT_TWO, "version": 1}]}), 400, "0-9")
@@ -114,7 +118,7 @@ def test_non_members_get_404_like_a_missing_workspace(hub, alice_ws):
                                ("PATCH", f"{Q}/workspaces/{alice_ws}", {"name": "stolen"}),
                                ("GET", f"{Q}/workspaces/{alice_ws}/members", None),
                                ("POST", f"{Q}/workspaces/{alice_ws}/projects", {"name": "p"}),
-                               ("GET", f"{Q}/resolve?workspace={alice_ws}", None)):
+                               ("GET", f"{Q}/resolve?workspace_id={alice_ws}", None)):
         text = expect(hub.request(method, path, mallory, json=body), 404)
         assert text == missing.replace(str(2**62), str(alice_ws)), (text, missing)
 
