@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 D = "/services/data/api/v1"
 ROUNDS = 6
-FILES = 1000
+FILES = 2000
 
 
 def big_zip() -> bytes:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 SERVICES = ["quota", "data", "ssh"]
 IDENTITIES = ["member", "admin"]
-EXAMPLES = int(os.environ.get("GEMHUB_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("GEMHUB_FUZZ_EXAMPLES", "5"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl fuzz@test"
 
