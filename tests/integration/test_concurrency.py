@@ -62,7 +62,7 @@ def slow_hub(artifacts):
         except httpx.HTTPError:
             time.sleep(0.2)
     try:
-        h.start()
+        h.start(timeout=180)  # a loaded machine starts a hub slowly
         h.gate = gate_url
         yield h
     finally:
@@ -70,6 +70,16 @@ def slow_hub(artifacts):
         gate.terminate()
         gate.wait(10)
         (artifacts / "concurrency-hub.log").write_bytes(h.log_path.read_bytes())
+
+
+async def warm(h: Hub, tokens: list[str]) -> None:
+    """Each token once through the data service (no workspace lookup: its identity is cached
+    there) and the quota service (each user's personal workspace is made)."""
+    async with httpx.AsyncClient(base_url=h.url, timeout=120) as client:
+        for path in ("/services/data/api/v1/limits", "/services/quota/api/v1/workspaces"):
+            answers = await asyncio.gather(*(client.get(path, headers={"Authorization": f"token {t}"})
+                                             for t in tokens))
+            assert {a.status_code for a in answers} == {200}
 
 
 def slow_down(h: Hub, *match: str) -> None:
@@ -110,15 +120,16 @@ async def storm(h: Hub, slow: list[tuple[str, str, str, dict]], unrelated: tuple
 def check(result: dict, service: str, slow_status: int) -> None:
     print(f"{service}: {result['held']} slow requests held; the unrelated request took "
           f"{result['seconds']:.3f} s with {result['still_held']} still held")
-    assert result["held"] >= result["min_held"]
+    assert result["held"] >= result["min_held"], sorted({a.text[:200] for a in result["answers"]})[:5]
     assert result["unrelated"].status_code == 200, result["unrelated"].text
     assert result["seconds"] < BOUND
     assert result["still_held"] > 0  # it answered while the slow ones were still waiting
     statuses = [a.status_code for a in result["answers"]]
-    # each slow request gets its own answer; on a loaded machine the hub may take longer
-    # than the service waits for it (10 s), which is a clean 503 "cannot reach the hub"
+    # each slow request gets its own answer; on a loaded machine the hub (or the quota
+    # service) may take longer than the service waits for it (10-15 s): a clean 503
     timeouts = [a for a in result["answers"] if a.status_code == 503]
-    assert all("hub" in a.json()["message"] for a in timeouts), [a.text for a in timeouts][:3]
+    assert all("reach" in a.json()["message"] or "unavailable" in a.json()["message"] for a in timeouts), \
+        [a.text for a in timeouts][:3]
     assert set(statuses) <= {slow_status, 503} and statuses.count(slow_status) >= SLOW // 2, sorted(statuses)
     print(f"{service}: slow requests answered {statuses.count(slow_status)}x {slow_status}, {len(timeouts)}x 503")
 
@@ -128,7 +139,9 @@ def test_quota_answers_while_100_invitations_wait_on_the_hub(slow_hub):
     _, owner = h.create_user(unique_name("cq"))
     _, other = h.create_user(unique_name("cq"))
     ws = ok(h, owner, "POST", "/services/quota/api/v1/workspaces", 201, json={"name": unique_name("cqws")})
-    ok(h, other, "GET", "/services/quota/api/v1/workspaces")  # the other user's token is known
+    # both tokens are known to the service just before the storm (its cache keeps them 60 s)
+    for token in (owner, other):
+        ok(h, token, "GET", "/services/quota/api/v1/workspaces")
     slow_down(h, r"GET /hub/api/users/cqslow")
     slow = [("POST", f"/services/quota/api/v1/workspaces/{ws['id']}/members", owner,
              {"json": {"username": f"cqslow{i}"}}) for i in range(SLOW)]
@@ -144,11 +157,13 @@ def test_data_answers_while_100_users_wait_on_the_quota_service(slow_hub):
     names = [unique_name("cdslow") for _ in range(SLOW)]
     assert h.api("POST", "/users", json={"usernames": names}).status_code == 201
     tokens = [h.api("POST", f"/users/{n}/tokens", json={}).json()["token"] for n in names]
-    _, other = h.create_user(unique_name("cd"))
-    ok(h, other, "GET", "/services/data/api/v1/assets")
+    asyncio.run(warm(h, tokens))  # the service knows the tokens: the wait is the quota service's
+    # unrelated: a hub admin reads a workspace's storage samples (the database, no other service)
+    unrelated = ("GET", "/services/data/api/v1/storage/samples?workspace=1", h.admin_token)
+    ok(h, h.admin_token, unrelated[0], unrelated[1])
     slow_down(h, r"GET /services/quota/api/v1/workspaces\?.*user=cdslow")
     slow = [("GET", "/services/data/api/v1/assets", t, {}) for t in tokens]
-    result = asyncio.run(storm(h, slow, ("GET", "/services/data/api/v1/assets", other)))
+    result = asyncio.run(storm(h, slow, unrelated))
     check(result, "data", 200)
 
 

@@ -222,12 +222,18 @@ def test_resolve_for_the_spawner(hub):
                                       "allowed_presets": None, "custom_spec": False,
                                       "max_runtime_minutes": None},
                         "project": {"id": pid, "name": "exp"}}
-    r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid), "project": str(pid)})
+    r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace_id": wid, "project_id": pid})
     assert r.json()["project"]["id"] == pid
+    # ids are ids and names are names: an id in the name field is looked up as a name
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid)}), 404)
     other, _ = new_user(hub, "qr")
-    # not a member: the same 404 as for a workspace that does not exist
-    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 404,
-                 f"workspace {wname!r} does not exist")
+    # names only among the user's own workspaces; another's by id is refused
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 404)
+    # not a member: the same 404 as for a workspace id that does not exist
+    missing = call(hub, "GET", "resolve", service_token, params={"user": other, "workspace_id": 2**62})
+    assert_error(missing, 404)
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace_id": wid}), 404,
+                 missing.json()["message"].replace(str(2**62), str(wid)))
     assert_error(call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": "no-such-ws"}), 404)
     assert_error(call(hub, "GET", "resolve", service_token), 400, "user")
     # a user's own token cannot resolve for somebody else
