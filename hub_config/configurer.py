@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
         "default_preset": "B1",
         "cgroups": "auto",
         "user_prefix": "gem-",
+        "named_servers_per_user": 3,
     },
     "presets": [
         {"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
@@ -104,6 +105,8 @@ _OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors")}
 INVENTORIES = ("auto", "nvml", "simulated", "none")
 POLICIES = ("binpack", "spread")
 KUBE_PROFILES = ("native", "hami", "volcano")
+# More named servers than this per user is a typo, not a plan (each may hold devices).
+MAX_NAMED_SERVERS = 100
 
 
 class ConfigError(ValueError):
@@ -175,6 +178,10 @@ def _check(cfg: Mapping[str, Any]) -> None:
     _check_kubernetes(cfg["kubernetes"])
     if cfg["spawner"]["cgroups"] not in ("auto", "required", "off"):
         raise ConfigError("spawner.cgroups must be one of auto, required, off")
+    named = cfg["spawner"]["named_servers_per_user"]
+    if not 0 <= named <= MAX_NAMED_SERVERS:
+        raise ConfigError(f"spawner.named_servers_per_user must be between 0 (no named servers) and"
+                          f" {MAX_NAMED_SERVERS}, not {named}")
     try:
         lab.check(cfg)
     except lab.LabConfigError as e:
@@ -293,6 +300,10 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "cookie_secret_file": f"{state}/secrets/jupyterhub_cookie_secret",
             "log_level": hub["log_level"],
             "cleanup_servers": True,
+            # Named servers (alice+gpu over SSH): JupyterHub's own limit counts named ones only;
+            # 0 turns them off rather than meaning "unlimited" as it does in JupyterHub.
+            "allow_named_servers": cfg["spawner"]["named_servers_per_user"] > 0,
+            "named_server_limit_per_user": cfg["spawner"]["named_servers_per_user"],
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
             "services": [

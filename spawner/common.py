@@ -18,7 +18,7 @@ from gemhub.spawner import datamounts
 from gemhub.spawner.form import options_from_form, render_asset_choices, render_form
 from gemhub.spawner.accelerators import SpecError, default_registry, parse
 from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
-from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
+from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, check_server_name, parse_options
 
 
 def user_error(status: int, message: str) -> web.HTTPError:
@@ -205,6 +205,7 @@ class GemSpawnerMixin(Configurable):
     async def _apply_user_options(self, spawner, user_options):
         catalog = self.catalog
         try:
+            check_server_name(self.name)
             requested = parse_options(user_options, catalog)
         except RequestError as e:
             raise user_error(400, str(e)) from None

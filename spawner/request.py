@@ -9,6 +9,7 @@ an HTTP 400 with the message.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -17,8 +18,10 @@ from gemhub.spawner.presets import Catalog, Preset, PresetError
 
 # workspace_id/project_id are written back by the spawner after resolution and come back
 # when JupyterHub reuses the previous options (a REST spawn with an empty body).
+# "profile" is the preset again, under the name JupyterHub's admin panel shows (its Profile
+# column reads user_options.profile, KubeSpawner's word for a preset).
 OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator",
-               "datasets", "models")
+               "datasets", "models", "profile")
 MAX_SPEC = 200  # characters of a custom accelerator spec
 MAX_MOUNTS = 3
 
@@ -113,7 +116,7 @@ class WorkloadRequest:
         out = {k: v for k, v in original.items() if k in OPTION_KEYS}
         out.update(workspace=self.workspace.name, project=self.project.name,
                    workspace_id=self.workspace.id, project_id=self.project.id,
-                   preset=self.preset.name)
+                   preset=self.preset.name, profile=self.preset.name)
         # resolved ids and versions: a restart mounts the same versions (visibility re-checked)
         for kind, key in (("dataset", "datasets"), ("model", "models")):
             chosen = [{"id": m.id, "version": m.version} for m in self.mounts if m.kind == kind]
@@ -155,7 +158,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     if unknown:
         raise RequestError(
             f"unknown option(s) {', '.join(map(repr, unknown))}"
-            " (known: workspace, project, preset, accelerator, datasets, models)"
+            " (known: workspace, project, preset (or profile), accelerator, datasets, models)"
         )
     workspace = _ref_text(options.get("workspace"), "workspace")
     project = _ref_text(options.get("project"), "project")
@@ -171,11 +174,12 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
         workspace = ws_id
         if project_id is not None:
             project = project_id
-    preset = options.get("preset")
-    if preset is not None and not isinstance(preset, str):
-        raise RequestError(f"preset must be a preset name, not {preset!r}")
-    if isinstance(preset, str) and not preset.strip():
-        preset = None
+    preset = _preset_name(options.get("preset"), "preset")
+    profile = _preset_name(options.get("profile"), "profile")
+    if preset is None:
+        preset = profile
+    elif profile is not None and profile != preset:
+        raise RequestError(f"profile {profile!r} and preset {preset!r} disagree: send the preset only")
     try:
         catalog.get(preset)
     except PresetError as e:
@@ -190,6 +194,26 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     return RequestedOptions(workspace=workspace, project=project, preset=preset, accelerator=accelerator,
                             datasets=_choices(options.get("datasets"), "datasets"),
                             models=_choices(options.get("models"), "models"))
+
+
+def _preset_name(value: Any, key: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"{key} must be a preset name, not {value!r}")
+    return value.strip() or None if isinstance(value, str) else None
+
+
+# Server names the SSH gateway reads otherwise: "default" is the default server's runtime
+# record (alice+default), dataset-N-N / model-N-N reach a draft version over SFTP
+# (gemhub.services.ssh.drafts). A named server may not take them.
+_RESERVED_SERVER = re.compile(r"default|(dataset|model)-[0-9]+-[0-9]+")
+
+
+def check_server_name(name: str) -> None:
+    """Refuse a named server whose name the platform uses for something else."""
+    if name and _RESERVED_SERVER.fullmatch(name):
+        raise RequestError(f"the server name {name!r} is reserved (\"default\" is your default server, "
+                           "dataset-N-N and model-N-N reach dataset and model drafts over SSH);"
+                           " choose another name")
 
 
 def _choices(value: Any, key: str) -> tuple[dict, ...]:
