@@ -61,10 +61,8 @@ def test_gpu_api_shows_the_simulated_slice(labhub, running):
     for key in ("id", "index", "model", "memory_limit_mib", "memory_total_mib", "compute_percent"):
         assert dev[key] == expected[key], (key, dev)
     assert dev["simulated"] is True
-    # live (synthetic) figures, within the slice's limits
-    assert 0 <= dev["memory_used_mib"] <= 40960
-    assert 0 <= dev["utilization_percent"] <= 100
-    assert dev["temperature_c"] > 0
+    # an idle environment on a simulated device: nothing measured, nothing invented
+    assert (dev["memory_used_mib"], dev["utilization_percent"], dev["temperature_c"], dev["power_w"]) == (None,) * 4
 
     # Only the server's owner sees it.
     _, other = labhub.create_user(unique_name("other"))

@@ -283,9 +283,11 @@ def test_admin_device_page_api_maintenance_and_metrics(hub, users):
     hub.wait_server(name)
     r = hub.api("GET", "/gemhub/metrics")
     assert r.status_code == 200, r.text
-    util = [line for line in r.text.splitlines() if line.startswith("DCGM_FI_DEV_GPU_UTIL{")]
-    assert len(util) == 3 and all('simulated="true"' in line for line in util), r.text
-    assert any('modelName="RTX4090"' in line for line in util)
+    known = [line for line in r.text.splitlines() if line.startswith("gemhub_accelerator_memory_total_mib{")]
+    assert len(known) == 3 and all('simulated="true"' in line for line in known), r.text
+    assert any('modelName="RTX4090"' in line for line in known)
+    # simulated devices have no sensors: no utilisation or memory-use series is made up
+    assert not [line for line in r.text.splitlines() if line.startswith(("DCGM_FI_DEV_GPU_UTIL{", "DCGM_FI_DEV_FB_USED{"))]
     stop(hub, name)
 
 
