@@ -5,6 +5,7 @@ admin and enforced by the idle-culler service."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 
@@ -103,6 +104,11 @@ def test_tensorboard_serves_a_run_written_in_the_environment(labhub, running):
     r = labhub.request("GET", f"/user/{name}/tensorboard/", token=token, timeout=90)
     assert r.status_code == 200, r.text[:300]
     assert "tensorboard" in r.text.lower(), r.text[:300]
+    # its fonts are named relative to the page (absolute /font-roboto/ reached the hub: 404)
+    fonts = re.findall(r"url\((font-roboto/[^)]+\.woff2)\)", r.text)
+    assert fonts and "url(/font-roboto/" not in r.text, r.text[:300]
+    font = labhub.request("GET", f"/user/{name}/tensorboard/{fonts[0]}", token=token)
+    assert font.status_code == 200 and len(font.content) > 1000, font.status_code
     deadline = time.monotonic() + 60
     runs: list = []
     while time.monotonic() < deadline and "run-a" not in runs:

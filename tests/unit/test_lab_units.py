@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import types
 from dataclasses import dataclass, field
 
 import pytest
@@ -200,3 +201,27 @@ def test_an_unmeasured_reading_stays_unmeasured_on_a_fraction():
     sample = Sample("node-a/0", "GPU-1", memory_used_mib=None)
     (f,) = gpu.figures(s, [sample], own_pids=set())
     assert f.memory_used_mib is None
+
+
+def test_tensorboard_font_urls_become_relative_to_the_page():
+    import gzip
+
+    from tornado.httputil import HTTPHeaders
+
+    from gemhub.lab.tensorboard import relative_fonts
+
+    page = b"<style>src: local('Roboto'), url(/font-roboto/x.woff2) format('woff2');</style>"
+
+    def response(body, **headers):
+        return types.SimpleNamespace(body=body, headers=HTTPHeaders({"Content-Type": "text/html; charset=utf-8",
+                                                                      **headers}))
+
+    plain = response(page)
+    relative_fonts(plain)
+    assert b"url(font-roboto/x.woff2)" in plain.body and b"url(/font-roboto/" not in plain.body
+    zipped = response(gzip.compress(page), **{"Content-Encoding": "gzip"})
+    relative_fonts(zipped)
+    assert b"url(font-roboto/x.woff2)" in zipped.body and "Content-Encoding" not in zipped.headers
+    other = response(b"url(/font-roboto/x)", **{"Content-Type": "text/css"})
+    relative_fonts(other)
+    assert other.body == b"url(/font-roboto/x)"  # only pages are touched
