@@ -230,12 +230,17 @@ def _check_accelerators(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"presets: {e}") from None
 
 
-def device_handlers(state_dir: str, accelerators: Mapping[str, Any]) -> list[tuple]:
-    """The hub's device pages (admin inventory, maintenance, GPU metrics), by import name so
-    this module stays free of tornado."""
-    kw = {"state_dir": state_dir, "accelerators": copy.deepcopy(dict(accelerators))}
+def admin_handlers(cfg: Mapping[str, Any], state_dir: str) -> list[tuple]:
+    """The hub's own admin pages, by import name so this module stays free of tornado: the
+    admin console (gemhub.hub_config.console) and the device pages (inventory, maintenance,
+    GPU metrics)."""
+    accelerators = copy.deepcopy(dict(cfg["accelerators"]))
+    kw = {"state_dir": state_dir, "accelerators": accelerators}
+    console = {**kw, "presets": copy.deepcopy(cfg["presets"]), "default_preset": cfg["spawner"]["default_preset"],
+               "runtime": cfg["spawner"]["runtime"]}
     mod = "gemhub.hub_config.devices"
     return [
+        (r"/gemhub/admin/?(?:([^/]+)(?:/(.*))?)?", "gemhub.hub_config.console.handlers.ConsolePage", console),
         (r"/gemhub/devices", f"{mod}.DevicesPage", kw),
         (r"/api/gemhub/devices", f"{mod}.DevicesAPI", kw),
         (r"/api/gemhub/metrics", f"{mod}.DeviceMetricsAPI", kw),
@@ -306,6 +311,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "named_server_limit_per_user": cfg["spawner"]["named_servers_per_user"],
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
+            "logo_file": f"{inputs.repo_dir}/hub_config/static/gemhub-logo.svg",
             "services": [
                 services.service_entry(inputs, "quota", "QuotaService", quota_db,
                          *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]),
@@ -358,7 +364,11 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
     services.add_ssh_service(out, cfg, inputs)
-    out["JupyterHub"]["extra_handlers"] = device_handlers(state, cfg["accelerators"])
+    out["JupyterHub"]["extra_handlers"] = admin_handlers(cfg, state)
+    from gemhub.hub_config.home import HomeView  # tornado-free; imported here, not at module load
+
+    # the home page's servers, workspaces and service links (called with the page's user)
+    out["JupyterHub"].setdefault("template_vars", {})["gemhub_home"] = HomeView
 
     try:
         auth = authenticator_config(cfg["auth"])

@@ -94,8 +94,8 @@ def test_day_one_in_the_browser(hub, artifacts):
 
         # Stop and start again from the hub's home page: the code stays.
         page.goto(f"{hub.url}/hub/home")
-        page.click("#stop")
-        page.wait_for_selector("#start", timeout=60_000)
+        page.click("tr.gemhub-server[data-server-name=''] .gemhub-stop")
+        page.wait_for_selector("tr.gemhub-server[data-server-name=''] .gemhub-start", timeout=60_000)
         hub.wait_stopped(name)
         page.goto(f"{hub.url}/hub/spawn")
         page.select_option("select[name=workspace]", label=ws)

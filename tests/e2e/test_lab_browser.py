@@ -102,7 +102,8 @@ def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):
         page.screenshot(path=str(shots / "01-gpu-panel.png"))
         home = page.context.new_page()  # the hub's home page says it too
         home.goto(f"{hub.url}/hub/home")
-        assert re.search(r"stops in 1 h (29|30) min", home.locator("#gemhub-runtime").inner_text())
+        countdown = home.locator("tr.gemhub-server[data-server-name=''] .gemhub-stops").inner_text()
+        assert re.search(r"stops in 1 h (29|30) min", countdown), countdown
         home.close()
 
         # A notebook writes a TensorBoard run to /gemini/output.
