@@ -39,9 +39,18 @@ def test_admin_finds_limits_and_stops_a_workspace_from_the_console(hub, artifact
                     json={"workspace": team, "preset": "B1"})
     assert r.status_code in (201, 202), r.text
     hub.wait_server(owner, "train")
+    # JupyterHub's own admin panel shows the preset in its Profile column
+    assert hub.api("GET", f"/users/{owner}").json()["servers"]["train"]["user_options"]["profile"] == "B1"
 
     with chromium_page(shots) as page:
         login_admin(page, hub)
+        # JupyterHub's own admin panel: its Profile column shows the server's preset
+        page.goto(f"{hub.url}/hub/admin")
+        page.fill("input[name=user_search]", owner)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=user-row-profile-used]')]"
+                               ".some(e => e.textContent === 'B1')")
+        page.screenshot(path=str(shots / "00-admin-panel-profile.png"), full_page=True)
+        page.goto(f"{hub.url}/hub/home")
         page.click("#gemhub-nav-console")
         page.wait_for_selector("#gemhub-workspaces")
         page.fill("#gemhub-search", team)
@@ -80,7 +89,8 @@ def test_admin_finds_limits_and_stops_a_workspace_from_the_console(hub, artifact
         assert "B1, S1" in page.inner_text("#gemhub-console-notice")
         assert "45 minutes" in page.inner_text("#gemhub-console-notice")
         saved = hub.request("GET", f"{QUOTA}/workspaces/{ws['id']}", token=token).json()
-        assert (saved["allowed_presets"], saved["custom_spec"], saved["max_runtime_minutes"]) == (["B1", "S1"], False, 45)
+        limits = (saved["allowed_presets"], saved["custom_spec"], saved["max_runtime_minutes"])
+        assert limits == (["B1", "S1"], False, 45)
         assert page.is_checked("#gemhub-limits-preset-S1") and not page.is_checked("#gemhub-limits-all")
         page.screenshot(path=str(shots / "03-limits-saved.png"), full_page=True)
 
@@ -114,3 +124,9 @@ def test_admin_finds_limits_and_stops_a_workspace_from_the_console(hub, artifact
         assert page.locator("#gemhub-nav-console").count() == 0
         r = page.goto(f"{hub.url}/hub/gemhub/admin/workspaces")
         assert r.status == 403 and "only hub administrators" in page.content()
+        # nor may such a user act through it, with a valid xsrf token and all
+        xsrf = page.evaluate("window.jhdata.xsrf_token")
+        r = page.request.post(f"{hub.url}/hub/gemhub/admin/workspaces/{ws['id']}",
+                              form={"_xsrf": xsrf, "action": "limits", "all_presets": "1", "minutes": "1"})
+        assert r.status == 403 and "only hub administrators" in r.text()
+    assert hub.request("GET", f"{QUOTA}/workspaces/{ws['id']}", token=token).json()["max_runtime_minutes"] == 45

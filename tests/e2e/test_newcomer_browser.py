@@ -12,6 +12,7 @@ Screenshots go to test-artifacts/newcomer/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -122,6 +123,11 @@ def test_new_user_runs_a_named_gpu_server_beside_the_default_one(hub, artifacts,
         page.screenshot(path=str(shots / "02-home-two-servers.png"), full_page=True)
         held = holders(hub)
         assert f"{name}/gpu" in held.values() and f"{name}/" not in held.values()
+        # each server its own cgroup (CPU/memory limits apply per server)
+        records = {s: json.loads((hub.state_dir / "users" / name / "servers" / f"{s}.json").read_text())
+                   for s in ("default", "gpu")}
+        cgroups = {s: set(r["cgroup_procs"]) for s, r in records.items()}
+        assert cgroups["gpu"] and cgroups["default"] and not cgroups["gpu"] & cgroups["default"]
 
         # SSH: alice and alice+gpu land in their own server
         wait_for_ssh(hub)

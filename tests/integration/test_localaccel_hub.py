@@ -287,7 +287,8 @@ def test_admin_device_page_api_maintenance_and_metrics(hub, users):
     assert len(known) == 3 and all('simulated="true"' in line for line in known), r.text
     assert any('modelName="RTX4090"' in line for line in known)
     # simulated devices have no sensors: no utilisation or memory-use series is made up
-    assert not [line for line in r.text.splitlines() if line.startswith(("DCGM_FI_DEV_GPU_UTIL{", "DCGM_FI_DEV_FB_USED{"))]
+    load = ("DCGM_FI_DEV_GPU_UTIL{", "DCGM_FI_DEV_FB_USED{")
+    assert not [line for line in r.text.splitlines() if line.startswith(load)], r.text
     stop(hub, name)
 
 

@@ -170,7 +170,8 @@ def test_a_zip_of_one_folder_extracts_as_that_folder(place, tmp_path):
     z = make_zip(tmp_path / "download (1).zip", [("sample/", b""), ("sample/a.txt", b"A"), ("sample/sub/b.txt", b"B")])
     r = archives.extract(z, draft)
     assert (r.folder, r.files) == ("sample", 2)
-    assert (draft / "sample" / "a.txt").read_bytes() == b"A" and (draft / "sample" / "sub" / "b.txt").read_bytes() == b"B"
+    assert (draft / "sample" / "a.txt").read_bytes() == b"A"
+    assert (draft / "sample" / "sub" / "b.txt").read_bytes() == b"B"
     assert not (draft / "sample" / "sample").exists()
     assert archives.extract(z, draft).folder == "sample-2"  # taken: the usual suffix
     named = archives.extract(z, draft, folder="mine")  # a name the person chose holds the contents
