@@ -72,13 +72,17 @@ class HomeView:
             return {"items": [], "error": None}
         try:
             return {"items": await self.user.spawner.list_workspaces(), "error": None}
-        except Exception as e:  # the quota service is down or refuses: say so on the page
-            message = getattr(e, "jupyterhub_message", None) or getattr(e, "log_message", None) or str(e)
+        except Exception as e:
+            # the spawner turns the quota service's refusals and outages into errors with a
+            # message for people: say it on the page; anything else is a bug, not an outage
+            message = getattr(e, "jupyterhub_message", None)
+            if message is None:
+                raise
             return {"items": [], "error": message}
 
     def pages(self, services: list | None) -> list[Link]:
         """The services' pages this user may open (JupyterHub's Services menu), with names a
-        person understands, then the account's own pages."""
+        person understands."""
         return [Link(s.name, PAGE_TITLES.get(s.name, s.name), s.href) for s in services or ()]
 
     def service_page(self, services: list | None, name: str, path: str = "") -> str | None:

@@ -128,3 +128,40 @@ def test_workspaces_are_opened_by_id():
         with pytest.raises(ConsoleError) as e:
             WorkspacesTab.workspace_id(bad)
         assert e.value.status == 404
+
+
+def test_users_tab_shows_every_kind_of_lock():
+    import datetime as dt
+
+    from gemhub.hub_config.console.directory import HubDirectory, UserRow
+    from gemhub.hub_config.console.users import UsersTab
+
+    class Auth:
+        def lockout_remaining(self, name):
+            return 600.0 if name == "mallory" else 0.0
+
+        def get_user(self, name):
+            return types.SimpleNamespace(is_authorized=name != "newbie")
+
+    handler = types.SimpleNamespace(db=None, authenticator=Auth())
+    directory = HubDirectory(handler, labels=None)
+    orm_user = types.SimpleNamespace(name="mallory", admin=False, created=None, last_activity=None)
+    row = directory._user_row(orm_user)
+    assert (row.login_locked_seconds, row.awaiting_approval) == (600, False)
+    assert directory._user_row(types.SimpleNamespace(**{**vars(orm_user), "name": "newbie"})).awaiting_approval
+
+    def user(name, **kw):
+        return UserRow(name=name, admin=False, created=None, last_activity=dt.datetime(2026, 11, 25, 9, 0),
+                       login_locked_seconds=kw.get("locked", 0), awaiting_approval=kw.get("pending", False))
+
+    rows = [{"user": user("mallory", locked=600), "servers": [], "workspaces": [], "ssh": None},
+            {"user": user("newbie", pending=True), "servers": [], "workspaces": [], "ssh": None},
+            {"user": user("eve"), "servers": [], "workspaces": [],
+             "ssh": {"locked": True, "locked_until": "2026-11-25T10:30:00+00:00"}},
+            {"user": user("alice"), "servers": [], "workspaces": [], "ssh": {"locked": False}}]
+    html = UsersTab().render(context(query=Query()), {"rows": rows, "total": 4})
+    cells = {u: html.split(f'data-user="{u}"')[1].split("</tr>")[0] for u in ("mallory", "newbie", "eve", "alice")}
+    assert "login locked" in cells["mallory"] and "10 more min" in cells["mallory"]
+    assert "awaiting approval" in cells["newbie"]
+    assert "SSH locked" in cells["eve"] and "until 2026-11-25 10:30 UTC" in cells["eve"]
+    assert "not locked" in cells["alice"] and "badge" not in cells["alice"]
