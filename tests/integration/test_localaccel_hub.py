@@ -261,7 +261,10 @@ def test_admin_device_page_api_maintenance_and_metrics(hub, users):
     admin = login(hub, "admin", hub.admin_password)
     page = admin.get("/hub/gemhub/devices")
     assert page.status_code == 200, page.text
-    assert 'href="/hub/gemhub/devices">Devices</a>' in admin.get("/hub/home").text
+    # reached from the nav bar's Console: its Devices tab shows the same inventory
+    assert 'id="gemhub-nav-console" href="/hub/gemhub/admin"' in admin.get("/hub/home").text
+    tab = admin.get("/hub/gemhub/admin/devices")
+    assert tab.status_code == 200 and re.search(r'data-device="local/1" data-status="online"', tab.text)
     assert "simulated devices: no real hardware is bound" in page.text
     assert re.search(r'data-device="local/1" data-status="online"', page.text)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
