@@ -5,9 +5,10 @@ JupyterHub renders ``home.html`` itself; GemHub's template (hub_config/templates
 user, for what it shows (templates render asynchronously, so the async methods are
 awaited by the template):
 
-- :meth:`HomeView.servers`: the default server and every named one, with workspace,
-  project, preset, device, run time and the run-time limit's countdown;
 - :meth:`HomeView.workspaces`: the user's workspaces, their roles and projects;
+- :meth:`HomeView.servers`: the default server and every named one, with workspace,
+  project (named from the workspaces), preset, device, run time and the run-time limit's
+  countdown;
 - :meth:`HomeView.pages`: links to the services' pages and, for admins, the console.
 
 The page is a list of cards (``home.html`` includes ``home/<card>.html`` in order). A later
@@ -21,7 +22,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from gemhub.spawner.summary import ServerSummary, status_of, summarize
+from gemhub.spawner.summary import ServerSummary, status_of, summarize, with_names
 
 # service name -> what its page is called on the home page (others keep their name)
 PAGE_TITLES = {"quota": "Workspaces and projects", "data": "Datasets and models", "ssh": "SSH keys and password"}
@@ -44,8 +45,9 @@ class HomeView:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
 
-    def servers(self) -> list[ServerSummary]:
-        """The default server first, then the named ones by name, running or not."""
+    def servers(self, workspaces: list[dict] | None = None) -> list[ServerSummary]:
+        """The default server first, then the named ones by name, running or not; their
+        workspace and project named from ``workspaces`` (servers keep only the ids)."""
         user = self.user
         if user is None:
             return []
@@ -60,9 +62,9 @@ class HomeView:
                 status = status_of(wrapper.active, wrapper.ready, wrapper.pending)
             else:
                 status = "running" if orm_spawner.server is not None else "stopped"
-            out.append(summarize(user.name, orm_spawner.name, status=status, state=orm_spawner.state,
-                                 user_options=orm_spawner.user_options, started=orm_spawner.started,
-                                 labels=labels))
+            server = summarize(user.name, orm_spawner.name, status=status, state=orm_spawner.state,
+                               user_options=orm_spawner.user_options, started=orm_spawner.started, labels=labels)
+            out.append(with_names(server, workspaces or []))
         return out
 
     async def workspaces(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ on the local runtime, its device inventory. No tornado or jupyterhub import.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
@@ -193,6 +194,17 @@ def summarize(user: str, name: str, *, status: str, state: Mapping[str, Any] | N
         cpu=resources[0] if resources else None,
         memory=resources[1] if resources else None,
     )
+
+
+def with_names(server: ServerSummary, workspaces: list[Mapping[str, Any]]) -> ServerSummary:
+    """The server with its workspace's and project's current names, from a workspace list
+    (the quota service's, with ``projects``): servers store only ids."""
+    for ws in workspaces:
+        if ws.get("id") == server.workspace_id:
+            project = next((p.get("name") for p in ws.get("projects") or () if p.get("id") == server.project_id),
+                           server.project)
+            return dataclasses.replace(server, workspace=ws.get("name"), project=project)
+    return server
 
 
 def status_of(active: bool, ready: bool, pending: str | None) -> str:

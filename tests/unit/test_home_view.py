@@ -19,7 +19,7 @@ def fake_user(list_workspaces):
                                     list_workspaces=list_workspaces)
     orm = {
         "gpu": types.SimpleNamespace(name="gpu", server=object(), state={"preset": "S1"},
-                                     user_options={"workspace": "team", "project": "p"},
+                                     user_options={"workspace_id": 7, "project_id": 9},
                                      started=dt.datetime(2026, 11, 25, 9, 0)),
         "": types.SimpleNamespace(name="", server=None, state={}, user_options={}, started=None),
         "old": types.SimpleNamespace(name="old", server=None, state={}, user_options={"preset": "B1"}, started=None),
@@ -35,11 +35,12 @@ def test_servers_default_first_then_named_with_their_state():
         return []
 
     home = HomeView(fake_user(nothing))
-    servers = home.servers()
+    servers = home.servers([{"id": 7, "name": "team", "projects": [{"id": 9, "name": "p"}]}])
     assert [(s.label, s.status) for s in servers] == [("default", "stopped"), ("gpu", "running"),
                                                      ("old", "starting")]
     gpu = servers[1]
-    assert (gpu.preset, gpu.accelerator, gpu.workspace, gpu.ssh_login) == ("S1", "1(RTX4090)", "team", "alice+gpu")
+    assert (gpu.preset, gpu.accelerator, gpu.workspace, gpu.project, gpu.ssh_login) == (
+        "S1", "1(RTX4090)", "team", "p", "alice+gpu")
     assert home.spawn_url("/hub/", servers[0]) == "/hub/spawn/alice"
     assert home.spawn_url("/hub/", gpu) == "/hub/spawn/alice/gpu" and home.server_url(gpu) == "/user/alice/gpu/"
     assert HomeView(None).servers() == []

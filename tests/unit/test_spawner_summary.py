@@ -8,7 +8,8 @@ import pytest
 
 from gemhub.spawner.local.devices import LocalDevices
 from gemhub.spawner.presets import Catalog
-from gemhub.spawner.summary import AcceleratorLabels, ServerSummary, Usage, duration, status_of, summarize
+from gemhub.spawner.summary import (
+    AcceleratorLabels, ServerSummary, Usage, duration, status_of, summarize, with_names)
 
 PRESETS = [{"name": "B1", "cpu": 1, "memory": "2G", "accelerator": "0"},
            {"name": "S1", "cpu": 2, "memory": "4G", "accelerator": "1(RTX4090)"},
@@ -82,3 +83,14 @@ def test_duration(seconds, text):
     (False, False, None, "stopped"), (True, False, None, "starting")])
 def test_status_of(active, ready, pending, status):
     assert status_of(active, ready, pending) == status
+
+
+def test_servers_keep_ids_and_get_their_names_from_the_workspace_list(labels):
+    s = summarize("alice", "gpu", status="running", state={}, labels=labels, started=None,
+                  user_options={"workspace_id": 7, "project_id": 9, "preset": "S1"})
+    assert (s.workspace, s.project) == (None, None)
+    workspaces = [{"id": 3, "name": "alice", "projects": [{"id": 4, "name": "default"}]},
+                  {"id": 7, "name": "team-a", "projects": [{"id": 8, "name": "x"}, {"id": 9, "name": "vision"}]}]
+    named = with_names(s, workspaces)
+    assert (named.workspace, named.project, named.workspace_id) == ("team-a", "vision", 7)
+    assert with_names(s, []) == s  # a workspace the user left (or an outage): ids only
