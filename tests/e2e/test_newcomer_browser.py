@@ -22,6 +22,7 @@ import time
 import pytest
 
 from browser import chromium_page, signup_and_login
+from gemhub.spawner.local.record import record_path
 from hubproc import unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.root]
@@ -82,7 +83,7 @@ def test_new_user_runs_a_named_gpu_server_beside_the_default_one(hub, artifacts,
         page.wait_for_selector("#gemhub-preset-B1")
         page.check("#gemhub-preset-B1")
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
-        page.wait_for_url(f"**/user/{name}/lab**", timeout=90_000)
+        page.wait_for_url(f"**/user/{name}/lab**", timeout=90_000, wait_until="commit")
 
         # the hub admin gives the personal workspace a run-time limit: it applies from the next start
         token = hub.api("POST", f"/users/{name}/tokens", json={"note": "e2e"}).json()["token"]
@@ -104,7 +105,7 @@ def test_new_user_runs_a_named_gpu_server_beside_the_default_one(hub, artifacts,
         page.wait_for_url(f"**/hub/spawn/{name}/gpu")
         page.check("#gemhub-preset-S1")
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
-        page.wait_for_url(f"**/user/{name}/gpu/lab**", timeout=90_000)
+        page.wait_for_url(f"**/user/{name}/gpu/lab**", timeout=90_000, wait_until="commit")
 
         # both on the home page: where they run, what they hold, how long, until when
         page.goto(f"{hub.url}/hub/home")
@@ -124,10 +125,9 @@ def test_new_user_runs_a_named_gpu_server_beside_the_default_one(hub, artifacts,
         held = holders(hub)
         assert f"{name}/gpu" in held.values() and f"{name}/" not in held.values()
         # each server its own cgroup (CPU/memory limits apply per server)
-        records = {s: json.loads((hub.state_dir / "users" / name / "servers" / f"{s}.json").read_text())
-                   for s in ("default", "gpu")}
+        records = {s: json.loads(record_path(hub.state_dir, name, s).read_text()) for s in ("", "gpu")}
         cgroups = {s: set(r["cgroup_procs"]) for s, r in records.items()}
-        assert cgroups["gpu"] and cgroups["default"] and not cgroups["gpu"] & cgroups["default"]
+        assert cgroups["gpu"] and cgroups[""] and not cgroups["gpu"] & cgroups[""]
 
         # SSH: alice and alice+gpu land in their own server
         wait_for_ssh(hub)
