@@ -7,6 +7,7 @@ S1 is picked. The home page lists both with workspace, project, preset, device, 
 and, for ``gpu`` only (started under the limit), the countdown. SSH as ``alice`` and
 ``alice+gpu`` lands in each server (its preset, its device binding). Stopping ``gpu``
 from the home page stops it alone and frees its device; SSH then says it is not running.
+A fourth named server is refused (three per user by default) until one is deleted.
 Screenshots go to test-artifacts/newcomer/.
 """
 
@@ -158,6 +159,20 @@ def test_new_user_runs_a_named_gpu_server_beside_the_default_one(hub, artifacts,
         assert f"{name}/gpu" not in holders(hub).values()
         r = ssh(f"{name}+gpu", "true")
         assert r.returncode != 0 and "your server 'gpu' is not running" in r.stderr, r.stderr
+
+        # three named servers per user (spawner.named_servers_per_user): gpu and two more
+        for extra in ("b1", "b2"):
+            r = hub.request("PUT", f"/hub/api/users/{name}/servers/{extra}", token=token, json={})
+            assert r.status_code == 201, r.text
+        r = hub.request("PUT", f"/hub/api/users/{name}/servers/b3", token=token, json={})
+        assert r.status_code == 400 and "maximum of 3 named servers" in r.json()["message"], r.text
+        page.goto(f"{hub.url}/hub/home")
+        assert page.is_disabled("#gemhub-new-server-name")
+        assert "Delete a stopped one to make another" in page.inner_text("#gemhub-new-server")
+        page.once("dialog", lambda d: d.accept())
+        with page.expect_navigation():  # the page reloads once the hub has deleted it
+            row(page, "b2").locator(".gemhub-delete").click()
+        assert row(page, "b2").count() == 0 and page.is_enabled("#gemhub-new-server-name")
 
         # the data service's "Workspaces" link goes straight to the quota service
         page.goto(f"{hub.url}/services/data/")
