@@ -19,7 +19,16 @@ from . import domain, presets
 from .hubapi import spawn_background
 from .models import Membership, Workspace
 from .unixgroups import WorkspaceGroups
-from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
+from .workspaces import (
+    Workspaces,
+    admin_workspace_json,
+    member_json,
+    preset_limits_json,
+    project_json,
+    workspace_json,
+)
+
+MAX_MEMBER_FILTER = 200  # ?member= names in one admin listing (a page of the console's users)
 
 
 class QuotaMixin:
@@ -272,6 +281,51 @@ class ProjectAPI(QuotaAPIHandler):
         await self.in_store(lambda store: store.delete_project(ws_id, project_id))
         self.set_status(204)
         self.finish()
+
+
+class AdminWorkspacesAPI(QuotaAPIHandler):
+    """Every workspace with its members (hub admins: the hub's admin console reads it).
+    ``?search=`` matches a part of a workspace's or a member's name, ``?member=NAME``
+    (repeatable) keeps the workspaces those users belong to."""
+
+    async def get(self):
+        offset, limit = self.page_args()
+        await self.require_hub_admin(self.acting_user())
+        search = (self.get_query_argument("search", "") or "").strip()
+        if len(search) > domain.MAX_NAME:
+            raise BadRequest(f"search is at most {domain.MAX_NAME} characters (got {len(search)})")
+        members = tuple(dict.fromkeys(m.strip() for m in self.get_query_arguments("member") if m.strip()))
+        if len(members) > MAX_MEMBER_FILTER:
+            raise BadRequest(f"name at most {MAX_MEMBER_FILTER} members at once (got {len(members)})")
+
+        def page(store: Workspaces):
+            rows, total = store.every(search, members, offset, limit)
+            ids = [ws.id for ws in rows]
+            people, projects = store.members_of(ids), store.project_counts(ids)
+            return [admin_workspace_json(ws, people[ws.id], projects[ws.id]) for ws in rows], total
+
+        items, total = await self.in_store(page)
+        self.write_json(self.paginated(items, offset, limit, total))
+
+    async def require_hub_admin(self, actor: str) -> None:
+        if not await self.settings["hub_api"].is_admin(actor):
+            raise Forbidden("only hub administrators may list every workspace")
+
+
+class AdminWorkspaceAPI(AdminWorkspacesAPI):
+    """One workspace with its members and projects, for hub admins (no membership needed)."""
+
+    async def get(self, ws_id):
+        ws_id = self.id_arg(ws_id, "workspace id")
+        await self.require_hub_admin(self.acting_user())
+
+        def one(store: Workspaces):
+            ws, _ = store.view(ws_id, hub_admin=True)
+            item = admin_workspace_json(ws, store.members(ws), store.projects(ws, 0, 0)[1])
+            item["projects"] = [project_json(p) for p in store.projects(ws, 0, 10_000)[0]]
+            return item
+
+        self.write_json(await self.in_store(one))
 
 
 class ResolveAPI(QuotaAPIHandler):
