@@ -26,15 +26,23 @@ from gemhub.spawner.local.devices import AcceleratorConfigError, hub_devices
 ADMIN_ONLY = "only hub administrators may see or change the devices"
 
 
+def ledger_client(services) -> QuotaClient | None:
+    """The quota service as this hub reaches it (its own token: calls act for the admin)."""
+    quota = services.get("quota")
+    if quota is None or not quota.url or not quota.api_token:
+        return None
+    return QuotaClient(quota.url.rstrip("/") + quota.prefix, quota.api_token)
+
+
 class _Devices:
-    def initialize(self, state_dir: str, accelerators: dict, quota_url: str = "", quota_token: str = ""):
+    def initialize(self, state_dir: str, accelerators: dict):
         self.devices = hub_devices(state_dir, accelerators, self.log)
-        self.quota_url, self.quota_token = quota_url, quota_token
 
     async def _ledger(self, call):
-        if not self.quota_url:
+        client = ledger_client(self.services)
+        if client is None:
             raise web.HTTPError(503, "the device list comes from the quota service, which is not configured")
-        async with QuotaClient(self.quota_url, self.quota_token) as q:
+        async with client as q:
             try:
                 return await call(q)
             except QuotaError as e:

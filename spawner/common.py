@@ -19,7 +19,8 @@ from gemhub.spawner.admission import AdmissionMixin
 from gemhub.spawner.form import options_from_form, render_asset_choices, render_form
 from gemhub.spawner.accelerators import SpecError, default_registry, parse
 from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
-from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
+from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, check_server_name, parse_options
+from gemhub.spawner.summary import AcceleratorLabels
 
 
 def user_error(status: int, message: str) -> web.HTTPError:
@@ -32,8 +33,9 @@ def user_error(status: int, message: str) -> web.HTTPError:
 class _OfflineQuota:
     """Stand-in when no quota service is configured: the personal workspace only."""
 
-    async def resolve(self, user, workspace=None, project=None):
-        if workspace not in (None, "0", user) or project not in (None, "0", "default"):
+    async def resolve(self, user, workspace_id=None, project_id=None, workspace=None, project=None):
+        if workspace_id not in (None, 0) or project_id not in (None, 0) or \
+                workspace not in (None, user) or project not in (None, "default"):
             raise RequestError("no quota service is configured: only the personal workspace exists")
         return {"workspace": {"id": 0, "name": user}, "project": {"id": 0, "name": "default"}}
 
@@ -206,9 +208,19 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
                 if asyncio.iscoroutine(r):
                     await r
 
+    async def list_workspaces(self) -> list[dict]:
+        """The owner's workspaces with their projects (the spawn form, the hub's home page).
+        Raises HTTPError with the reason when the quota service refuses or is down."""
+        return await self._with_quota(lambda q: q.list_workspaces(self.user.name))
+
+    def accelerator_labels(self):
+        """People's words for presets' accelerators (the home page's servers):
+        runtimes with a device inventory refine them."""
+        return AcceleratorLabels(self.catalog)
+
     async def _render_options_form(self, spawner=None):
         try:
-            workspaces = await self._with_quota(lambda q: q.list_workspaces(self.user.name))
+            workspaces = await self.list_workspaces()
             note = ""
         except Exception as e:
             self.log.warning("cannot list workspaces of %s: %s", self.user.name, e)
@@ -232,11 +244,14 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
         self._allow_queue_wait()
         catalog = self.catalog
         try:
+            check_server_name(self.name)
             requested = parse_options(user_options, catalog)
         except RequestError as e:
             raise user_error(400, str(e)) from None
         resolved = await self._with_quota(
-            lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
+            lambda q: q.resolve(self.user.name, workspace_id=requested.workspace_id,
+                                project_id=requested.project_id, workspace=requested.workspace,
+                                project=requested.project)
         )
         workspace = resolved.get("workspace") or {}
         # The workspace's run-time limit (seed 001): the runtime turns it into a deadline.

@@ -28,7 +28,7 @@ from traitlets.config import Application
 
 from . import metrics
 from .auth import OAuthCallbackHandler, make_hub_auth
-from .db import make_engine, make_sessionmaker, run_migrations
+from .db import Database, make_engine, make_sessionmaker, run_migrations
 from .handlers import HealthHandler, NotFoundHandler, OpenAPIHandler
 from .openapi import OpenAPIRegistry
 
@@ -77,12 +77,13 @@ class GemService(Application):
         return os.path.abspath(os.environ.get("GEMHUB_STATE_DIR", "var"))
 
     db_url = Unicode(
-        help="SQLAlchemy URL of the service's database (default SQLite <state_dir>/db/<name>.sqlite)."
+        help="SQLAlchemy URL of the service's database (env GEMHUB_DATABASE_URL, so a password never"
+        " shows on the command line; default SQLite <state_dir>/db/<name>.sqlite)."
     ).tag(config=True)
 
     @default("db_url")
     def _default_db_url(self):
-        return f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite"
+        return os.environ.get("GEMHUB_DATABASE_URL") or f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite"
 
     base_url = Unicode(
         help="URL prefix the service is served under (JUPYTERHUB_SERVICE_PREFIX)."
@@ -99,15 +100,21 @@ class GemService(Application):
         return url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
 
     cookie_secret = Unicode(
-        help="Secret signing the service's OAuth and xsrf cookies (random per process by default)."
+        help="Secret signing the service's OAuth and xsrf cookies (env GEMHUB_COOKIE_SECRET, shared by"
+        " every replica of a service; else random per process)."
     ).tag(config=True)
 
     @default("cookie_secret")
     def _default_cookie_secret(self):
-        return secrets.token_hex(32)
+        return os.environ.get("GEMHUB_COOKIE_SECRET") or secrets.token_hex(32)
 
     die_with_hub = Bool(
         True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."
+    ).tag(config=True)
+
+    max_body_bytes = Integer(
+        2**20, help="Largest JSON request body the API accepts (bytes); bigger ones answer 413. "
+        "Upload chunks have their own limit (the file's size)."
     ).tag(config=True)
 
     aliases = {"port": "GemService.port", "db-url": "GemService.db_url", "state-dir": "GemService.state_dir"}
@@ -130,6 +137,7 @@ class GemService(Application):
         if self.migrations_dir is not None:
             run_migrations(self.engine, self.migrations_dir)
         self.sessionmaker = make_sessionmaker(self.engine, self.audit_model)
+        self.database = Database(self.sessionmaker)
 
     def extra_settings(self) -> dict:
         return {}
@@ -167,7 +175,8 @@ class GemService(Application):
             service_base_url=base,
             api_base_url=url_path_join(base, "api/v1"),
             hub_prefix=self.hub_prefix,
-            sessionmaker=self.sessionmaker,
+            database=self.database,
+            max_body_bytes=self.max_body_bytes,
             jinja_env=jinja_env,
             openapi=self.openapi(),
             cookie_secret=self.cookie_secret,
@@ -206,6 +215,7 @@ class GemService(Application):
                 await asyncio.wait_for(server.close_all_connections(), 5)
             except asyncio.TimeoutError:
                 self.log.warning("connections still open at exit")
+            self.database.close()
             self.engine.dispose()
             self.log.info("%s service stopped", self.service_name)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from typing import Any, Mapping, Sequence
 
+from gemhub.services.common import params
 from gemhub.services.common.errors import BadRequest
 from gemhub.spawner.accelerators import AcceleratorRequest, Allocation, Device, SpecError, VendorRegistry
 from gemhub.spawner.accelerators import format as format_spec
@@ -31,7 +32,6 @@ from gemhub.spawner.presets import Catalog, PresetError, parse_memory
 from . import quotas
 from .quotas import ACCEL, COUNTERS, CPU, KINDS, MEMORY, Amounts
 
-MAX_ID = 2**53  # ids travel through JSON and JavaScript; SQLite's INTEGER holds them
 MAX_KEY = 255
 MAX_HOLDER = 512
 MAX_CPU = Decimal(4096)
@@ -40,15 +40,9 @@ ASK_KEYS = {"workspace_id", "project_id", "kind", "preset", "spec", "cpu", "memo
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
 
 
-def bounded_int(value: Any, what: str, lo: int = 0, hi: int = MAX_ID) -> int:
-    """A whole number in [lo, hi] from JSON (an int, or its decimal text); else BadRequest."""
-    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{what} must be a whole number, not {value!r:.60}")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{what} must be between {lo} and {hi} (got {value})")
-    return value
+def bounded_int(value: Any, what: str, lo: int = 0, hi: int = params.INT64_MAX) -> int:
+    """A whole number in [lo, hi] (the services' one parser: services.common.params)."""
+    return params.whole(value, what, low=lo, high=hi)
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -99,7 +93,7 @@ def parse_priority(value: Any, levels: Mapping[str, int]) -> int | None:
     except BadRequest:
         names = ", ".join(f"{k} ({v})" for k, v in sorted(levels.items(), key=lambda kv: kv[1]))
         raise BadRequest(f"priority must be a whole number or a level name ({names}), "
-                         f"not {value!r:.60}") from None
+                         f"not {params.echo(value)}") from None
 
 
 def parse_ask(body: Any, catalog: Catalog | None, registry: VendorRegistry,
@@ -118,7 +112,7 @@ def parse_ask(body: Any, catalog: Catalog | None, registry: VendorRegistry,
     project = bounded_int(body["project_id"], "project_id", 1)
     kind = body.get("kind", "notebook")
     if kind not in KINDS:
-        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r:.60}")
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {params.echo(kind)}")
     key = _text(body["idempotency_key"], "idempotency_key", MAX_KEY)
     holder = _text(body["holder"], "holder", MAX_HOLDER)
     replace = body.get("replace", False)
@@ -160,7 +154,7 @@ def parse_ask(body: Any, catalog: Catalog | None, registry: VendorRegistry,
         cpu = Decimal(repr(preset.cpu))
     else:
         if isinstance(cpu_raw, bool) or not isinstance(cpu_raw, (int, float, str)):
-            raise BadRequest(f"cpu must be a number of cores, not {cpu_raw!r:.60}")
+            raise BadRequest(f"cpu must be a number of cores, not {params.echo(cpu_raw)}")
         if isinstance(cpu_raw, float) and not math.isfinite(cpu_raw):
             raise BadRequest("cpu must be a finite number")
         cpu = quotas._number(cpu_raw, "cpu")

@@ -18,9 +18,13 @@ class QuotaClient(ServiceClient):
     service = "quota"
     error = QuotaError
 
-    async def resolve(self, user: str, workspace: str | int | None = None, project: str | int | None = None) -> dict:
-        """{"workspace": {id, name, personal}, "project": {id, name}} for the user's request."""
-        return await self._call("GET", "resolve", {"user": user, "workspace": workspace, "project": project})
+    async def resolve(self, user: str, workspace_id: int | None = None, project_id: int | None = None,
+                      workspace: str | None = None, project: str | None = None) -> dict:
+        """{"workspace": {id, name, personal}, "project": {id, name}} for the user's request:
+        ids are looked up as ids, names only among the user's own workspaces (ids win)."""
+        return await self._call("GET", "resolve", {"user": user, "workspace_id": workspace_id,
+                                                   "project_id": project_id, "workspace": workspace,
+                                                   "project": project})
 
     async def list_workspaces(self, user: str | None = None) -> list[dict]:
         """The user's workspaces, each with its "projects"."""
@@ -54,3 +58,19 @@ class QuotaClient(ServiceClient):
         body: dict = {"maintenance": on}
         body.update({"device": device} if device is not None else {"node": node})
         return await self._call("POST", "devices", {"user": user}, body)
+
+    # -- hub admins (the hub's admin console acts for the admin with the service's token) --
+    async def every_workspace(self, user: str | None = None, search: str = "", members: list[str] | None = None,
+                              offset: int = 0, limit: int = 20) -> dict:
+        """A page of every workspace with its members: {"items": [...], "_pagination": {...}}."""
+        return await self._call("GET", "admin/workspaces", {
+            "user": user, "search": search or None, "member": list(members or []) or None,
+            "offset": offset, "limit": limit})
+
+    async def workspace_for_admin(self, ws_id: int, user: str | None = None) -> dict:
+        """One workspace with its members and projects, whoever's it is."""
+        return await self._call("GET", f"admin/workspaces/{int(ws_id)}", {"user": user})
+
+    async def update_workspace(self, ws_id: int, changes: dict, user: str | None = None) -> dict:
+        """PATCH a workspace (name; hub admins: allowed_presets, custom_spec, max_runtime_minutes)."""
+        return await self._call("PATCH", f"workspaces/{int(ws_id)}", {"user": user}, changes)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from gemhub.services.common import params
 from gemhub.services.common.errors import BadRequest
 
 from .quotas import KINDS
@@ -38,7 +39,7 @@ TIMEOUT = 10
 def validate_hook(kind: str, body: Any) -> tuple[str, str]:
     """(url, token) of a registration body; BadRequest with the reason otherwise."""
     if kind not in KINDS:
-        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r:.60}")
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {params.echo(kind)}")
     if not isinstance(body, dict) or set(body) - {"url", "token"}:
         raise BadRequest('send {"url": "http://...", "token": "..."}')
     url, token = body.get("url"), body.get("token")

@@ -4,7 +4,8 @@
   are logged and never fail the request that caused them);
 - the running servers (their user_options carry workspace_id/project_id), so a workspace
   or project is not deleted under a running server;
-- whether a user exists, before inviting them.
+- whether a user exists, before inviting them;
+- stopping a removed member's servers in the workspace they left.
 """
 
 from __future__ import annotations
@@ -94,8 +95,28 @@ class HubAPI:
             return True, f"the hub is stopping {user}/{server}"
         return False, f"the hub answered {r.status_code}: {r.text[:200]}"
 
-    async def sync_group(self, ws_id: int, members: Callable[[], list[str] | None]) -> None:
-        """Make group ws-<id> hold exactly ``members()`` (None: the workspace is gone: delete it).
+    async def stop_servers(self, user: str, workspace_id: int) -> list[str]:
+        """Stop every server of ``user`` that runs in workspace ``workspace_id`` (the hub
+        stops it in the background); returns their names. Raises Unavailable."""
+        model = await self._user(user)
+        stopped = []
+        for sname, s in ((model or {}).get("servers") or {}).items():
+            opts = s.get("user_options") or {}
+            if str(opts.get("workspace_id")) != str(workspace_id):
+                continue
+            path = f"/users/{quote(user, safe='')}/" + (f"servers/{quote(sname, safe='')}" if sname else "server")
+            try:
+                r = await self._request("DELETE", path)
+            except httpx.HTTPError as e:
+                raise Unavailable(f"cannot reach the hub to stop {user}'s server: {e}") from None
+            if r.status_code not in (202, 204, 404):
+                raise Unavailable(f"the hub answered {r.status_code} stopping {user}'s server {sname!r}")
+            stopped.append(sname)
+        return stopped
+
+    async def sync_group(self, ws_id: int, members: Callable[[], Awaitable[list[str] | None]]) -> None:
+        """Make group ws-<id> hold exactly ``await members()`` (None: the workspace is gone:
+        delete it).
 
         ``members`` is read inside a per-workspace lock so concurrent syncs apply in order.
         Best effort: errors are logged, never raised.
@@ -104,7 +125,7 @@ class HubAPI:
         name = quote(group_name(ws_id), safe="")
         async with lock:
             try:
-                wanted = members()
+                wanted = await members()
                 if wanted is None:
                     r = await self._request("DELETE", f"/groups/{name}")
                     if r.status_code not in (204, 404):
@@ -145,3 +166,9 @@ def spawn_background(coro: Awaitable) -> None:
 
 
 _background: set[asyncio.Task] = set()
+
+
+async def wait_background() -> None:
+    """Wait for every background task started so far (tests; nothing else needs to)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)

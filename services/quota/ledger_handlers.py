@@ -7,7 +7,6 @@ ledger transaction on the writer thread (:meth:`LedgerAPI.change`).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy import select
@@ -32,13 +31,8 @@ class LedgerMixin:
         return self.settings["ledger_config"]
 
     async def read(self, fn: Callable[[Any], T]) -> T:
-        sessionmaker = self.settings["sessionmaker"]
-
-        def work():
-            with sessionmaker() as s:
-                return fn(s)
-
-        return await asyncio.get_running_loop().run_in_executor(None, work)
+        """``fn(session)`` in the database's worker threads (services.common.db)."""
+        return await self.settings["database"].run(fn)
 
     async def change(self, fn: Callable[[Ledger], T], actor: str) -> T:
         return await self.settings["ledger"].run(fn, actor)
@@ -177,12 +171,10 @@ class AdmissionAPI(LedgerAPI):
             if not self.internal():  # GemHub's own callers release without a look first
                 await self._visible(ident, actor)
                 await self.require_hub_admin(actor, "release admissions")
-        reason = "released"
-        if self.request.body:
-            body = self.json_body()
-            reason = body.get("reason", reason)
-            if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
-                raise BadRequest("reason must be text of at most 500 characters")
+        body = self.json_body(default={})
+        reason = body.get("reason", "released")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+            raise BadRequest("reason must be text of at most 500 characters")
         config = self.config
 
         def release(ledger: Ledger):

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import Conflict, NotFound
 
@@ -45,6 +46,12 @@ def member_json(m: Membership) -> dict:
     return {"username": m.username, "role": m.role, "created": iso(m.created)}
 
 
+def admin_workspace_json(ws: Workspace, members: list[Membership], project_count: int) -> dict:
+    """A workspace as hub admins see it: no role of theirs, its members and project count."""
+    return {**workspace_json(ws, None), "members": [member_json(m) for m in members],
+            "project_count": project_count}
+
+
 class Workspaces:
     """Operations of one request: ``session`` and the acting user's name."""
 
@@ -60,14 +67,16 @@ class Workspaces:
                                           Membership.username == (username or self.actor))
         )
 
-    def get(self, ws_id: int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """The workspace and the actor's role in it: 404 if none, 403 if not allowed."""
+    def get(self, ws_id: int, action: str = domain.VIEW, label: str | None = None) -> tuple[Workspace, str]:
+        """The workspace and the actor's role in it: 404 if none *or not a member* (the same
+        answer, so ids and names of other workspaces are not revealed), 403 if the actor's
+        role does not allow ``action``. ``label`` names it in that 404 (default: the id)."""
         ws = self.db.get(Workspace, ws_id)
-        if ws is None:
-            raise NotFound(f"workspace {ws_id} does not exist")
-        role = self.role_in(ws)
+        role = self.role_in(ws) if ws is not None else None
+        if role is None:
+            raise NotFound(f"workspace {label or ws_id} does not exist")
         domain.require(role, action, ws.name)
-        return ws, role  # type: ignore[return-value]
+        return ws, role
 
     def view(self, ws_id: int, hub_admin: bool) -> tuple[Workspace, str | None]:
         """The workspace and the actor's role for its page: a hub admin who is not a member
@@ -79,19 +88,6 @@ class Workspaces:
             return ws, self.role_in(ws)
         return self.get(ws_id)
 
-    def find(self, ref: str | int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """A workspace by name (or id), for resolve and the CLI."""
-        ws = None
-        if isinstance(ref, str):
-            ws = self.db.scalar(select(Workspace).where(Workspace.name == ref.strip()))
-            if ws is None and ref.strip().isdigit():
-                ws = self.db.get(Workspace, int(ref))
-        else:
-            ws = self.db.get(Workspace, int(ref))
-        if ws is None:
-            raise NotFound(f"workspace {ref!r} does not exist")
-        return self.get(ws.id, action)
-
     def mine(self, offset: int = 0, limit: int = 200) -> tuple[list[tuple[Workspace, str]], int]:
         where = Membership.username == self.actor
         total = self.db.scalar(select(func.count()).select_from(Membership).where(where)) or 0
@@ -101,6 +97,34 @@ class Workspaces:
         ).all()
         return [(ws, role) for ws, role in rows], total
 
+    def every(self, search: str = "", members: tuple[str, ...] = (), offset: int = 0,
+              limit: int = 200) -> tuple[list[Workspace], int]:
+        """Every workspace, for hub admins (the caller checked): ``search`` matches a part of
+        its name or of a member's name; ``members`` keeps those one of them belongs to."""
+        q = select(Workspace)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            q = q.where(or_(Workspace.name.ilike(pattern, escape="\\"), Workspace.id.in_(
+                select(Membership.workspace_id).where(Membership.username.ilike(pattern, escape="\\")))))
+        if members:
+            q = q.where(Workspace.id.in_(
+                select(Membership.workspace_id).where(Membership.username.in_(members))))
+        total = self.db.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = list(self.db.scalars(q.order_by(Workspace.id).offset(offset).limit(limit)))
+        return rows, total
+
+    def members_of(self, ids: list[int]) -> dict[int, list[Membership]]:
+        """Members of several workspaces in one query."""
+        out: dict[int, list[Membership]] = {i: [] for i in ids}
+        for m in self.db.scalars(select(Membership).where(Membership.workspace_id.in_(ids)).order_by(Membership.id)):
+            out[m.workspace_id].append(m)
+        return out
+
+    def project_counts(self, ids: list[int]) -> dict[int, int]:
+        rows = self.db.execute(select(Project.workspace_id, func.count()).where(Project.workspace_id.in_(ids))
+                               .group_by(Project.workspace_id)).all()
+        return {i: 0 for i in ids} | {ws_id: n for ws_id, n in rows}
+
     def members(self, ws: Workspace) -> list[Membership]:
         return list(self.db.scalars(
             select(Membership).where(Membership.workspace_id == ws.id).order_by(Membership.id)))
@@ -109,7 +133,7 @@ class Workspaces:
         m = self.db.scalar(select(Membership).where(Membership.workspace_id == ws.id,
                                                     Membership.username == username))
         if m is None:
-            raise NotFound(f"{username!r} is not a member of workspace {ws.name!r}")
+            raise NotFound(f"{params.echo(username)} is not a member of workspace {ws.name!r}")
         return m
 
     def projects(self, ws: Workspace, offset: int = 0, limit: int = 200) -> tuple[list[Project], int]:
@@ -118,16 +142,24 @@ class Workspaces:
         items = list(self.db.scalars(select(Project).where(where).order_by(Project.id).offset(offset).limit(limit)))
         return items, total
 
-    def project(self, ws: Workspace, ref: str | int) -> Project:
-        p = None
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            p = self.db.get(Project, int(ref))
-            if p is not None and p.workspace_id != ws.id:
-                p = None
-        if p is None and isinstance(ref, str):
-            p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == ref.strip()))
+    def find_mine(self, name: str, action: str = domain.VIEW) -> tuple[Workspace, str]:
+        """One of the actor's own workspaces by name (never an id, never anyone else's)."""
+        ws = self.db.scalar(select(Workspace).join(Membership, Membership.workspace_id == Workspace.id)
+                            .where(Workspace.name == name, Membership.username == self.actor))
+        if ws is None:
+            raise NotFound(f"you are not a member of a workspace named {params.echo(name)}")
+        return self.get(ws.id, action)
+
+    def project_by_id(self, ws: Workspace, project_id: int) -> Project:
+        p = self.db.get(Project, project_id)
+        if p is None or p.workspace_id != ws.id:
+            raise NotFound(f"workspace {ws.name!r} has no project {project_id}")
+        return p
+
+    def project_by_name(self, ws: Workspace, name: str) -> Project:
+        p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == name))
         if p is None:
-            raise NotFound(f"project {ref!r} does not exist in workspace {ws.name!r}")
+            raise NotFound(f"workspace {ws.name!r} has no project named {params.echo(name)}")
         return p
 
     # -- the personal workspace --------------------------------------------------------
@@ -270,10 +302,15 @@ class Workspaces:
             self.db.commit()
         return m
 
-    def remove_member(self, ws_id: int, username: str) -> None:
+    def check_remove_member(self, ws_id: int, username: str) -> tuple[Workspace, Membership]:
+        """Whether the actor may remove ``username`` (4xx otherwise); changes nothing."""
         ws, my_role = self.get(ws_id)
         m = self.member(ws, username)
         domain.check_member_change(self.actor, my_role, username, m.role, None, self._owners(ws))
+        return ws, m
+
+    def remove_member(self, ws_id: int, username: str) -> None:
+        ws, m = self.check_remove_member(ws_id, username)
         audit_event(self.db, self.actor, "member.remove", f"workspace:{ws.id}", username=username, role=m.role)
         self.db.delete(m)
         self.db.commit()
@@ -302,7 +339,7 @@ class Workspaces:
 
     def rename_project(self, ws_id: int, project_id: int, name: object) -> Project:
         ws, _ = self.get(ws_id, domain.MANAGE_PROJECTS)
-        p = self.project(ws, project_id)
+        p = self.project_by_id(ws, int(project_id))
         name = domain.validate_name(name, "project name")
         if name == p.name:
             return p
@@ -315,7 +352,7 @@ class Workspaces:
 
     def delete_project(self, ws_id: int, project_id: int) -> None:
         ws, _ = self.get(ws_id, domain.MANAGE_PROJECTS)
-        p = self.project(ws, project_id)
+        p = self.project_by_id(ws, int(project_id))
         # The files under state/workspaces/<ws>/projects/<p>/ are kept (ids are never reused).
         audit_event(self.db, self.actor, "project.delete", f"project:{p.id}", workspace_id=ws.id, name=p.name)
         self.db.delete(p)

@@ -8,10 +8,10 @@ import datetime
 import os
 from pathlib import Path
 
-from traitlets import Bool, Integer, Unicode, default
+from traitlets import Float, Bool, Integer, Unicode, default
 
 from gemhub.services.common.app import GemService
-from gemhub.services.common.openapi import OpenAPIRegistry
+from gemhub.services.common.openapi import OpenAPIRegistry, nullable
 from gemhub.services.data.client import DataClient
 
 from . import handlers as h
@@ -25,10 +25,10 @@ HERE = Path(__file__).resolve().parent
 KEY = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "algorithm": {"type": "string"},
     "fingerprint": {"type": "string"}, "public_key": {"type": "string"}, "created": {"type": "string"},
-    "last_used": {"type": "string", "nullable": True}}}
+    "last_used": nullable({"type": "string"})}}
 STATUS = {"type": "object", "properties": {
     "has_password": {"type": "boolean"}, "locked": {"type": "boolean"},
-    "locked_until": {"type": "string", "nullable": True}, "failures": {"type": "integer"},
+    "locked_until": nullable({"type": "string"}), "failures": {"type": "integer"},
     "attempts_left": {"type": "integer"}, "connection": {"type": "object"}}}
 
 
@@ -44,6 +44,10 @@ class SSHService(GemService):
     aliases = {**GemService.aliases, "port": "SSHService.port"}
 
     ssh_host = Unicode("127.0.0.1", help="Address the SSH gateway listens on.").tag(config=True)
+    draft_recheck_seconds = Float(
+        15.0, help="How often an open SFTP session into a draft asks the data service again whether "
+        "its user may still write it (a removed member's session ends within this time).",
+    ).tag(config=True)
     ssh_port = Integer(2222, help="Port of the SSH gateway (0: any free port).").tag(config=True)
     public_host = Unicode(
         "", help="Host name shown to users in ssh commands (empty: the host the browser used)."
@@ -87,7 +91,7 @@ class SSHService(GemService):
         return [
             ("", h.IndexPage),
             ("api/v1/keys", h.KeysAPI),
-            (r"api/v1/keys/(\d+)", h.KeyAPI),
+            (r"api/v1/keys/([^/]+)", h.KeyAPI),
             ("api/v1/password", h.PasswordAPI),
             ("api/v1/status", h.StatusAPI),
         ]
@@ -102,14 +106,14 @@ class SSHService(GemService):
               response={"type": "object", "properties": {"items": {"type": "array", "items": KEY},
                                                          "_pagination": {"type": "object"}}})
         r.add("post", "/keys", "Register a public key (OpenSSH one-line form)", status=201, response=KEY,
-              errors=(400, 401, 409),
+              errors=(409,),
               request={"type": "object", "required": ["public_key"],
                        "properties": {"public_key": {"type": "string"}, "name": {"type": "string"}}})
-        r.add("delete", "/keys/{key_id}", "Delete one of the caller's keys", status=204, errors=(401, 404))
-        r.add("put", "/password", "Set the caller's SSH password", response=STATUS, errors=(400, 401),
+        r.add("delete", "/keys/{key_id}", "Delete one of the caller's keys", status=204)
+        r.add("put", "/password", "Set the caller's SSH password", response=STATUS,
               request={"type": "object", "required": ["password"],
                        "properties": {"password": {"type": "string", "minLength": 8}}})
-        r.add("delete", "/password", "Remove the caller's SSH password", status=204, errors=(401,))
+        r.add("delete", "/password", "Remove the caller's SSH password", status=204)
         r.add("get", "/status", "Lockout state and connection details of the caller", response=STATUS)
         return r
 
@@ -119,6 +123,8 @@ class SSHService(GemService):
         gateway = Gateway(
             credentials=self.credentials(), hub=HubClient(log=self.log), state_dir=self.state_dir,
             hub_url=self.hub_url, start_stopped=self.start_stopped, log=self.log, data=data,
+            database=self.database,
+            draft_recheck_seconds=self.draft_recheck_seconds,
         )
         host_key = await asyncio.get_running_loop().run_in_executor(None, load_host_key, Path(self.host_key_file))
         server = await start_gateway(gateway, self.ssh_host, self.ssh_port, host_key)

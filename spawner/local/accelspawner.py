@@ -1,18 +1,19 @@
 """The accelerator part of LocalGemSpawner (a mixin, so the spawner keeps small hooks only).
 
 - :meth:`choose_accelerator` (from ``apply_user_options``): the workspace's preset limits,
-  the custom spec permission, the spec parsed with the platform's registry, and a 400 for a
-  request no device here could ever hold;
-- :meth:`accelerator_env` (from the launch): the placement the quota service's ledger chose
-  in the admission (an :class:`Allocation`), MPS started when needed, and the environment
-  (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...);
-- the allocation is kept in the spawner's state (the launcher binds its device nodes; the
-  ledger is the record of who holds what, released with the admission).
+  the custom spec permission, the spec parsed with the platform's registry;
+- :meth:`accelerator_start` (from the launch): the placement the quota service's ledger
+  chose in the admission (an :class:`Allocation`), MPS started when needed, the environment
+  (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...) and the device nodes the sandbox
+  gets;
+- the allocation is saved in the spawner's state (the ledger is the record of who holds
+  what: it is released with the admission, in ``run_post_stop_hook``).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from traitlets import Dict, HasTraits
@@ -22,9 +23,21 @@ from gemhub.spawner.accelerators import SpecError
 from gemhub.spawner.accelerators.allocator import Allocation
 from gemhub.spawner.common import user_error
 from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices
-from gemhub.spawner.local.mps import MpsError
+from gemhub.spawner.local.devnodes import DeviceNodeError
+from gemhub.spawner.local.mps import SANDBOX_PIPE_DIR, MpsError
+from gemhub.spawner.local.sandbox import Allotment, Bind
 from gemhub.spawner.presets import PresetError, choose_accelerator
 from gemhub.spawner.request import RequestedOptions, RequestError
+from gemhub.spawner.summary import AcceleratorLabels
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What a server gets for its allocation: variables, device nodes, extra binds."""
+
+    env: dict[str, str]
+    allotment: Allotment
+    binds: tuple[Bind, ...] = ()
 
 
 class AcceleratorMixin(HasTraits):
@@ -69,6 +82,10 @@ class AcceleratorMixin(HasTraits):
             raise RequestError(f"{what} cannot run on this platform: {reason}")
         return request
 
+    def accelerator_labels(self):
+        """The spawn page's words for accelerators ("1 × RTX4090 (24 GiB each) · simulated")."""
+        return AcceleratorLabels(self.catalog, self.devices)
+
     def form_accelerators(self, catalog) -> dict[str, Any]:
         """render_form's accelerator arguments: labels, presets that can never run, admin."""
         devices = self.devices
@@ -82,22 +99,32 @@ class AcceleratorMixin(HasTraits):
                      for p in catalog.presets if not p.request.none}
         return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
 
-    async def accelerator_env(self, request, admission: Mapping[str, Any] | None) -> dict[str, str]:
-        """The server's device environment from the placement of its admission."""
+    async def accelerator_start(self, request, account: tuple[str, int, int] | None = None) -> "DevicePlan":
+        """The devices the ledger placed ``request`` on (the admission's placement): the
+        server's device variables, device nodes and binds (the MPS pipe folder).
+        ``account``: (name, uid, gid) it runs as (None when the hub is not root)."""
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
-        placement = (admission or {}).get("placement")
+        placement = (self.admission or {}).get("placement")
         if not request.none and placement is None:
             raise user_error(503, "accelerators are handed out by the quota service, which is not configured")
         self.allocation = Allocation.from_json(placement) if placement else None
         try:
-            await self.devices.prepare_mps(self.allocation)
+            pipe = await self.devices.prepare_mps(self.allocation, *account) if account else None
+            with self._inventory_errors():
+                allotment = self.devices.allotment(self.allocation)
         except MpsError as e:
             self.log.error("MPS for %s: %s", self._log_name, e)
             raise user_error(503, "the GPU sharing service (MPS) could not be started; "
                              "ask an administrator") from None
+        except DeviceNodeError as e:
+            self.log.error("device nodes for %s: %s", self._log_name, e)
+            raise user_error(503, f"your accelerator cannot be attached: {e}") from None
+        binds = (Bind(str(pipe), SANDBOX_PIPE_DIR, "rw"),) if pipe is not None else ()
         with self._inventory_errors():
-            return self.devices.env(request, self.allocation)
+            env = self.devices.env(request, self.allocation,
+                                   mps_pipe_dir=SANDBOX_PIPE_DIR if pipe is not None else None)
+        return DevicePlan(env=env, allotment=allotment, binds=binds)
 
     # -- state: chained through super() by LocalGemSpawner's own methods -------------------
     def load_state(self, state):

@@ -1,6 +1,6 @@
 """The local runtime's device adapter: inventory choice, descriptions, environment and MPS
 for a placement, and the spawner's state. (Placement and maintenance marks are the quota
-service's ledger: tests/unit/test_quota_ledger.py.)"""
+service's ledger: tests/unit/test_quota_ledger_service.py.)"""
 
 from __future__ import annotations
 
@@ -81,6 +81,11 @@ def test_check_config_reports_bad_simulated_entries_and_vendor_overrides():
         check_config({"vendors": {"nvidia": {"models": {"X": {"memory_mib": "lots"}}}}})
 
 
+def test_describe_labels_simulated_devices_before_anything_else_read_the_inventory(tmp_path):
+    fresh = LocalDevices(CONFIG, str(tmp_path))  # as on the first spawn page after a hub start
+    assert fresh.describe(parse("1(A100-80G)")) == "1 × A100-80G (80 GiB each) · simulated"
+
+
 def test_never_fits_and_describe(devs):
     assert "A100-80G" in devs.never_fits(parse("2(A100-80G)"))
     assert devs.never_fits(parse("1(910B)")) is None and devs.never_fits(parse("0")) is None
@@ -96,7 +101,7 @@ async def test_environment_for_none_whole_and_fraction(devs, caplog):
     assert json.loads(env["GEMHUB_ACCELERATOR"])["devices"] == []
     a = place(devs, "0.5(A100-80G)", "server:a/")
     caplog.set_level("INFO")
-    await devs.prepare_mps(a)
+    assert await devs.prepare_mps(a, "gem-a", 1000, 1000) is None
     assert "simulated device: no MPS daemon" in caplog.text
     env = devs.env(parse("0.5(A100-80G)"), a)
     assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=40960M"
@@ -119,18 +124,21 @@ async def test_mps_daemon_started_once_per_real_device(tmp_path, monkeypatch):
     d = LocalDevices({"inventory": "nvml"}, str(tmp_path / "state"),
                      nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
     held = []
-    for holder in ("server:a/", "server:b/"):
+    for holder in ("server:a/", "server:b/"):  # one account, two servers: one daemon
         a = place(d, "0.25(A100-80G)", holder, held)
         held.append(a)
-        await d.prepare_mps(a)
-    pipe = tmp_path / "state" / "mps" / "local_0" / "pipe"
-    assert record.read_text().splitlines() == [f"-d GPU-1234 {pipe}"]
-    env = d.env(parse("0.25(A100-80G)"), a)
-    assert env["CUDA_MPS_PIPE_DIRECTORY"] == str(pipe) and env["CUDA_VISIBLE_DEVICES"] == "GPU-1234"
+        got = await d.prepare_mps(a, "gem-a", 4242, 4243)
+    pipe = tmp_path / "state" / "mps" / "local_0" / "gem-a" / "pipe"
+    assert got == pipe and record.read_text().splitlines() == [f"-d GPU-1234 {pipe}"]
+    for folder in (pipe, pipe.parent, pipe.parent / "log"):  # the account's alone
+        st = folder.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4243, 0o700)
+    env = d.env(parse("0.25(A100-80G)"), a, mps_pipe_dir="/run/nvidia-mps")
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == "/run/nvidia-mps" and env["CUDA_VISIBLE_DEVICES"] == "GPU-1234"
     whole = LocalDevices({"inventory": "nvml"}, str(tmp_path / "state2"),
                          nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
     w = place(whole, "1", "server:c/")
-    await whole.prepare_mps(w)  # whole devices need no MPS
+    assert await whole.prepare_mps(w, "gem-c", 4244, 4244) is None  # whole devices need no MPS
     assert "CUDA_MPS_PIPE_DIRECTORY" not in whole.env(parse("1"), w)
     assert len(record.read_text().splitlines()) == 1
 
@@ -152,9 +160,9 @@ async def test_spawner_state_keeps_the_allocation_across_a_restart(tmp_path):
                                hub=types.SimpleNamespace(base_url="/hub/", api_url="http://x/hub/api"))
 
     sp = spawner()
-    env = await sp.accelerator_env(parse("1(A100-80G)"), {"placement": place(sp.devices, "1(A100-80G)",
-                                                                               "server:alice/").to_json()})
-    assert env["CUDA_VISIBLE_DEVICES"] == "0"
+    sp.admission = {"placement": place(sp.devices, "1(A100-80G)", "server:alice/").to_json()}
+    plan = await sp.accelerator_start(parse("1(A100-80G)"))
+    assert plan.env["CUDA_VISIBLE_DEVICES"] == "0"
     sp.admission_id = 7
     state = sp.get_state()
     assert state["accelerator_allocation"]["device_ids"] == ["local/0"] and state["admission_id"] == 7
@@ -175,10 +183,10 @@ async def test_a_device_request_without_a_ledger_is_a_503(tmp_path):
                          orm_spawner=types.SimpleNamespace(user_options={}, name="", state=None, server=None),
                          hub=types.SimpleNamespace(base_url="/hub/", api_url="http://x/hub/api"))
     with pytest.raises(web.HTTPError) as e:
-        await sp.accelerator_env(parse("1(A100-80G)"), None)
+        await sp.accelerator_start(parse("1(A100-80G)"))
     assert e.value.status_code == 503 and "quota service" in e.value.jupyterhub_message
-    env = await sp.accelerator_env(parse("0"), None)  # nothing to place: no ledger needed
-    assert env["NVIDIA_VISIBLE_DEVICES"] == "none"
+    plan = await sp.accelerator_start(parse("0"))  # nothing to place: no ledger needed
+    assert plan.env["NVIDIA_VISIBLE_DEVICES"] == "none"
 
 
 async def test_missing_mps_binary_is_a_clear_error(tmp_path, monkeypatch):
@@ -189,7 +197,7 @@ async def test_missing_mps_binary_is_a_clear_error(tmp_path, monkeypatch):
                      nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
     a = place(d, "0.5", "server:a/")
     with pytest.raises(MpsError, match="nvidia-cuda-mps-control is not installed"):
-        await d.prepare_mps(a)
+        await d.prepare_mps(a, "gem-a", 1000, 1000)
 
 
 async def test_a_server_holding_npus_sees_no_gpus(devs):
