@@ -74,3 +74,26 @@ class QuotaClient(ServiceClient):
     async def update_workspace(self, ws_id: int, changes: dict, user: str | None = None) -> dict:
         """PATCH a workspace (name; hub admins: allowed_presets, custom_spec, max_runtime_minutes)."""
         return await self._call("PATCH", f"workspaces/{int(ws_id)}", {"user": user}, changes)
+
+    # -- quotas (hub admins; the console acts for the admin) ------------------------------
+    async def quotas_overview(self, user: str | None = None) -> list[dict]:
+        """Every workspace's quota, usage, cohort and counts of running and waiting entries."""
+        return (await self._call("GET", "quotas", {"user": user}))["items"]
+
+    async def usage(self, ws_id: int, user: str | None = None) -> dict:
+        """A workspace's quota, used, free, and who runs and who waits."""
+        return await self._call("GET", f"workspaces/{int(ws_id)}/usage", {"user": user})
+
+    async def set_quota(self, ws_id: int, body: dict, user: str | None = None) -> dict:
+        """PUT a workspace's quota, borrowing limits, cohort or maximum priority."""
+        return await self._call("PUT", f"workspaces/{int(ws_id)}/quota", {"user": user}, body)
+
+    async def priorities(self, user: str | None = None) -> dict:
+        """The priority levels and every user an admin gave a priority."""
+        return await self._call("GET", "priorities", {"user": user})
+
+    async def set_priority(self, username: str, priority, user: str | None = None) -> dict:
+        from urllib.parse import quote
+
+        return await self._call("PUT", f"priorities/{quote(username, safe='')}", {"user": user},
+                                {"priority": priority})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gemhub.services.common.openapi import OpenAPIRegistry
+from gemhub.services.common.openapi import ID, PAGE, OpenAPIRegistry
 
 NUMBER = {"type": ["number", "string"]}
 LIMITS = {"type": "object", "properties": {
@@ -36,7 +36,7 @@ def add_ledger_operations(r: OpenAPIRegistry) -> None:
     ws = "/workspaces/{ws_id}"
     r.add("post", "/admissions", "Ask for an admission (the spawner's and services' call, with the quota "
           "service's token and ?user=): admitted with its placement, or queued with its position",
-          status=201, response=ADMISSION, errors=(400, 401, 403, 404, 409, 503),
+          status=201, response=ADMISSION, errors=(409,),
           query={"user": {"type": "string"}},
           request={"type": "object", "required": ["workspace_id", "project_id", "idempotency_key", "holder"],
                    "properties": {"workspace_id": {"type": "integer"}, "project_id": {"type": "integer"},
@@ -48,25 +48,23 @@ def add_ledger_operations(r: OpenAPIRegistry) -> None:
     r.add("get", "/admissions", "Ledger entries of the caller's workspaces (hub admins: all)",
           response=page_of(ADMISSION),
           query={"state": {"type": "string", "enum": ["open", "queued", "admitted", "ended", "all"]},
-                 "workspace_id": {"type": "integer"}, "for_user": {"type": "string"}, "holder": {"type": "string"},
-                 "offset": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 0}})
+                 "workspace_id": ID, "for_user": {"type": "string"}, "holder": {"type": "string"}, **PAGE})
     r.add("get", "/admissions/{admission_id}", "One ledger entry (with its queue position while it waits)",
           response=ADMISSION)
-    r.add("delete", "/admissions/{admission_id}", "Release an entry or leave the queue (idempotent)",
-          response=ADMISSION, errors=(400, 401, 403, 404, 503))
+    r.add("delete", "/admissions/{admission_id}", "Release an entry or leave the queue (idempotent); "
+          "an optional body {\"reason\": ...}", response=ADMISSION)
     r.add("get", "/admissions/{admission_id}/events", "The entry's history", response=page_of({"type": "object"}))
     r.add("get", "/quotas", "Every workspace's quota and usage (hub admins)", response=page_of(QUOTA))
     r.add("get", f"{ws}/quota", "A workspace's quota, borrowing limits, cohort and maximum priority",
           response=QUOTA)
     r.add("put", f"{ws}/quota", "Set them (hub admins); null removes a limit", response=QUOTA,
-          errors=(400, 401, 403, 404, 503),
           request={"type": "object", "properties": {"quota": LIMITS, "borrowing": LIMITS,
                                                     "cohort": {"type": ["string", "null"]},
                                                     "max_priority": PRIORITY}})
     r.add("get", f"{ws}/usage", "Quota, used, free, and who uses what (members)", response={"type": "object"})
     r.add("get", ws + "/members/{username}/quota", "A member's personal limits", response={"type": "object"})
     r.add("put", ws + "/members/{username}/quota", "Set a member's personal limits (owners, admins)",
-          request=LIMITS, response={"type": "object"}, errors=(400, 401, 403, 404, 503))
+          request=LIMITS, response={"type": "object"})
     r.add("delete", ws + "/members/{username}/quota", "Remove a member's personal limits", status=204)
     r.add("get", "/priorities", "Priority levels and users' priorities (hub admins)", response={"type": "object"})
     r.add("put", "/priorities/{username}", "Set a user's priority (hub admins)", response={"type": "object"},

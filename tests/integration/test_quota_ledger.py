@@ -452,3 +452,48 @@ def test_gemhub_quota_set_and_show(ledger_hub):
     assert "only hub administrators may set a workspace's quota" in err
     for e in (waiting, entry):
         release(url, token, e["id"], member)
+
+
+def admin_session(hub) -> httpx.Client:
+    """The hub admin logged in with a browser's cookies (for the admin console's forms)."""
+    import re
+
+    c = httpx.Client(base_url=hub.url, timeout=60, follow_redirects=False)
+    page = c.get("/hub/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    r = c.post("/hub/login", data={"username": "admin", "password": hub.admin_password,
+                                   **({"_xsrf": xsrf.group(1)} if xsrf else {})})
+    assert r.status_code == 302, r.text
+    return c
+
+
+def test_the_console_quotas_tab(ledger_hub):
+    import re
+
+    ws = new_workspace(ledger_hub)
+    admin = admin_session(ledger_hub)
+    try:
+        page = admin.get("/hub/gemhub/admin/quotas", params={"search": str(ws["id"])})
+        assert page.status_code == 200, page.text
+        assert f'data-workspace-id="{ws["id"]}"' in page.text and 'id="gemhub-priority-form"' in page.text
+        detail = admin.get(f"/hub/gemhub/admin/quotas/{ws['id']}")
+        assert detail.status_code == 200 and 'id="gemhub-quota-form"' in detail.text
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', detail.text).group(1)
+        form = {"_xsrf": xsrf, "action": "set-quota", "workspace_id": str(ws["id"]), "cpu": "6", "memory": "24G",
+                "environments": "", "jobs": "2", "inference": "", "accelerators": "A100-80G=2, RTX4090=0.5",
+                "cohort": "", "borrowing": "", "max_priority": "high"}
+        r = admin.post(f"/hub/gemhub/admin/quotas/{ws['id']}", data=form)
+        assert r.status_code == 303 and "notice=" in r.headers["location"], r.text
+        q = api(ledger_hub, "GET", f"workspaces/{ws['id']}/quota", ledger_hub.admin_token).json()
+        assert q["quota"]["cpu"] == "6" and q["quota"]["accelerators"] == {"A100-80G": "2", "RTX4090": "0.5"}
+        assert q["max_priority"] == 200 and q["quota"]["jobs"] == 2
+        # a wrong value comes back with the service's reason; nothing changes
+        r = admin.post(f"/hub/gemhub/admin/quotas/{ws['id']}", data={**form, "accelerators": "MI210=0.5"})
+        assert r.status_code == 400 and "MI210 devices cannot be shared" in r.text
+        assert api(ledger_hub, "GET", f"workspaces/{ws['id']}/quota", ledger_hub.admin_token).json() == q
+        r = admin.post("/hub/gemhub/admin/quotas", data={"_xsrf": xsrf, "action": "set-priority",
+                                                         "user": ws["owner"], "priority": "low"})
+        assert r.status_code == 303, r.text
+        assert f'data-user="{ws["owner"]}"' in admin.get("/hub/gemhub/admin/quotas").text
+    finally:
+        admin.close()
