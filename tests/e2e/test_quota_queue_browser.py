@@ -10,7 +10,7 @@ import os
 import pytest
 
 from browser import chromium_page, signup_and_login
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -60,11 +60,11 @@ def test_second_spawn_waits_for_quota_and_starts_by_itself(ledger_hub, artifacts
             page.wait_for_selector(".jp-Launcher, .jp-LabShell", timeout=60_000)
             page.screenshot(path=str(shots / "03-started-by-itself.png"), full_page=True)
         env = hub.api("GET", f"/users/{second}").json()["servers"][""]
-        assert env["ready"] and env["user_options"]["workspace"] == team
+        assert env["ready"] and env["user_options"]["workspace_id"] == ws
     finally:
         for name in (first, second):
             hub.api("DELETE", f"/users/{name}/server")
         for name in (first, second):
             hub.wait_stopped(name)
             if os.geteuid() == 0:
-                accounts.remove_empty_groups(accounts.remove_user(accounts.unix_name(name)))
+                accounts.remove_empty_groups(accounts.remove_user(names.unix_name(name)))

@@ -198,7 +198,7 @@ class LedgerQuota:
 
     released: list[int] = []
 
-    async def resolve(self, user, workspace=None, project=None):
+    async def resolve(self, user, workspace_id=None, project_id=None, workspace=None, project=None):
         return {"workspace": {"id": 5, "name": "vision"}, "project": {"id": 12, "name": "detector"}}
 
     async def list_workspaces(self, user):

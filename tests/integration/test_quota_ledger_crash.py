@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import unique_name
 from ledgerproc import quota_token
 
@@ -98,4 +98,4 @@ def test_hub_killed_between_admission_and_state_write(ledger_hub):
         hub.wait_stopped(other)
         if os.geteuid() == 0:
             for n in (name, other):
-                accounts.remove_empty_groups(accounts.remove_user(accounts.unix_name(n)))
+                accounts.remove_empty_groups(accounts.remove_user(names.unix_name(n)))
