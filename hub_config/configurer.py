@@ -293,6 +293,8 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "cookie_secret_file": f"{state}/secrets/jupyterhub_cookie_secret",
             "log_level": hub["log_level"],
             "cleanup_servers": True,
+            # gzip the hub's pages and API answers (the proxy passes them through as they are)
+            "tornado_settings": {"compress_response": True},
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
             "services": [
