@@ -145,6 +145,7 @@ class UploadAPI(UploadMixin, DataAPIHandler):
     def on_finish(self):
         if self._announced is not None:  # refused, or over: a chunk waiting for it goes on
             self._announced.finish(False)
+        super().on_finish()
 
     async def put(self, uid):
         writer, self.writer = self.writer, None

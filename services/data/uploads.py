@@ -57,6 +57,25 @@ def _start_writeback(fd: int) -> None:
         _SFR(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
+_IOV_BATCH = 512  # pwritev takes at most IOV_MAX (1024 on Linux) buffers
+
+
+def _pwrite_all(fd: int, pieces: list[bytes], position: int) -> int:
+    """Write ``pieces`` at ``position``, all of them (short writes retried); the byte count."""
+    written = 0
+    for i in range(0, len(pieces), _IOV_BATCH):
+        batch = pieces[i:i + _IOV_BATCH]
+        size = sum(len(p) for p in batch)
+        done = os.pwritev(fd, batch, position + written)
+        if done < size:  # a short write: the rest in one buffer
+            rest = memoryview(b"".join(batch))[done:]
+            while rest:
+                n = os.pwrite(fd, rest, position + written + done)
+                rest, done = rest[n:], done + n
+        written += size
+    return written
+
+
 class UploadStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -318,13 +337,7 @@ class ChunkWriter:
         if s.failed is not None:
             return
         try:
-            total = sum(len(p) for p in pieces)
-            done = os.pwritev(s.fd, pieces, position)
-            if done < total:  # a short write: the rest one by one
-                rest = memoryview(b"".join(pieces))[done:]
-                while rest:
-                    n = os.pwrite(s.fd, rest, position + done)
-                    rest, done = rest[n:], done + n
+            total = _pwrite_all(s.fd, pieces, position)
             if s.hasher is not None:
                 for piece in pieces:
                     s.hasher.update(piece)

@@ -229,3 +229,28 @@ def test_writer_asks_the_network_to_wait_when_writing_lags(tmp_path, monkeypatch
         f.result(timeout=30)
     w.abort()
     assert store.received("p4") == 0
+
+
+def test_many_small_pieces_are_written_whole(tmp_path):
+    """Tiny network reads make more pieces than pwritev takes at once (IOV_MAX)."""
+    store = UploadStore(tmp_path)
+    store.create("p5")
+    w = store.writer("p5", 0, len(DATA), len(DATA))
+    for i in range(0, len(DATA), 512):
+        w.write(DATA[i:i + 512])
+    assert w.commit() == len(DATA) and store.part("p5").read_bytes() == DATA
+    assert store.sha256("p5", len(DATA)) == SHA
+
+
+def test_chunk_handler_gives_its_database_session_back():
+    """A chunk handler ends its announcement and closes its session like every handler
+    (a pipelining client otherwise runs the service out of database connections)."""
+    from gemhub.services.data.upload_handlers import UploadAPI
+    from gemhub.services.data.uploads import Announced
+
+    closed = []
+    handler = object.__new__(UploadAPI)
+    handler._db = type("Session", (), {"close": lambda self: closed.append(True)})()
+    handler._announced = Announced(0, 10)
+    handler.on_finish()
+    assert closed == [True] and handler._announced.done.result() is False
