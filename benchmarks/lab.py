@@ -205,7 +205,7 @@ class ServerCPU:
 
 def _gemhub_pids(hub: BenchHub, name: str) -> dict[str, int]:
     """The hub, its proxy and the user's single-user server."""
-    from gemhub.spawner.local.accounts import unix_name
+    from gemhub.spawner.local.names import unix_name
 
     hub_proc = psutil.Process(hub.proc.pid)
     pids = {"hub": hub_proc.pid}

@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="chunk size in MiB (default: what the data service suggests)")
     ap.add_argument("--profile", action="store_true",
                     help="also one chunk at a time, straight to the data service, and curl as the client")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (the hub's log)")
     args = ap.parse_args(argv)
     size = (args.size_mb or (200 if args.quick else 1000)) * MB
     runs = args.runs or (2 if args.quick else 3)
@@ -331,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 for side in sides), file=sys.stderr, flush=True)
     finally:
         hub.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            (workdir / "payload.bin").unlink(missing_ok=True)
+            print(f"hub log: {hub.log_path}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     load_after = round(os.getloadavg()[0], 2)
 
     rows = {side: _row(LABELS[side], size, rs) for side, rs in results.items()}
