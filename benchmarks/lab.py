@@ -17,7 +17,7 @@ Loads alternate sides (GemHub first on even rounds, plain first on odd ones), co
 interleaved. Median and max are reported; the ratios are GemHub's median over plain's.
 
     .venv/bin/python benchmarks/lab.py            # 7 cold + 7 warm loads a side, 3 spawns a side
-    .venv/bin/python benchmarks/lab.py --quick    # 2 + 2 loads, 1 spawn a side (about a minute)
+    .venv/bin/python benchmarks/lab.py --quick    # 2 + 2 loads, 1 spawn a side (1-2 minutes)
     .venv/bin/python benchmarks/lab.py --trace t.json   # also every request of one load of each kind
 
 Last line: {"ratio_cold", "ratio_warm", "gemhub_cold_ms", "stock_cold_ms", "spawn_to_launcher_s", ...}
@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 cold + 2 warm loads and 1 spawn a side")
     ap.add_argument("--loads", type=int, default=None, help="cold and warm loads a side (default 7, quick 2)")
-    ap.add_argument("--spawns", type=int, default=None, help="fresh spawns a side (default 3, quick 1)")
+    ap.add_argument("--spawns", type=int, default=None,
+                    help="fresh spawns a side (default 3, quick 1; 0: GemHub's server still starts, unmeasured)")
     ap.add_argument("--trace", type=Path, default=None, help="write every request of one load of each kind here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (hub and lab logs)")
     args = ap.parse_args(argv)
