@@ -9,7 +9,10 @@ Confinement: every client path is mapped into the draft and each component on th
 checked not to be a link (the draft can hold none: links cannot be made here, uploads and
 extraction refuse them), so nothing outside can be named. Files are written by the
 gateway's own user, like the data service's browser uploads, so publishing and extraction
-treat both alike; modes and owners sent by the client are ignored (no setuid files).
+treat both alike; modes and owners sent by the client are ignored (no setuid files). No
+account can reach a draft on disk (the state directory is root's), so nothing but this
+code and the data service ever writes there, and neither makes links: the checked path is
+the path used.
 
 While the session is open it holds a shared lock on the draft's lock file; publishing takes
 the same lock exclusively and is refused while any session holds it, so a published
@@ -43,8 +46,10 @@ if TYPE_CHECKING:
     from .gateway import GatewayServer
 
 _DRAFT_LOGIN = re.compile(r"(dataset|model)-([0-9]{1,12})-([0-9]{1,9})")
-DIR_MODE = 0o755
-FILE_MODE = 0o644
+# private to the services, like everything in the state directory (published versions are
+# made world-readable (0555/0444) by the data service, for the read-only mounts)
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -243,8 +248,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
     assert target is not None
 
     def refused(message: str) -> asyncssh.ChannelOpenError:
-        gateway.credentials.record_event(user, "draft.refused", draft=target.label, reason=message,
-                                         source=server.source)
+        gateway.record(user, "draft.refused", draft=target.label, reason=message, source=server.source)
         return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, message)
 
     if gateway.data is None:
@@ -261,7 +265,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
         gateway.log.exception("SFTP login of %s into %s failed", user, target.label)
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                         "gemhub: internal error in the SSH gateway") from None
-    gateway.credentials.record_event(user, "session.draft", draft=target.label, source=server.source)
+    gateway.record(user, "session.draft", draft=target.label, source=server.source)
     watch = asyncio.ensure_future(_watch_access(server, target))
 
     def closed() -> None:
@@ -286,8 +290,8 @@ async def _watch_access(server: "GatewayServer", target: DraftTarget) -> None:
         except DataError as e:
             if e.status is not None and 400 <= e.status < 500:
                 gateway.log.info("closing %s's SFTP session into %s: %s", server.user, target.label, e.message)
-                gateway.credentials.record_event(server.user, "draft.revoked", draft=target.label,
-                                                 reason=e.message, source=server.source)
+                gateway.record(server.user, "draft.revoked", draft=target.label, reason=e.message,
+                               source=server.source)
                 server.conn.close()
                 return
             # the data service is unreachable right now: keep the session, ask again later
