@@ -305,6 +305,8 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "cookie_secret_file": f"{state}/secrets/jupyterhub_cookie_secret",
             "log_level": hub["log_level"],
             "cleanup_servers": True,
+            # gzip the hub's pages and API answers (the proxy passes them through as they are)
+            "tornado_settings": {"compress_response": True},
             # Named servers (alice+gpu over SSH): JupyterHub's own limit counts named ones only;
             # 0 turns them off rather than meaning "unlimited" as it does in JupyterHub.
             "allow_named_servers": cfg["spawner"]["named_servers_per_user"] > 0,

@@ -184,6 +184,8 @@ class GemService(Application):
             default_handler_class=NotFoundHandler,
             log_function=lambda handler: self._log_request(handler),
             service_app=self,
+            # gzip pages and JSON (text types only: file downloads are octet-stream)
+            compress_response=True,
         )
         settings.update(self.extra_settings())
         return web.Application(routes, **settings)
