@@ -280,3 +280,38 @@ class Library:
         image.tags.remove(existing)
         audit_event(self.db, self.actor, "image.untag", f"image:{image.id}", tag=tag)
         self.db.commit()
+
+
+def sync_official(session: Session, catalog: Mapping[str, Any]) -> list[int]:
+    """Record the catalog's images (name, description, accelerators) and queue a build of
+    each autobuild image whose current recipe has no version; returns the queued ids."""
+    queued = []
+    by_key = {i.official_key: i for i in session.scalars(select(Image).where(Image.kind == "official"))}
+    for key, entry in catalog.items():
+        image = by_key.get(key)
+        if image is None:
+            image = Image(kind="official", name=key, official_key=key, workspace_id=None, workspace_name="",
+                          visibility="public", created_by="platform", created=utcnow())
+            session.add(image)
+        image.description = f"{entry.title}\n\n{entry.description}".strip()
+        image.accelerators = list(entry.accelerators)
+        image.cluster_only = int(entry.cluster_only)
+        session.flush()
+        if not entry.autobuild or entry.cluster_only:
+            continue
+        current = [v for v in image.versions if v.recipe == entry.recipe and v.state in ("succeeded", *ACTIVE)]
+        if current:
+            continue
+        number = (session.scalar(select(func.max(ImageVersion.number)).where(ImageVersion.image_id == image.id))
+                  or 0) + 1
+        v = ImageVersion(image_id=image.id, number=number, state="queued", recipe=entry.recipe, hints=[],
+                         note=f"recipe {entry.recipe[:16]} of images/{key}", created_by="platform", created=utcnow())
+        session.add(v)
+        session.flush()
+        audit_event(session, "platform", "image.build", f"image:{image.id}", version=number, recipe=entry.recipe)
+        queued.append(v.id)
+    for key, image in by_key.items():
+        if key not in catalog and image.description and not image.description.startswith("(removed"):
+            image.description = f"(removed from the catalog) {image.description}"
+    session.commit()
+    return queued
