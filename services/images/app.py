@@ -59,6 +59,8 @@ class ImagesService(GemService):
     build_timeout = Float(3600, help="Seconds a build may run before it is stopped.").tag(config=True)
     max_image_gb = Float(20, help="Largest image a build may produce (GB of its root filesystem).").tag(config=True)
     max_context_gb = Float(2, help="Most bytes COPY/ADD may take from a project's code folder (GB).").tag(config=True)
+    autobuild = Bool(True, help="Queue a build of the catalog's autobuild images (base) at start when"
+                     " their recipe has no version yet.").tag(config=True)
     registry = Unicode("", help="Registry the Kubernetes runtime pulls from (host:port[/prefix]); empty: no push."
                        ).tag(config=True)
     registry_tls_verify = Bool(True, help="Verify the registry's TLS certificate (false for a plain-HTTP one).").tag(
@@ -131,7 +133,7 @@ class ImagesService(GemService):
 
     def sync_catalog(self) -> None:
         with self.sessionmaker() as session:
-            queued = sync_official(session, self.catalog)
+            queued = sync_official(session, self.catalog, self.autobuild)
         for vid in queued:
             self.log.info("queued a build of an official image (version id %s)", vid)
 

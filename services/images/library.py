@@ -282,7 +282,7 @@ class Library:
         self.db.commit()
 
 
-def sync_official(session: Session, catalog: Mapping[str, Any]) -> list[int]:
+def sync_official(session: Session, catalog: Mapping[str, Any], autobuild: bool = True) -> list[int]:
     """Record the catalog's images (name, description, accelerators) and queue a build of
     each autobuild image whose current recipe has no version; returns the queued ids."""
     queued = []
@@ -297,7 +297,7 @@ def sync_official(session: Session, catalog: Mapping[str, Any]) -> list[int]:
         image.accelerators = list(entry.accelerators)
         image.cluster_only = int(entry.cluster_only)
         session.flush()
-        if not entry.autobuild or entry.cluster_only:
+        if not (autobuild and entry.autobuild) or entry.cluster_only:
             continue
         current = [v for v in image.versions if v.recipe == entry.recipe and v.state in ("succeeded", *ACTIVE)]
         if current:

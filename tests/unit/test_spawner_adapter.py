@@ -52,7 +52,8 @@ async def test_defaults_are_resolved_and_persisted():
     await sp._run_apply_user_options({})
     assert calls == [("alice", None, None)]
     assert sp.user_options == orm.user_options == {
-        "workspace": "alice", "project": "default", "workspace_id": 3, "project_id": 8, "preset": "B1"}
+        "workspace": "alice", "project": "default", "workspace_id": 3, "project_id": 8, "preset": "B1",
+        "image": "host"}  # no image service configured: the host's OS
     assert sp.workload.env()["MEM_LIMIT"] == str(2 * 1024**3)
 
 
