@@ -80,7 +80,7 @@ def ensure(store: Store, job: Job, cache_dir: str | os.PathLike, mirror: str = "
                 legacy.unlink()
             shutil.rmtree(tree / "var" / "cache" / "apt" / "archives", ignore_errors=True)
             (tree / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-            partial = tarball.with_suffix(".partial")
+            partial = tarball.with_name(f"{tarball.name}.{os.getpid()}-{id(job)}.partial")
             job.run(["tar", "-C", str(tree), "--numeric-owner", "-cf", str(partial), "."], store.env(), "tar")
             partial.replace(tarball)
         finally:
