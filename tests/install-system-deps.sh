@@ -19,6 +19,7 @@ command -v screen >/dev/null || need+=(screen)
 command -v buildah >/dev/null || need+=(buildah)             # image builds (images service)
 command -v bwrap >/dev/null || need+=(bubblewrap)            # the build sandbox
 command -v debootstrap >/dev/null || need+=(debootstrap)     # the Debian root of images
+command -v rsync >/dev/null || need+=(rsync)                 # root filesystems sharing the base's files
 command -v docker-registry >/dev/null || need+=(docker-registry)  # registry pushes (kubernetes runtime)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

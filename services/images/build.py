@@ -33,6 +33,7 @@ class BuildPlan:
     cache_dir: str = ""
     push_to: str = ""  # registry reference ("" when no registry is configured)
     tls_verify: bool = True
+    link_dest: Path | None = None  # the base version's root filesystem (unchanged files are linked)
 
 
 @dataclass
@@ -75,7 +76,20 @@ def prune_special_files(root: Path) -> int:
     return removed
 
 
-def export_rootfs(store: Store, job: Job, reference: str, target: Path) -> None:
+def copy_argv(source: str, target: str, link_dest: Path | None = None) -> list[str]:
+    """Copy a tree as is (owners, modes, times, links, hard links), no device files.
+    With rsync and ``link_dest`` (the base version's root filesystem), files the build did
+    not change are hard links to the base's instead of copies: exporting a version costs
+    what it added, not the whole base again."""
+    if shutil.which("rsync"):
+        argv = ["rsync", "-rlptgoH", "--numeric-ids", "--one-file-system"]
+        if link_dest is not None and link_dest.is_dir():
+            argv.append(f"--link-dest={link_dest}")
+        return argv + [f"{source}/", f"{target}/"]
+    return ["cp", "-a", "--one-file-system", f"{source}/.", f"{target}/"]
+
+
+def export_rootfs(store: Store, job: Job, reference: str, target: Path, link_dest: Path | None = None) -> None:
     """Copy the image's files into ``target`` (made once; read-only for environments)."""
     if target.is_dir():
         return
@@ -88,7 +102,7 @@ def export_rootfs(store: Store, job: Job, reference: str, target: Path) -> None:
     try:
         mount = job.run(store.buildah("mount", container), env, "buildah mount", capture=True).strip()
         staging.mkdir(mode=0o755)
-        job.run(["cp", "-a", "--one-file-system", f"{mount}/.", f"{staging}/"], env, "copy root filesystem")
+        job.run(copy_argv(mount, str(staging), link_dest), env, "copy root filesystem")
         job.run(store.buildah("umount", container), env, "buildah umount")
     finally:
         job.run(store.buildah("rm", container), env, "buildah rm")
@@ -111,7 +125,7 @@ def bud(store: Store, job: Job, plan: BuildPlan) -> None:
 
 
 def finish(store: Store, job: Job, reference: str, rootfs: Path, max_bytes: int, push_to: str = "",
-           tls_verify: bool = True) -> BuildResult:
+           tls_verify: bool = True, link_dest: Path | None = None) -> BuildResult:
     """A built image's id and ENV, its root filesystem (and size limit), its push."""
     result = BuildResult()
     found = bootstrap.inspect(store, job, reference)
@@ -120,7 +134,7 @@ def finish(store: Store, job: Job, reference: str, rootfs: Path, max_bytes: int,
     result.image_id = found["id"]
     result.env = list(found["config"].get("Env") or [])
     job.say("[gemhub] exporting the root filesystem")
-    export_rootfs(store, job, reference, rootfs)
+    export_rootfs(store, job, reference, rootfs, link_dest)
     result.size_bytes = tree_bytes(rootfs)
     job.say(f"[gemhub] image size {result.size_bytes / 1e6:.1f} MB")
     if result.size_bytes > max_bytes:
@@ -146,7 +160,8 @@ def push(store: Store, job: Job, reference: str, push_to: str, tls_verify: bool 
 
 def execute(store: Store, job: Job, plan: BuildPlan) -> BuildResult:
     bud(store, job, plan)
-    return finish(store, job, plan.reference, plan.rootfs, plan.max_bytes, plan.push_to, plan.tls_verify)
+    return finish(store, job, plan.reference, plan.rootfs, plan.max_bytes, plan.push_to, plan.tls_verify,
+                  plan.link_dest)
 
 
 def remove(store: Store, job: Job, reference: str, rootfs: Path) -> None:

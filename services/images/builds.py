@@ -158,7 +158,9 @@ class BuildQueue:
                       "io.gemhub.image": str(image.id), "io.gemhub.workspace": str(image.workspace_id)}
             plan = build.BuildPlan(reference=reference, dockerfile=dockerfile, context=context, rootfs=rootfs,
                                    max_bytes=self.settings.max_bytes, labels=labels, push_to=push_to,
-                                   tls_verify=tls)
+                                   tls_verify=tls,
+                                   link_dest=self.store.rootfs(base_image.workspace_id, base.id) if base.rootfs
+                                   else None)
             return job, partial(build.execute, self.store, job, plan)
 
     def _finish(self, vid: int, job: Job, result: build.BuildResult | None, error: BuildStopped | None) -> None:

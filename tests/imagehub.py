@@ -1,0 +1,159 @@
+"""A hub that builds images (the image tests share one per session) and a registry on loopback.
+
+The hub uses the small test catalog (tests/images/catalog: the Debian root plus a venv with
+jupyterhub-singleuser and JupyterLab), builds its base once per session, and pushes every
+version to Debian's ``docker-registry`` started here on a free loopback port. The Debian
+root's tarball and .debs are cached in /var/tmp/gemhub-test-images between sessions, as
+pip caches wheels (a fresh machine bootstraps once).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from hubproc import REPO, Hub, free_port
+
+CATALOG = REPO / "tests" / "images" / "catalog"
+CACHE = Path(os.environ.get("GEMHUB_TEST_IMAGE_CACHE", "/var/tmp/gemhub-test-images"))
+API = "/services/images/api/v1"
+TOOLS = ("buildah", "bwrap", "debootstrap", "docker-registry")
+
+
+def skip_without_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("image builds need root (buildah in chroot isolation, bubblewrap)")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (tests/install-system-deps.sh installs them)")
+
+
+class Registry:
+    """Debian's docker-registry (distribution v2) on 127.0.0.1, plain HTTP, no auth."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.dir = workdir / "registry"
+        self.dir.mkdir(parents=True)
+        self.config = workdir / "registry.yml"
+        self.config.write_text(yaml.safe_dump({
+            "version": 0.1, "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str(self.dir)}, "delete": {"enabled": True}},
+            "http": {"addr": self.host}}))
+        self.log = workdir / "registry.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Registry":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{self.host}/v2/", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError(f"docker-registry did not start: {self.log.read_text()[-2000:]}")
+
+    def tags(self, repository: str) -> list[str]:
+        r = httpx.get(f"http://{self.host}/v2/{repository}/tags/list", timeout=10)
+        return (r.json().get("tags") or []) if r.status_code == 200 else []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+def start_image_hub(artifacts: Path, extra: dict | None = None) -> tuple[Hub, Registry]:
+    work = Path(tempfile.mkdtemp(prefix="gemhub-test-"))
+    work.chmod(0o755)
+    registry = Registry(work).start()
+    config = {"images": {"autobuild": True, "default": "base", "catalog_dir": str(CATALOG),
+                         "cache_dir": str(CACHE), "registry": registry.host, "registry_tls_verify": False,
+                         "build_concurrency": 2}}
+    for key, value in (extra or {}).items():
+        config.setdefault(key, {}).update(value)
+    hub = Hub(work, config)
+    hub.start(timeout=120)
+    return hub, registry
+
+
+def stop_image_hub(hub: Hub, registry: Registry, artifacts: Path) -> None:
+    hub.stop()
+    registry.stop()
+    shutil.copy(hub.log_path, artifacts / "images-hub.log")
+    logs = hub.state_dir / "images" / "logs"
+    if logs.is_dir():
+        shutil.copytree(logs, artifacts / "images-build-logs", dirs_exist_ok=True)
+    # buildah's storage holds mounts (overlay): unmount them before removing the tree
+    storage = hub.state_dir / "images" / "storage"
+    subprocess.run(["buildah", "--root", str(storage), "--runroot", str(hub.state_dir / "images" / "run"),
+                    "--storage-driver", "overlay", "rm", "--all"], capture_output=True)
+    subprocess.run(["umount", "-R", str(storage / "overlay")], capture_output=True)
+    shutil.rmtree(hub.workdir, ignore_errors=True)
+
+
+def call(hub: Hub, token: str, method: str, path: str, **kw) -> httpx.Response:
+    return hub.request(method, API + path, token=token, **kw)
+
+
+def wait_built(hub: Hub, token: str, image_id: int, number: int, timeout: float = 900) -> dict:
+    """Wait for a version to leave queued/building; returns it (whatever its state)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = call(hub, token, "GET", f"/images/{image_id}/versions/{number}")
+        assert r.status_code == 200, r.text
+        v = r.json()
+        if v["state"] not in ("queued", "building"):
+            return v
+        time.sleep(1)
+    log = call(hub, token, "GET", f"/images/{image_id}/versions/{number}/log").json()["text"]
+    raise TimeoutError(f"version {number} of image {image_id} still building:\n{log[-3000:]}")
+
+
+def official_base(hub: Hub, token: str) -> dict:
+    items = call(hub, token, "GET", "/images", params={"kind": "official"}).json()["items"]
+    return next(i for i in items if i["name"] == "base")
+
+
+def wait_base(hub: Hub, timeout: float = 1200) -> dict:
+    """The official (test) base, once built: every custom build starts from it."""
+    token = hub.admin_token
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            base = official_base(hub, token)
+            if base["building"] or base["latest_version"]:
+                break
+        except (StopIteration, httpx.HTTPError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the base image was never queued\n{hub.log_tail()}")
+        time.sleep(1)
+    if base["latest_version"] is None:
+        v = wait_built(hub, token, base["id"], base["building"][0], timeout)
+        if v["state"] != "succeeded":
+            log = call(hub, token, "GET", f"/images/{base['id']}/versions/{v['number']}/log").json()["text"]
+            raise RuntimeError(f"the test base image failed to build: {v['error']}\n{log[-4000:]}")
+    return official_base(hub, token)
+
+
+def build(hub: Hub, token: str, image_id: int, dockerfile: str, **body) -> dict:
+    r = call(hub, token, "POST", f"/images/{image_id}/versions", json={"dockerfile": dockerfile, **body})
+    assert r.status_code == 202, r.text
+    return wait_built(hub, token, image_id, r.json()["number"])
