@@ -23,13 +23,34 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # what every image needs before its own recipe: Python for the platform's venv, TLS roots
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
-ROOT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8")
+ROOT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+            # pip and requests use the system's authorities (with the local ones), not certifi's
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+            "REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt")
+
+
+# certificate authorities this machine trusts on top of Debian's (a TLS-inspecting proxy's,
+# a private mirror's): builds and environments need them to reach the same mirrors
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 
 
 def recipe(mirror: str) -> str:
+    """The debootstrapped tree's recipe (its cached tarball's name)."""
     text = json.dumps({"suite": SUITE, "mirror": mirror or DEFAULT_MIRROR, "packages": PACKAGES,
                        "variant": "minbase"}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def local_cas(folder: Path = LOCAL_CAS) -> list[Path]:
+    return sorted(p for p in folder.glob("*.crt") if p.is_file()) if folder.is_dir() else []
+
+
+def root_recipe(mirror: str, cas: list[Path]) -> str:
+    """The imported root's recipe: the tree's, plus the local certificate authorities."""
+    h = hashlib.sha256(recipe(mirror).encode())
+    for ca in cas:
+        h.update(ca.name.encode() + b"\0" + ca.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _sources(mirror: str) -> str:
@@ -58,8 +79,10 @@ def present(store: Store, job: Job, key: str) -> bool:
 
 def ensure(store: Store, job: Job, cache_dir: str | os.PathLike, mirror: str = "") -> str:
     """Make sure the Debian root is in the store; returns its reference."""
+    cas = local_cas()
     key = recipe(mirror)
-    if present(store, job, key):
+    root_key = root_recipe(mirror, cas)
+    if present(store, job, root_key):
         return DEBIAN_ROOT
     cache = Path(cache_dir)
     (cache / "debs").mkdir(parents=True, exist_ok=True)
@@ -91,8 +114,17 @@ def ensure(store: Store, job: Job, cache_dir: str | os.PathLike, mirror: str = "
     try:
         mount = job.run(store.buildah("mount", container), store.env(), "buildah mount", capture=True).strip()
         job.run(["tar", "-C", mount, "--numeric-owner", "-xpf", str(tarball)], store.env(), "tar")
+        if cas:
+            job.say(f"[gemhub] trusting this machine's local certificate authorities ({len(cas)})")
+            target = Path(mount) / "usr" / "local" / "share" / "ca-certificates"
+            target.mkdir(parents=True, exist_ok=True)
+            for ca in cas:
+                shutil.copyfile(ca, target / f"gemhub-{ca.name}")
+            # Debian's own script inside the fresh tree (no user code has run there)
+            job.run(["chroot", mount, "update-ca-certificates"], {**store.env(), "TMPDIR": "/tmp"},
+                    "update-ca-certificates")
         job.run(store.buildah("umount", container), store.env(), "buildah umount")
-        config = ["config", "--label", f"io.gemhub.recipe={key}",
+        config = ["config", "--label", f"io.gemhub.recipe={root_key}",
                   "--cmd", "/bin/bash"]
         for item in ROOT_ENV:
             config += ["--env", item]

@@ -82,7 +82,7 @@ def copy_argv(source: str, target: str, link_dest: Path | None = None) -> list[s
     not change are hard links to the base's instead of copies: exporting a version costs
     what it added, not the whole base again."""
     if shutil.which("rsync"):
-        argv = ["rsync", "-rlptgoH", "--numeric-ids", "--one-file-system"]
+        argv = ["rsync", "-rlptgoH", "--quiet", "--numeric-ids", "--one-file-system"]
         if link_dest is not None and link_dest.is_dir():
             argv.append(f"--link-dest={link_dest}")
         return argv + [f"{source}/", f"{target}/"]

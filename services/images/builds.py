@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -148,16 +149,16 @@ class BuildQueue:
             base = v.base
             base_image = session.get(Image, base.image_id)
             checked = policy.check(v.dockerfile, local_reference(base_image.id, base.number))
-            dockerfile = self.store.dockerfile(vid)
-            dockerfile.write_text(checked.text)
-            context = self.store.context(vid)
-            context.mkdir(mode=0o700, parents=True, exist_ok=True)
             labels = {"org.opencontainers.image.title": image.name,
                       "org.opencontainers.image.version": f"v{v.number}",
                       "org.opencontainers.image.base.name": f"{base_image.name}:v{base.number}",
                       "io.gemhub.image": str(image.id), "io.gemhub.workspace": str(image.workspace_id)}
+            dockerfile = self.store.dockerfile(vid)
+            dockerfile.write_text(checked.with_labels(labels))
+            context = self.store.context(vid)
+            context.mkdir(mode=0o700, parents=True, exist_ok=True)
             plan = build.BuildPlan(reference=reference, dockerfile=dockerfile, context=context, rootfs=rootfs,
-                                   max_bytes=self.settings.max_bytes, labels=labels, push_to=push_to,
+                                   max_bytes=self.settings.max_bytes, push_to=push_to,
                                    tls_verify=tls,
                                    link_dest=self.store.rootfs(base_image.workspace_id, base.id) if base.rootfs
                                    else None)
@@ -174,7 +175,8 @@ class BuildQueue:
             if error is None and result is not None:
                 v.state, v.digest, v.size_bytes, v.env = "succeeded", result.image_id, result.size_bytes, result.env
                 v.rootfs, v.pushed, v.push_error = 1, result.pushed, result.push_error
-                job.say(f"[gemhub] built: version {v.number}, {result.size_bytes / 1e6:.1f} MB")
+                took = time.monotonic() - job.started
+                job.say(f"[gemhub] built: version {v.number}, {result.size_bytes / 1e6:.1f} MB in {took:.0f} s")
             else:
                 v.state = "cancelled" if isinstance(error, Cancelled) else "failed"
                 v.error = error.message if error is not None else "unknown error"

@@ -15,6 +15,7 @@ Hints (merge RUNs, clean apt lists, ``pip --no-cache-dir``) never refuse anythin
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class Problem:
     def __str__(self) -> str:
         return f"line {self.line}: {self.instruction} is not allowed: {self.reason}"
 
+
     def to_json(self) -> dict:
         return {"line": self.line, "instruction": self.instruction, "reason": self.reason}
 
@@ -91,6 +93,19 @@ class Checked:
     hints: tuple[Hint, ...] = ()
     instructions: int = 0
     problems: tuple[Problem, ...] = field(default=())
+
+    def with_labels(self, labels: dict[str, str]) -> str:
+        """The text with the platform's labels as one last LABEL instruction (one layer,
+        where ``buildah bud --label`` makes a step per label)."""
+        if not labels:
+            return self.text
+        pairs = " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
+        text = f"{self.text}LABEL {pairs}\n"
+        commands = dockerfile.parse_string(text)
+        # the user's text ends with a complete instruction (checked): the LABEL stands alone
+        if len(commands) != self.instructions + 2 or commands[-1].cmd.upper() != "LABEL":
+            raise BadRequest("the Dockerfile's last instruction does not end where it should")
+        return text
 
 
 def check_text(raw: object) -> str:

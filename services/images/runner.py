@@ -39,7 +39,8 @@ class Job:
     def __init__(self, log_path: str | os.PathLike, timeout: float, on_line: Callable[[str], None] | None = None):
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.deadline = time.monotonic() + timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
         self.timeout = timeout
         self.cancelled = threading.Event()
         self.on_line = on_line
