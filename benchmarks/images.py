@@ -77,7 +77,7 @@ def service_build(hub, token, image_id: int, text: str, base_id: int) -> float:
     number = r.json()["number"]
     while True:
         v = call(hub, token, "GET", f"/images/{image_id}/versions/{number}").json()
-        if v["state"] not in ("queued", "building"):
+        if v["state"] not in ("preparing", "queued", "building"):
             break
         time.sleep(0.1)
     elapsed = time.monotonic() - start

@@ -100,12 +100,10 @@ def stop_image_hub(hub: Hub, registry: Registry, artifacts: Path) -> None:
     logs = hub.state_dir / "images" / "logs"
     if logs.is_dir():
         shutil.copytree(logs, artifacts / "images-build-logs", dirs_exist_ok=True)
-    # buildah's storage holds mounts (overlay): unmount them before removing the tree
-    storage = hub.state_dir / "images" / "storage"
-    subprocess.run(["buildah", "--root", str(storage), "--runroot", str(hub.state_dir / "images" / "run"),
-                    "--storage-driver", "overlay", "rm", "--all"], capture_output=True)
-    subprocess.run(["umount", "-R", str(storage / "overlay")], capture_output=True)
-    shutil.rmtree(hub.workdir, ignore_errors=True)
+    # no build container is left mounted (every export unmounts its own); the store is
+    # large (tens of thousands of files): it is removed in the background
+    subprocess.Popen(["rm", "-rf", "--one-file-system", str(hub.workdir)], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def call(hub: Hub, token: str, method: str, path: str, **kw) -> httpx.Response:
@@ -119,7 +117,7 @@ def wait_built(hub: Hub, token: str, image_id: int, number: int, timeout: float 
         r = call(hub, token, "GET", f"/images/{image_id}/versions/{number}")
         assert r.status_code == 200, r.text
         v = r.json()
-        if v["state"] not in ("queued", "building"):
+        if v["state"] not in ("preparing", "queued", "building"):
             return v
         time.sleep(1)
     log = call(hub, token, "GET", f"/images/{image_id}/versions/{number}/log").json()["text"]

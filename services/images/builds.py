@@ -70,8 +70,12 @@ class BuildQueue:
 
     # -- the loop -------------------------------------------------------------------
     def recover(self) -> None:
-        """Builds a restart interrupted are queued again."""
+        """Builds a restart interrupted are queued again; a version whose sources were
+        being copied fails (its context may be incomplete)."""
         with self.sessionmaker() as session:
+            for v in session.scalars(select(ImageVersion).where(ImageVersion.state == "preparing")):
+                v.state, v.error, v.finished = "failed", "interrupted while its sources were copied", utcnow()
+                shutil.rmtree(self.store.context(v.id), ignore_errors=True)
             for v in session.scalars(select(ImageVersion).where(ImageVersion.state == "building")):
                 v.state, v.started = "queued", None
                 Job(self.store.log(v.id), 1).say("[gemhub] the image service restarted during this build;"

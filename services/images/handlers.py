@@ -23,6 +23,7 @@ from gemhub.spawner import layout
 
 from . import builds, context, names, policy
 from .library import ACTIVE, Library, version_json
+from .models import ImageVersion
 from .runner import Job
 from .storage import local_reference, registry_reference
 
@@ -215,7 +216,8 @@ class VersionsAPI(ImagesAPIHandler):
         def work(lib: Library) -> dict:
             img = lib.get(iid, "edit")
             _, base_version = lib.pick(base_choice, img.workspace_id)
-            v = lib.add_version(img, dockerfile=checked.user_text, base_version_id=base_version.id,
+            v = lib.add_version(img, state="preparing" if checked.sources else "queued",
+                                dockerfile=checked.user_text, base_version_id=base_version.id,
                                 context_project_id=project["id"] if project else None,
                                 hints=[h.to_json() for h in checked.hints], note=note)
             return {"id": v.id, "number": v.number}
@@ -229,6 +231,8 @@ class VersionsAPI(ImagesAPIHandler):
         except context.ContextError:
             await self.with_library(lambda lib: _drop_version(lib, created["id"]))
             raise
+        if checked.sources:
+            await self.with_library(lambda lib: _queue_prepared(lib, created["id"]))
         Job(store.log(created["id"]), 1).say(f"[gemhub] queued by {self.acting_user()}"
                                              + (f" with {len(checked.sources)} source(s) from project"
                                                 f" {project['name']!r}" if project else ""))
@@ -256,11 +260,17 @@ def _image_version_ids(picked) -> tuple[int, int]:
 
 
 def _drop_version(lib: Library, vid: int) -> None:
-    from .models import ImageVersion
-
+    """A version whose sources were refused: as if it had never been asked for."""
     v = lib.db.get(ImageVersion, vid)
-    if v is not None and v.state == "queued":
+    if v is not None and v.state == "preparing":
         lib.db.delete(v)
+        lib.db.commit()
+
+
+def _queue_prepared(lib: Library, vid: int) -> None:
+    v = lib.db.get(ImageVersion, vid)
+    if v is not None and v.state == "preparing":
+        v.state = "queued"
         lib.db.commit()
 
 
@@ -302,7 +312,7 @@ class CancelAPI(ImagesAPIHandler):
             v = lib.version(image, n)
             if v.state not in ACTIVE:
                 raise Conflict(f"version {n} is {v.state}; only queued or building versions can be cancelled")
-            if v.state == "queued":
+            if v.state in ("preparing", "queued"):
                 v.state, v.error = "cancelled", f"cancelled by {lib.actor}"
                 Job(self.settings["store"].log(v.id), 1).say(f"[gemhub] cancelled by {lib.actor}")
             audit_event(lib.db, lib.actor, "image.cancel", f"image:{image.id}", version=n)
@@ -312,7 +322,7 @@ class CancelAPI(ImagesAPIHandler):
         vid, state = await self.with_library(work)
         if state == "building":
             self.settings["queue"].cancel(vid)
-        self.write_json({"number": n, "state": "cancelled" if state == "queued" else "cancelling"})
+        self.write_json({"number": n, "state": "cancelling" if state == "building" else "cancelled"})
 
 
 class LogAPI(ImagesAPIHandler):

@@ -22,7 +22,8 @@ from gemhub.services.data import access
 from . import names
 from .models import Image, ImageVersion, Tag
 
-ACTIVE = ("queued", "building")
+# "preparing": its sources are being copied from the project (the queue does not take it yet)
+ACTIVE = ("preparing", "queued", "building")
 DONE = ("succeeded", "failed", "cancelled")
 
 
@@ -244,8 +245,8 @@ class Library:
         return (self.db.scalar(select(func.max(ImageVersion.number)).where(ImageVersion.image_id == image.id))
                 or 0) + 1
 
-    def add_version(self, image: Image, **fields: Any) -> ImageVersion:
-        v = ImageVersion(image_id=image.id, number=self.next_number(image), state="queued",
+    def add_version(self, image: Image, state: str = "queued", **fields: Any) -> ImageVersion:
+        v = ImageVersion(image_id=image.id, number=self.next_number(image), state=state,
                          created_by=self.actor, created=utcnow(), hints=fields.pop("hints", []), **fields)
         image.versions.append(v)
         self.db.flush()

@@ -6,7 +6,7 @@ from gemhub.services.common.openapi import OpenAPIRegistry
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^/:]*$"}
 VISIBILITY = {"type": "string", "enum": ["public", "workspace", "private"]}
-STATE = {"type": "string", "enum": ["queued", "building", "succeeded", "failed", "cancelled"]}
+STATE = {"type": "string", "enum": ["preparing", "queued", "building", "succeeded", "failed", "cancelled"]}
 CHOICE = {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": NAME, "version": {"type": "integer"}, "tag": {"type": "string"}}}]}
 VERSION = {"type": "object", "properties": {
