@@ -96,6 +96,7 @@ class Job:
                 if err and not quiet:
                     log.write(err)
         if proc.returncode != 0:
+            self.check()  # killed by cancel() or the deadline: say so, not "failed"
             raise StepFailed(f"{what or argv[0]} failed (exit status {proc.returncode}); see the build log")
         return out.decode("utf-8", "replace")
 
