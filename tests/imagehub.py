@@ -155,3 +155,40 @@ def build(hub: Hub, token: str, image_id: int, dockerfile: str, **body) -> dict:
     r = call(hub, token, "POST", f"/images/{image_id}/versions", json={"dockerfile": dockerfile, **body})
     assert r.status_code == 202, r.text
     return wait_built(hub, token, image_id, r.json()["number"])
+
+
+def attach(info_file: str) -> tuple[Hub, Registry]:
+    """A hub and registry already running (started by ``python tests/imagehub.py``, which
+    writes their JSON description): developers iterate on image tests without rebuilding
+    the test base each time (GEMHUB_TEST_IMAGES_HUB=<that file>)."""
+    import json
+    import types
+
+    info = json.loads(Path(info_file).read_text().splitlines()[0])
+    hub = Hub.__new__(Hub)
+    hub.workdir = Path(info["workdir"])
+    hub.state_dir, hub.log_path = hub.workdir / "state", hub.workdir / "hub.log"
+    hub.url, hub.admin_token, hub.ssh_port = info["url"], info["token"], info["ssh_port"]
+    hub.api_url = f"{hub.url}/hub/api"
+    hub.proc = types.SimpleNamespace(pid=info["pid"], poll=lambda: None)
+    registry = Registry.__new__(Registry)
+    registry.host, registry.proc = info["registry"], None
+    return hub, registry
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "images-hub.json")
+    hub, registry = start_image_hub(out.resolve().parent)
+    out.write_text(json.dumps({"url": hub.url, "token": hub.admin_token, "workdir": str(hub.workdir),
+                               "pid": hub.proc.pid, "registry": registry.host, "ssh_port": hub.ssh_port}) + "\n")
+    print(f"image hub at {hub.url}; building the test base; Ctrl-C stops it", flush=True)
+    wait_base(hub)
+    print("test base ready", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        stop_image_hub(hub, registry, out.resolve().parent)
