@@ -132,5 +132,5 @@ def ensure(store: Store, job: Job, cache_dir: str | os.PathLike, mirror: str = "
         job.run(store.buildah("commit", "--quiet", "--format", "oci", container, DEBIAN_ROOT), store.env(),
                 "buildah commit")
     finally:
-        job.run(store.buildah("rm", container), store.env(), "buildah rm")
+        job.run(store.buildah("rm", container), store.env(), "buildah rm", capture=True)
     return DEBIAN_ROOT

@@ -105,7 +105,7 @@ def export_rootfs(store: Store, job: Job, reference: str, target: Path, link_des
         job.run(copy_argv(mount, str(staging), link_dest), env, "copy root filesystem")
         job.run(store.buildah("umount", container), env, "buildah umount")
     finally:
-        job.run(store.buildah("rm", container), env, "buildah rm")
+        job.run(store.buildah("rm", container), env, "buildah rm", capture=True)
     removed = prune_special_files(staging)
     if removed:
         job.say(f"[gemhub] {removed} device or special files left out of the root filesystem")

@@ -39,7 +39,7 @@ def version_json(v: ImageVersion, tags: Iterable[str] = ()) -> dict:
     base = v.base
     return {"id": v.id, "number": v.number, "state": v.state, "size_bytes": v.size_bytes,
             "digest": v.digest, "error": v.error, "note": v.note, "hints": list(v.hints or []),
-            "dockerfile": v.dockerfile, "base": {"image_id": base.image_id, "version": base.number}
+            "dockerfile": v.dockerfile, "base": {"image_id": base.image_id, "name": base.image.name, "version": base.number}
             if base is not None else None, "project_id": v.context_project_id, "tags": sorted(tags),
             "pushed": v.pushed, "push_error": v.push_error, "rootfs": bool(v.rootfs),
             "created_by": v.created_by, "created": iso(v.created), "started": iso(v.started),
