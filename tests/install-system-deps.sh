@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
 # sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
-# benchmark), tmux and screen (offered in every environment), buildah, bubblewrap, debootstrap
-# and docker-registry (image builds and registry pushes).
+# benchmark), tmux and screen (offered in every environment), PostgreSQL (the Helm chart's
+# external database in tests/helm), buildah, bubblewrap, debootstrap, rsync and
+# docker-registry (image builds and registry pushes).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -21,6 +22,8 @@ command -v bwrap >/dev/null || need+=(bubblewrap)            # the build sandbox
 command -v debootstrap >/dev/null || need+=(debootstrap)     # the Debian root of images
 command -v rsync >/dev/null || need+=(rsync)                 # root filesystems sharing the base's files
 command -v docker-registry >/dev/null || need+=(docker-registry)  # registry pushes (kubernetes runtime)
+# the Helm chart's start test uses Debian's PostgreSQL as the chart's external database
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2

@@ -77,12 +77,13 @@ class GemService(Application):
         return os.path.abspath(os.environ.get("GEMHUB_STATE_DIR", "var"))
 
     db_url = Unicode(
-        help="SQLAlchemy URL of the service's database (default SQLite <state_dir>/db/<name>.sqlite)."
+        help="SQLAlchemy URL of the service's database (env GEMHUB_DATABASE_URL, so a password never"
+        " shows on the command line; default SQLite <state_dir>/db/<name>.sqlite)."
     ).tag(config=True)
 
     @default("db_url")
     def _default_db_url(self):
-        return f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite"
+        return os.environ.get("GEMHUB_DATABASE_URL") or f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite"
 
     base_url = Unicode(
         help="URL prefix the service is served under (JUPYTERHUB_SERVICE_PREFIX)."
@@ -99,12 +100,13 @@ class GemService(Application):
         return url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
 
     cookie_secret = Unicode(
-        help="Secret signing the service's OAuth and xsrf cookies (random per process by default)."
+        help="Secret signing the service's OAuth and xsrf cookies (env GEMHUB_COOKIE_SECRET, shared by"
+        " every replica of a service; else random per process)."
     ).tag(config=True)
 
     @default("cookie_secret")
     def _default_cookie_secret(self):
-        return secrets.token_hex(32)
+        return os.environ.get("GEMHUB_COOKIE_SECRET") or secrets.token_hex(32)
 
     die_with_hub = Bool(
         True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."
