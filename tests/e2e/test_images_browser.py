@@ -76,6 +76,9 @@ def test_dockerfile_on_the_page_to_a_terminal(images_hub, artifacts):
 
         # the spawn page offers it; JupyterLab starts on it
         page.goto(f"{hub.url}/hub/spawn")
+        choices = page.locator("#gemhub-image").inner_text()
+        assert "Host OS (fallback: the machine's own Python, not an image)" in choices
+        assert f"base v{base['latest_version']} (official)" in choices
         option = page.locator(f"#gemhub-image option:has-text('{image_name} v1')")
         page.select_option("#gemhub-image", option.get_attribute("value"))
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
