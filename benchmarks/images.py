@@ -14,6 +14,10 @@ are medians. The service side is timed from the POST to the version's ``succeede
     .venv/bin/python benchmarks/images.py            # 5 runs a side
     .venv/bin/python benchmarks/images.py --quick    # 2 runs a side
 
+The hub's state lives in ``--workdir`` (default /var/tmp/gemhub-bench-images) and is kept:
+the first run builds the test base there (minutes, reported, not measured), later runs
+start at once.
+
 Last line: {"build_s": ..., "baseline_s": ..., "ratio": ..., ...}
 """
 
@@ -100,6 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 runs a side (about a minute once the base is built)")
     parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/gemhub-bench-images"),
+                        help="kept between runs: the test base is built there once")
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     try:
@@ -107,7 +113,7 @@ def main() -> None:
     except BaseException as e:  # pytest.skip raises its own exception type
         sys.exit(f"cannot run: {e}")
     artifacts = Path(tempfile.mkdtemp(prefix="gemhub-bench-images-"))
-    hub, registry = start_image_hub(artifacts, {"images": {"registry": "", "build_concurrency": 1}})
+    hub, registry = start_image_hub(artifacts, {"images": {"registry": "", "build_concurrency": 1}}, args.workdir)
     try:
         t0 = time.monotonic()
         base = wait_base(hub)
@@ -147,7 +153,7 @@ def main() -> None:
                           "ratio": round(build_s / baseline_s, 3), "runs": runs,
                           "service_min_s": round(min(service), 3), "baseline_min_s": round(min(direct), 3)}))
     finally:
-        stop_image_hub(hub, registry, artifacts)
+        stop_image_hub(hub, registry, artifacts, keep=True)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,12 @@ class Registry:
         self.proc = None
 
 
-def start_image_hub(artifacts: Path, extra: dict | None = None) -> tuple[Hub, Registry]:
-    work = Path(tempfile.mkdtemp(prefix="gemhub-test-"))
+def start_image_hub(artifacts: Path, extra: dict | None = None, workdir: Path | None = None) -> tuple[Hub, Registry]:
+    """A started image hub; ``workdir`` (kept by the caller) reuses its built images."""
+    work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="gemhub-test-"))
+    work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
+    shutil.rmtree(work / "registry", ignore_errors=True)
     registry = Registry(work).start()
     config = {"images": {"autobuild": True, "default": "base", "catalog_dir": str(CATALOG),
                          "cache_dir": str(CACHE), "registry": registry.host, "registry_tls_verify": False,
@@ -93,9 +96,11 @@ def start_image_hub(artifacts: Path, extra: dict | None = None) -> tuple[Hub, Re
     return hub, registry
 
 
-def stop_image_hub(hub: Hub, registry: Registry, artifacts: Path) -> None:
+def stop_image_hub(hub: Hub, registry: Registry, artifacts: Path, keep: bool = False) -> None:
     hub.stop()
     registry.stop()
+    if keep:
+        return
     shutil.copy(hub.log_path, artifacts / "images-hub.log")
     logs = hub.state_dir / "images" / "logs"
     if logs.is_dir():
