@@ -244,9 +244,13 @@ class VersionsAPI(ImagesAPIHandler):
             raise BadRequest("COPY/ADD take files from a project's code folder: name the project")
         if not isinstance(ref, (str, int)) or isinstance(ref, bool):
             raise BadRequest(f"project must be a name or an id, not {ref!r}")
+        # a number is an id, a text a name (a project named like an id is no alias)
+        by_id = isinstance(ref, int)
         client = QuotaClient(self.settings["quota_url"], self.settings["quota_token"])
         try:
-            resolved = await client.resolve(self.acting_user(), workspace=workspace_id, project=ref)
+            resolved = await client.resolve(
+                self.acting_user(), workspace_id=workspace_id,
+                project_id=int(ref) if by_id else None, project=None if by_id else ref.strip())
         except QuotaError as e:
             raise (Unavailable if e.status >= 500 else BadRequest)(e.message) from None
         finally:

@@ -36,7 +36,7 @@ def test_dockerfile_on_the_page_to_a_terminal(images_hub, artifacts):
     with chromium_page(shots) as page:
         signup_and_login(page, hub.url, name, password)
         page.goto(f"{hub.url}/services/images/")
-        page.wait_for_selector(f"#official-images tr[data-name='base']")
+        page.wait_for_selector("#official-images tr[data-name='base']")
         page.fill("#image-name", image_name)
         page.select_option("#image-visibility", "private")
         page.click("#create-image")
@@ -78,7 +78,7 @@ def test_dockerfile_on_the_page_to_a_terminal(images_hub, artifacts):
         page.goto(f"{hub.url}/hub/spawn")
         choices = page.locator("#gemhub-image").inner_text()
         assert "Host OS (fallback: the machine's own Python, not an image)" in choices
-        assert f"base v{base['latest_version']} (official)" in choices
+        assert f"base v{base['latest_version']} [latest] (official)" in choices
         option = page.locator(f"#gemhub-image option:has-text('{image_name} v1')")
         page.select_option("#gemhub-image", option.get_attribute("value"))
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")

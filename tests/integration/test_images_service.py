@@ -15,7 +15,7 @@ import pytest
 
 from gemhub.spawner import layout
 from hubproc import unique_name
-from imagehub import build, call, official_base, wait_built
+from imagehub import build, call, wait_built
 
 pytestmark = [pytest.mark.integration]
 
@@ -104,7 +104,7 @@ def test_a_run_cannot_read_the_state_directory_or_other_workspaces(images_hub):
     state = str(hub.state_dir)
     targets = [state, f"{state}/secrets", f"{state}/db/images.sqlite", str(secret_code / "secret.txt"),
                f"/proc/1/root{state}", f"/proc/1/root{secret_code}/secret.txt", "/proc/1/environ",
-               f"/proc/1/root/etc/shadow"]
+               "/proc/1/root/etc/shadow"]
     script = (
         "import json, os\n"
         f"out = {{}}\n"
@@ -136,7 +136,7 @@ def test_a_run_cannot_read_the_state_directory_or_other_workspaces(images_hub):
         assert str(seen[target]).startswith("refused:"), (target, seen[target])
     assert seen["chroot"].startswith("refused:")
     assert seen["kill"] == "refused: No such process"  # the hub's pid does not exist in there
-    assert max(seen["pids"]) < 100  # its own pid namespace: none of the host's processes
+    assert len(seen["pids"]) < 30  # its own pid namespace: only the build's few processes, none of the host's
     assert hub.proc.poll() is None
 
 
