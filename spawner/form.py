@@ -12,6 +12,7 @@ import json
 from html import escape
 from typing import Any, Iterable, Mapping
 
+from gemhub.services.common.params import as_id, echo
 from gemhub.spawner.presets import Catalog, format_memory
 from gemhub.spawner.request import RequestError
 
@@ -143,7 +144,7 @@ def _custom_spec_field(previous: Mapping[str, Any], show: bool) -> list[str]:
         '<label for="gemhub-accelerator" class="form-label">Custom accelerator spec (optional; '
         "replaces the preset's accelerator)</label>",
         f'<input type="text" class="form-control" id="gemhub-accelerator" name="accelerator"'
-        f' value="{value}" maxlength="200" placeholder="e.g. 0.5(A100-80G), 1(mig-1g.10gb), 1(910B)">',
+        f' value="{value}" placeholder="e.g. 0.5(A100-80G), 1(mig-1g.10gb), 1(910B)">',
         "</div>",
     ]
 
@@ -364,9 +365,9 @@ def asset_choices_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
             if not text:
                 continue
             ident, _, version = text.partition(":")
-            if not ident.isdigit() or not version.isdigit():
-                raise RequestError(f"{field}: {text!r} is not an '<id>:<version>' choice")
-            choice = {"id": int(ident), "version": int(version)}
+            choice = {"id": as_id(ident), "version": as_id(version)}
+            if choice["id"] is None or choice["version"] is None:
+                raise RequestError(f"{field}: {echo(text)} is not an '<id>:<version>' choice")
             if any(c["id"] == choice["id"] for c in chosen):
                 raise RequestError(f"{field}: the same one is chosen twice")
             chosen.append(choice)

@@ -28,7 +28,7 @@ from traitlets.config import Application
 
 from . import metrics
 from .auth import OAuthCallbackHandler, make_hub_auth
-from .db import make_engine, make_sessionmaker, run_migrations
+from .db import Database, make_engine, make_sessionmaker, run_migrations
 from .handlers import HealthHandler, NotFoundHandler, OpenAPIHandler
 from .openapi import OpenAPIRegistry
 
@@ -112,6 +112,11 @@ class GemService(Application):
         True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."
     ).tag(config=True)
 
+    max_body_bytes = Integer(
+        2**20, help="Largest JSON request body the API accepts (bytes); bigger ones answer 413. "
+        "Upload chunks have their own limit (the file's size)."
+    ).tag(config=True)
+
     aliases = {"port": "GemService.port", "db-url": "GemService.db_url", "state-dir": "GemService.state_dir"}
 
     # -- to override -------------------------------------------------------------------
@@ -132,6 +137,7 @@ class GemService(Application):
         if self.migrations_dir is not None:
             run_migrations(self.engine, self.migrations_dir)
         self.sessionmaker = make_sessionmaker(self.engine, self.audit_model)
+        self.database = Database(self.sessionmaker)
 
     def extra_settings(self) -> dict:
         return {}
@@ -169,7 +175,8 @@ class GemService(Application):
             service_base_url=base,
             api_base_url=url_path_join(base, "api/v1"),
             hub_prefix=self.hub_prefix,
-            sessionmaker=self.sessionmaker,
+            database=self.database,
+            max_body_bytes=self.max_body_bytes,
             jinja_env=jinja_env,
             openapi=self.openapi(),
             cookie_secret=self.cookie_secret,
@@ -208,6 +215,7 @@ class GemService(Application):
                 await asyncio.wait_for(server.close_all_connections(), 5)
             except asyncio.TimeoutError:
                 self.log.warning("connections still open at exit")
+            self.database.close()
             self.engine.dispose()
             self.log.info("%s service stopped", self.service_name)
 

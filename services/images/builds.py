@@ -194,7 +194,23 @@ def _fail(message: str) -> build.BuildResult:
     raise BuildStopped(message)
 
 
-def remove_version_files(store: Store, job: Job, image: Image, v: ImageVersion) -> None:
-    """A deleted version's root filesystem, tag and log."""
-    build.remove(store, job, local_reference(image.id, v.number), store.rootfs(image.workspace_id, v.id))
-    Path(store.log(v.id)).unlink(missing_ok=True)
+@dataclass(frozen=True)
+class VersionFiles:
+    """What a deleted version leaves on disk (gathered before its row goes)."""
+
+    image_id: int
+    workspace_id: int | None
+    number: int
+    version_id: int
+
+    @classmethod
+    def of(cls, image: Image, v: ImageVersion) -> "VersionFiles":
+        return cls(image.id, image.workspace_id, v.number, v.id)
+
+
+def remove_files(store: Store, gone: list[VersionFiles], log_name: str) -> None:
+    """Deleted versions' root filesystems, storage tags and logs (blocking)."""
+    job = Job(store.root / "logs" / f"{log_name}.log", 600)
+    for f in gone:
+        build.remove(store, job, local_reference(f.image_id, f.number), store.rootfs(f.workspace_id, f.version_id))
+        Path(store.log(f.version_id)).unlink(missing_ok=True)

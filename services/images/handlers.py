@@ -15,6 +15,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from gemhub.services.common.handlers import APIHandler, PageHandler
@@ -25,6 +26,7 @@ from . import builds, context, names, policy
 from .library import ACTIVE, Library, version_json
 from .models import ImageVersion
 from .runner import Job
+from .build import push
 from .storage import local_reference, registry_reference
 
 MEMBERSHIP_TTL = 5.0
@@ -34,10 +36,8 @@ MAX_LOG_CHUNK = 256 * 1024
 
 
 def whole(value: str, what: str) -> int:
-    """An id or number from the URL (digits by the route) as a bounded int."""
-    if len(value) > 10 or int(value) > 2**31 - 1:
-        raise NotFound(f"no {what} {value}")
-    return int(value)
+    """An image id or version number from the path (the platform's one parser)."""
+    return params.id_arg(value, f"{what} id" if what == "image" else what)
 
 
 class ImagesMixin:
@@ -74,17 +74,12 @@ class ImagesMixin:
         return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
 
     async def with_library(self, fn: Callable[[Library], Any]) -> Any:
-        """Run ``fn(library)`` in a thread with a session of its own."""
+        """``fn(library)`` in the database's worker threads, with a session of its own
+        (the caller's workspaces and rights are fetched first, never with a session open)."""
         workspaces = await self.my_workspaces()
         admin = await self.hub_admin()
         actor = self.acting_user()
-        maker = self.settings["sessionmaker"]
-
-        def work():
-            with maker() as session:
-                return fn(Library(session, actor, workspaces, admin))
-
-        return await self.in_thread(work)
+        return await self.run_db(lambda session: fn(Library(session, actor, workspaces, admin)))
 
     async def in_use(self) -> set[tuple[int, int]]:
         """(image id, version) of every running environment (the hub's servers)."""
@@ -98,8 +93,9 @@ class ImagesMixin:
 
 class ImagesAPIHandler(ImagesMixin, APIHandler):
     def small_body(self) -> dict:
-        if len(self.request.body) > MAX_BODY:
-            raise BadRequest(f"the request body is {len(self.request.body)} bytes long (at most {MAX_BODY})")
+        size = len(self.body())
+        if size > MAX_BODY:
+            raise BadRequest(f"the request body is {size} bytes long (at most {MAX_BODY})")
         return self.json_body()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -151,14 +147,15 @@ class ImageAPI(ImagesAPIHandler):
                 raise BadRequest("official images come from the catalog (images/); they are not deleted here")
             lib.check_unused(image, list(image.versions), {v.id for v in image.versions
                                                             if (image.id, v.number) in in_use})
-            job = Job(store.root / "logs" / f"delete-{image.id}.log", 600)
-            for v in image.versions:
-                builds.remove_version_files(store, job, image, v)
+            gone = [builds.VersionFiles.of(image, v) for v in image.versions]
             audit_event(lib.db, lib.actor, "image.delete", f"image:{image.id}", name=image.name)
             lib.db.delete(image)
             lib.db.commit()
+            return gone
 
-        await self.with_library(work)
+        gone = await self.with_library(work)
+        # root filesystems and storage tags go once the rows are gone (files never outlive rows' checks)
+        await self.in_thread(builds.remove_files, store, gone, f"delete-{iid}")
         self.set_status(204)
         self.finish()
 
@@ -297,12 +294,14 @@ class VersionAPI(ImagesAPIHandler):
             image = lib.get(iid, "manage")
             v = lib.version(image, n)
             lib.check_unused(image, [v], {v.id} if (image.id, v.number) in in_use else set())
-            builds.remove_version_files(store, Job(store.root / "logs" / f"delete-{image.id}.log", 600), image, v)
+            gone = [builds.VersionFiles.of(image, v)]
             audit_event(lib.db, lib.actor, "image.version.delete", f"image:{image.id}", version=n)
             lib.db.delete(v)
             lib.db.commit()
+            return gone
 
-        await self.with_library(work)
+        gone = await self.with_library(work)
+        await self.in_thread(builds.remove_files, store, gone, f"delete-{iid}")
         self.set_status(204)
         self.finish()
 
@@ -335,10 +334,7 @@ class LogAPI(ImagesAPIHandler):
 
     async def get(self, image_id, number):
         iid, n = whole(image_id, "image"), whole(number, "version")
-        raw = self.get_query_argument("offset", "0") or "0"
-        if not raw.isdigit() or len(raw) > 15:
-            raise BadRequest(f"offset must be a whole number of bytes, not {raw!r}")
-        offset = int(raw)
+        offset = params.optional(self.get_query_argument("offset", None), "offset") or 0
 
         def work(lib: Library):
             v = lib.version(lib.get(iid), n)
@@ -371,24 +367,29 @@ class PushAPI(ImagesAPIHandler):
             raise Conflict("no registry is configured (images.registry in gemhub.yaml)")
         store = self.settings["store"]
 
-        def work(lib: Library):
-            from .build import push
-
-            image = lib.get(iid, "edit")
-            v = lib.version(image, n)
+        def check(lib: Library) -> int:
+            v = lib.version(lib.get(iid, "edit"), n)
             if v.state != "succeeded":
                 raise Conflict(f"version {n} is {v.state}; only built versions are pushed")
-            target = registry_reference(registry["url"], image.id, v.number)
-            v.pushed, v.push_error = push(store, Job(store.log(v.id), 1800), local_reference(image.id, n), target,
-                                          registry["tls_verify"])
-            audit_event(lib.db, lib.actor, "image.push", f"image:{image.id}", version=n, pushed=v.pushed,
-                        error=v.push_error)
+            return v.id
+
+        vid = await self.with_library(check)
+        target = registry_reference(registry["url"], iid, n)
+        pushed, error = await self.in_thread(push, store, Job(store.log(vid), 1800), local_reference(iid, n),
+                                             target, registry["tls_verify"])
+
+        def record(lib: Library) -> dict:
+            image = lib.get(iid, "edit")
+            v = lib.version(image, n)
+            v.pushed, v.push_error = pushed, error
+            audit_event(lib.db, lib.actor, "image.push", f"image:{image.id}", version=n, pushed=pushed, error=error)
             lib.db.commit()
-            if v.push_error:
-                raise Unavailable(f"the push to {target} failed: {v.push_error}")
             return version_json(v)
 
-        self.write_json(await self.with_library(work))
+        answer = await self.with_library(record)
+        if error:
+            raise Unavailable(f"the push to {target} failed: {error}")
+        self.write_json(answer)
 
 
 class TagAPI(ImagesAPIHandler):

@@ -13,16 +13,16 @@ VERSION = {"type": "object", "properties": {
     "id": {"type": "integer"}, "number": {"type": "integer"}, "state": STATE, "size_bytes": {"type": "integer"},
     "digest": {"type": "string"}, "error": {"type": "string"}, "note": {"type": "string"},
     "hints": {"type": "array", "items": {"type": "object"}}, "dockerfile": {"type": "string"},
-    "base": {"type": "object", "nullable": True}, "tags": {"type": "array", "items": {"type": "string"}},
+    "base": {"type": ["object", "null"]}, "tags": {"type": "array", "items": {"type": "string"}},
     "pushed": {"type": "string"}, "push_error": {"type": "string"}, "rootfs": {"type": "boolean"},
-    "created": {"type": "string"}, "started": {"type": "string", "nullable": True},
-    "finished": {"type": "string", "nullable": True}}}
+    "created": {"type": "string"}, "started": {"type": ["string", "null"]},
+    "finished": {"type": ["string", "null"]}}}
 IMAGE = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["official", "custom"]},
-    "workspace_id": {"type": "integer", "nullable": True}, "workspace": {"type": "string"},
+    "workspace_id": {"type": ["integer", "null"]}, "workspace": {"type": "string"},
     "description": {"type": "string"}, "visibility": VISIBILITY,
     "accelerators": {"type": "array", "items": {"type": "string"}}, "cluster_only": {"type": "boolean"},
-    "latest_version": {"type": "integer", "nullable": True}, "size_bytes": {"type": "integer"},
+    "latest_version": {"type": ["integer", "null"]}, "size_bytes": {"type": "integer"},
     "tags": {"type": "object"}, "versions": {"type": "array", "items": VERSION}}}
 PROBLEM = {"type": "object", "properties": {"line": {"type": "integer"}, "instruction": {"type": "string"},
                                             "reason": {"type": "string"}}}

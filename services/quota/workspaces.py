@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import Conflict, NotFound
 
@@ -45,6 +46,12 @@ def member_json(m: Membership) -> dict:
     return {"username": m.username, "role": m.role, "created": iso(m.created)}
 
 
+def admin_workspace_json(ws: Workspace, members: list[Membership], project_count: int) -> dict:
+    """A workspace as hub admins see it: no role of theirs, its members and project count."""
+    return {**workspace_json(ws, None), "members": [member_json(m) for m in members],
+            "project_count": project_count}
+
+
 class Workspaces:
     """Operations of one request: ``session`` and the acting user's name."""
 
@@ -60,14 +67,16 @@ class Workspaces:
                                           Membership.username == (username or self.actor))
         )
 
-    def get(self, ws_id: int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """The workspace and the actor's role in it: 404 if none, 403 if not allowed."""
+    def get(self, ws_id: int, action: str = domain.VIEW, label: str | None = None) -> tuple[Workspace, str]:
+        """The workspace and the actor's role in it: 404 if none *or not a member* (the same
+        answer, so ids and names of other workspaces are not revealed), 403 if the actor's
+        role does not allow ``action``. ``label`` names it in that 404 (default: the id)."""
         ws = self.db.get(Workspace, ws_id)
-        if ws is None:
-            raise NotFound(f"workspace {ws_id} does not exist")
-        role = self.role_in(ws)
+        role = self.role_in(ws) if ws is not None else None
+        if role is None:
+            raise NotFound(f"workspace {label or ws_id} does not exist")
         domain.require(role, action, ws.name)
-        return ws, role  # type: ignore[return-value]
+        return ws, role
 
     def view(self, ws_id: int, hub_admin: bool) -> tuple[Workspace, str | None]:
         """The workspace and the actor's role for its page: a hub admin who is not a member
@@ -88,6 +97,34 @@ class Workspaces:
         ).all()
         return [(ws, role) for ws, role in rows], total
 
+    def every(self, search: str = "", members: tuple[str, ...] = (), offset: int = 0,
+              limit: int = 200) -> tuple[list[Workspace], int]:
+        """Every workspace, for hub admins (the caller checked): ``search`` matches a part of
+        its name or of a member's name; ``members`` keeps those one of them belongs to."""
+        q = select(Workspace)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            q = q.where(or_(Workspace.name.ilike(pattern, escape="\\"), Workspace.id.in_(
+                select(Membership.workspace_id).where(Membership.username.ilike(pattern, escape="\\")))))
+        if members:
+            q = q.where(Workspace.id.in_(
+                select(Membership.workspace_id).where(Membership.username.in_(members))))
+        total = self.db.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = list(self.db.scalars(q.order_by(Workspace.id).offset(offset).limit(limit)))
+        return rows, total
+
+    def members_of(self, ids: list[int]) -> dict[int, list[Membership]]:
+        """Members of several workspaces in one query."""
+        out: dict[int, list[Membership]] = {i: [] for i in ids}
+        for m in self.db.scalars(select(Membership).where(Membership.workspace_id.in_(ids)).order_by(Membership.id)):
+            out[m.workspace_id].append(m)
+        return out
+
+    def project_counts(self, ids: list[int]) -> dict[int, int]:
+        rows = self.db.execute(select(Project.workspace_id, func.count()).where(Project.workspace_id.in_(ids))
+                               .group_by(Project.workspace_id)).all()
+        return {i: 0 for i in ids} | {ws_id: n for ws_id, n in rows}
+
     def members(self, ws: Workspace) -> list[Membership]:
         return list(self.db.scalars(
             select(Membership).where(Membership.workspace_id == ws.id).order_by(Membership.id)))
@@ -96,7 +133,7 @@ class Workspaces:
         m = self.db.scalar(select(Membership).where(Membership.workspace_id == ws.id,
                                                     Membership.username == username))
         if m is None:
-            raise NotFound(f"{username!r} is not a member of workspace {ws.name!r}")
+            raise NotFound(f"{params.echo(username)} is not a member of workspace {ws.name!r}")
         return m
 
     def projects(self, ws: Workspace, offset: int = 0, limit: int = 200) -> tuple[list[Project], int]:
@@ -110,7 +147,7 @@ class Workspaces:
         ws = self.db.scalar(select(Workspace).join(Membership, Membership.workspace_id == Workspace.id)
                             .where(Workspace.name == name, Membership.username == self.actor))
         if ws is None:
-            raise NotFound(f"you are not a member of a workspace named {name!r}")
+            raise NotFound(f"you are not a member of a workspace named {params.echo(name)}")
         return self.get(ws.id, action)
 
     def project_by_id(self, ws: Workspace, project_id: int) -> Project:
@@ -122,7 +159,7 @@ class Workspaces:
     def project_by_name(self, ws: Workspace, name: str) -> Project:
         p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == name))
         if p is None:
-            raise NotFound(f"workspace {ws.name!r} has no project named {name!r}")
+            raise NotFound(f"workspace {ws.name!r} has no project named {params.echo(name)}")
         return p
 
     # -- the personal workspace --------------------------------------------------------

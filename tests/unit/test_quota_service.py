@@ -92,7 +92,7 @@ async def test_workspace_lifecycle_and_roles(q):
     r = await q.call("POST", f"api/v1/workspaces/{wid}/members", owner, json={"username": "ghost"})
     assert r.status_code == 400 and "ghost" in r.json()["message"]
 
-    # outsider: 403 everywhere, unknown workspace 404
+    # outsider: 404 everywhere, like an unknown workspace (its existence is not revealed)
     for method, path, body in (
         ("GET", f"api/v1/workspaces/{wid}", None), ("PATCH", f"api/v1/workspaces/{wid}", {"name": "z"}),
         ("DELETE", f"api/v1/workspaces/{wid}", None), ("GET", f"api/v1/workspaces/{wid}/projects", None),
@@ -100,7 +100,7 @@ async def test_workspace_lifecycle_and_roles(q):
         ("GET", f"api/v1/workspaces/{wid}/members", None),
     ):
         r = await q.call(method, path, outsider, json=body)
-        assert r.status_code == 403, (method, path, r.text)
+        assert r.status_code == 404 and r.json()["message"] == f"workspace {wid} does not exist", (method, path, r.text)
     assert (await q.call("GET", "api/v1/workspaces/999999", owner)).status_code == 404
 
     # member: view, create projects; nothing else
@@ -162,7 +162,7 @@ async def test_member_can_leave(q):
     elsewhere = {"user": "m", "server": "gpu", "user_options": {"workspace_id": wid + 1000}}
     q.hub.servers += [{"user": "m", "server": "", "user_options": {"workspace_id": wid}}, elsewhere]
     assert (await q.call("DELETE", f"api/v1/workspaces/{wid}/members/m", member)).status_code == 204
-    assert (await q.call("GET", f"api/v1/workspaces/{wid}", member)).status_code == 403
+    assert (await q.call("GET", f"api/v1/workspaces/{wid}", member)).status_code == 404
     assert q.hub.servers == [elsewhere]  # the server in the workspace left is stopped, no other
 
 
@@ -182,8 +182,11 @@ async def test_resolve_internal_caller(q):
     bobs_id = (await q.call("GET", "api/v1/workspaces", bob)).json()["items"]
     bobs_id = next(w["id"] for w in bobs_id if w["name"] == "bobs")
     r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": bobs_id})
-    assert r.status_code == 403
-    for bad in ("²", "-1", "9" * 30, "1e3"):
+    missing = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": 2**62})
+    # not a member: the same answer as for a workspace that does not exist
+    assert r.status_code == missing.status_code == 404
+    assert r.json()["message"] == missing.json()["message"].replace(str(2**62), str(bobs_id))
+    for bad in ("²", "-1", "9" * 30, "1e3", str(2**63)):
         r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": bad})
         assert r.status_code == 400, bad
     assert (await q.call("GET", "api/v1/resolve", "service-token")).status_code == 400
@@ -228,3 +231,34 @@ async def test_pagination(q):
     assert len(r["items"]) == 2 and r["_pagination"]["total"] == 4 and r["_pagination"]["next"]["offset"] == 2
     r = await q.call("GET", "api/v1/workspaces", alice, params={"limit": "x"})
     assert r.status_code == 400
+
+
+async def test_hub_admins_list_every_workspace_with_members_search_and_paging(q):
+    alice, bob, root = q.user("alice"), q.user("bob"), q.user("root")
+    q.hub.admins.add("root")
+    team = (await q.call("POST", "api/v1/workspaces", alice, json={"name": "team_a"})).json()
+    await q.call("POST", f"api/v1/workspaces/{team['id']}/members", alice, json={"username": "bob"})
+    await q.call("GET", "api/v1/workspaces", bob)  # bob's personal workspace
+    # not a hub admin: refused, whatever the membership
+    r = await q.call("GET", "api/v1/admin/workspaces", alice)
+    assert r.status_code == 403 and "hub administrators" in r.json()["message"]
+    r = await q.call("GET", "api/v1/admin/workspaces", root)
+    names = {w["name"]: w for w in r.json()["items"]}
+    assert {"alice", "team_a", "bob", "root"} <= set(names)
+    assert [(m["username"], m["role"]) for m in names["team_a"]["members"]] == [("alice", "owner"), ("bob", "member")]
+    assert names["team_a"]["role"] is None and names["team_a"]["project_count"] == 1
+    # search: a part of a workspace's name or of a member's; "_" is a character, not a wildcard
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params={"search": "M_A"})
+    assert [w["name"] for w in r.json()["items"]] == ["team_a"]
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params={"search": "bo"})
+    assert sorted(w["name"] for w in r.json()["items"]) == ["bob", "team_a"]
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params=[("member", "bob"), ("member", "nobody")])
+    assert sorted(w["name"] for w in r.json()["items"]) == ["bob", "team_a"]
+    r = (await q.call("GET", "api/v1/admin/workspaces", root, params={"limit": 1, "offset": 1})).json()
+    assert len(r["items"]) == 1 and r["_pagination"]["total"] == 4 and r["_pagination"]["next"]["offset"] == 2
+    # the internal caller acting for a hub admin (the hub's console), one workspace in full
+    r = await q.call("GET", f"api/v1/admin/workspaces/{team['id']}", "service-token", params={"user": "root"})
+    assert r.status_code == 200 and [p["name"] for p in r.json()["projects"]] == ["default"]
+    assert (await q.call("GET", "api/v1/admin/workspaces/999", root)).status_code == 404
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params={"search": "x" * 64})
+    assert r.status_code == 400 and "at most 63" in r.json()["message"]
