@@ -82,6 +82,7 @@ class ImagesService(GemService):
             (f"api/v1/{i}/{n}/log", h.LogAPI),
             (f"api/v1/{i}/{n}/push", h.PushAPI),
             (fr"api/v1/{i}/tags/([^/]+)", h.TagAPI),
+            ("api/v1/builds", h.BuildsAPI),
             ("api/v1/dockerfile/check", h.CheckAPI),
             ("api/v1/resolve", h.ResolveAPI),
         ]

@@ -25,3 +25,17 @@ class ImagesClient(ServiceClient):
         """{id, name, version, version_id, rootfs, reference, env} of the chosen image, or
         an ImagesError saying why the user may not start it."""
         return await self._call("POST", "resolve", {"user": user}, {"image": image, "workspace_id": workspace_id})
+
+    async def builds(self, user: str, state: str = "active", offset: int = 0, limit: int = 50) -> dict:
+        """A page of every workspace's builds (hub admins; the admin console)."""
+        return await self._call("GET", "builds", {"user": user, "state": state, "offset": offset, "limit": limit})
+
+    async def official(self, user: str) -> list[dict]:
+        return await self._all_pages("images", {"user": user, "kind": "official"})
+
+    async def rebuild(self, user: str, image_id: int) -> dict:
+        """A new version of an official image from its recipe (hub admins)."""
+        return await self._call("POST", f"images/{int(image_id)}/versions", {"user": user}, {})
+
+    async def cancel(self, user: str, image_id: int, number: int) -> dict:
+        return await self._call("POST", f"images/{int(image_id)}/versions/{int(number)}/cancel", {"user": user})

@@ -24,7 +24,7 @@ from gemhub.spawner import layout
 
 from . import builds, context, names, policy
 from .library import ACTIVE, Library, version_json
-from .models import ImageVersion
+from .models import Image, ImageVersion
 from .runner import Job
 from .build import push
 from .storage import local_reference, registry_reference
@@ -310,8 +310,11 @@ class CancelAPI(ImagesAPIHandler):
     async def post(self, image_id, number):
         iid, n = whole(image_id, "image"), whole(number, "version")
 
+        admin = await self.hub_admin()
+
         def work(lib: Library):
-            image = lib.get(iid, "edit")
+            image = lib.db.get(Image, iid) if admin else None  # hub admins stop any build
+            image = image or lib.get(iid, "edit")
             v = lib.version(image, n)
             if v.state not in ACTIVE:
                 raise Conflict(f"version {n} is {v.state}; only queued or building versions can be cancelled")
@@ -403,6 +406,33 @@ class TagAPI(ImagesAPIHandler):
         await self.with_library(lambda lib: lib.remove_tag(iid, tag))
         self.set_status(204)
         self.finish()
+
+
+class BuildsAPI(ImagesAPIHandler):
+    """Hub admins: every build across workspaces, newest first (``?state=active`` for the
+    queue, ``recent`` for everything), for the admin console."""
+
+    async def get(self):
+        if not await self.hub_admin():
+            raise Forbidden("only hub admins see every workspace's builds")
+        offset, limit = self.page_args()
+        which = self.get_query_argument("state", "active") or "active"
+        if which not in ("active", "recent"):
+            raise BadRequest(f"state must be active or recent, not {params.echo(which)}")
+
+        def work(lib: Library):
+            from sqlalchemy import func, select
+
+            q = select(ImageVersion)
+            if which == "active":
+                q = q.where(ImageVersion.state.in_(ACTIVE))
+            total = lib.db.scalar(select(func.count()).select_from(q.subquery()))
+            rows = lib.db.scalars(q.order_by(ImageVersion.id.desc()).offset(offset).limit(limit))
+            return [{**version_json(v), "image": {"id": v.image.id, "name": v.image.name, "kind": v.image.kind,
+                                                  "workspace": v.image.workspace_name}} for v in rows], total
+
+        items, total = await self.with_library(work)
+        self.write_json(self.paginated(items, offset, limit, total))
 
 
 class CheckAPI(ImagesAPIHandler):

@@ -68,6 +68,8 @@ def describe(r: OpenAPIRegistry) -> OpenAPIRegistry:
           errors=(400, 401, 403, 404, 409), request={"type": "object", "required": ["version"], "properties": {
               "version": {"type": "integer", "minimum": 1}}})
     r.add("delete", i + "/tags/{tag}", "Remove a tag", status=204, errors=(401, 403, 404))
+    r.add("get", "/builds", "Hub admins: every workspace's builds, newest first (the console's queue)",
+          response=page_of(VERSION), query={**PAGE, "state": {"type": "string", "enum": ["active", "recent"]}})
     r.add("post", "/dockerfile/check", "Check a Dockerfile against the policy without building",
           request={"type": "object", "required": ["dockerfile"], "properties": {"dockerfile": {"type": "string"}}},
           response={"type": "object", "properties": {"ok": {"type": "boolean"},

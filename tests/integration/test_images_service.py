@@ -302,3 +302,37 @@ def test_openapi_metrics_and_pages(images_hub):
     metrics = hub.request("GET", "/services/images/metrics").text
     assert 'gemhub_service_requests_total{' in metrics and 'service="images"' in metrics
     assert hub.request("GET", "/services/images/", token=token).status_code == 200
+
+
+def test_the_admin_consoles_images_tab_shows_the_queue_and_cancels_a_build(images_hub):
+    import re
+
+    import httpx
+
+    hub, _, base = images_hub
+    _, token, ws = user_with_workspace(hub)
+    image = new_image(hub, token, ws, visibility="private")
+    r = call(hub, token, "POST", f"/images/{image['id']}/versions",
+             json={"dockerfile": "RUN sleep 600\n", "base": {"id": base["id"]}})
+    assert r.status_code == 202, r.text
+    admin = httpx.Client(base_url=hub.url, timeout=30, follow_redirects=False)
+    login = admin.get("/hub/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login.text)
+    r = admin.post("/hub/login", data={"username": "admin", "password": hub.admin_password,
+                                       **({"_xsrf": xsrf.group(1)} if xsrf else {})})
+    assert r.status_code == 302, r.text
+    tab = admin.get("/hub/gemhub/admin/images")
+    assert tab.status_code == 200, tab.text
+    assert 'id="gemhub-official-images"' in tab.text and 'data-image="base"' in tab.text
+    # another workspace's private build is in the admin's queue, and the admin can stop it
+    row = f'data-image="{image["name"]}" data-version="1"'
+    assert row in tab.text
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', tab.text).group(1)
+    r = admin.post("/hub/gemhub/admin/images", data={"_xsrf": xsrf, "action": "cancel", "image": str(image["id"]),
+                                                     "version": "1"})
+    assert r.status_code == 303, r.text
+    assert wait_built(hub, token, image["id"], 1, timeout=120)["state"] == "cancelled"
+    r = admin.post("/hub/gemhub/admin/images", data={"_xsrf": xsrf, "action": "cancel", "image": "x", "version": "1"})
+    assert r.status_code == 400
+    # members never see every workspace's builds
+    assert call(hub, token, "GET", "/builds").status_code == 403
