@@ -174,6 +174,7 @@ def attach(info_file: str) -> tuple[Hub, Registry]:
     hub.workdir = Path(info["workdir"])
     hub.state_dir, hub.log_path = hub.workdir / "state", hub.workdir / "hub.log"
     hub.url, hub.admin_token, hub.ssh_port = info["url"], info["token"], info["ssh_port"]
+    hub.admin_password = info.get("admin_password", "")
     hub.api_url = f"{hub.url}/hub/api"
     hub.proc = types.SimpleNamespace(pid=info["pid"], poll=lambda: None)
     registry = Registry.__new__(Registry)
@@ -188,7 +189,8 @@ if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "images-hub.json")
     hub, registry = start_image_hub(out.resolve().parent)
     out.write_text(json.dumps({"url": hub.url, "token": hub.admin_token, "workdir": str(hub.workdir),
-                               "pid": hub.proc.pid, "registry": registry.host, "ssh_port": hub.ssh_port}) + "\n")
+                               "pid": hub.proc.pid, "registry": registry.host, "ssh_port": hub.ssh_port,
+                               "admin_password": hub.admin_password}) + "\n")
     print(f"image hub at {hub.url}; building the test base; Ctrl-C stops it", flush=True)
     wait_base(hub)
     print("test base ready", flush=True)
