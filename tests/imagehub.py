@@ -105,8 +105,11 @@ def stop_image_hub(hub: Hub, registry: Registry, artifacts: Path, keep: bool = F
     logs = hub.state_dir / "images" / "logs"
     if logs.is_dir():
         shutil.copytree(logs, artifacts / "images-build-logs", dirs_exist_ok=True)
-    # no build container is left mounted (every export unmounts its own); the store is
-    # large (tens of thousands of files): it is removed in the background
+    # buildah's overlay driver mounts its layer folder on itself: unmount it (and anything
+    # under it) first; the store is large (tens of thousands of files): removed in the background
+    storage = hub.state_dir / "images" / "storage" / "overlay"
+    if os.path.ismount(storage):
+        subprocess.run(["umount", "-R", "-l", str(storage)], capture_output=True)
     subprocess.Popen(["rm", "-rf", "--one-file-system", str(hub.workdir)], start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
