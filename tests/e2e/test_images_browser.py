@@ -85,7 +85,8 @@ def test_dockerfile_on_the_page_to_a_terminal(images_hub, artifacts):
         page.wait_for_url(f"**/user/{name}/lab**", timeout=120_000)
         page.wait_for_selector(".jp-LauncherCard", timeout=90_000)
         page.locator(".jp-LauncherCard:visible:has-text('Terminal')").first.click()
-        page.wait_for_selector(".jp-Terminal .xterm-screen")
+        # the first terminal of a fresh environment on a loaded 2-core machine takes a while
+        page.wait_for_selector(".jp-Terminal .xterm-screen", timeout=120_000)
         time.sleep(1.5)
         page.locator(".jp-Terminal").last.click()
         page.keyboard.type("cowsay -t $COW_SAYS | tee cow.txt; cat /etc/os-release > os.txt;"
