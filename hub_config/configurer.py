@@ -92,6 +92,11 @@ DEFAULTS: dict[str, Any] = {
         "mem_guarantee_ratio": 1.0,
         "hub_connect_ip": "",
     },
+    "images": {
+        "default": "base", "allow_host": True, "autobuild": True, "registry": "", "registry_tls_verify": True,
+        "build_concurrency": 1, "build_timeout": 3600, "max_image_gb": 20.0, "max_context_gb": 2.0,
+        "storage_driver": "overlay", "cache_dir": "", "catalog_dir": "", "port": 0, "database_url": "",
+    },
     "lab": {"pip_index_url": "", "pip_trusted_host": "", "apt_mirror": ""},
     "culling": {"enabled": True, "timeout": 3600, "accelerator_timeout": 1800, "every": 300, "max_age": 0},
 }
@@ -138,6 +143,8 @@ def merge_platform(user: Mapping[str, Any] | None, env: Mapping[str, str]) -> di
             raise ConfigError(f"GEMHUB_PORT must be a port number, not {env['GEMHUB_PORT']!r}")
     if env.get("GEMHUB_STATE_DIR"):
         merged["state_dir"] = env["GEMHUB_STATE_DIR"]
+    if env.get("GEMHUB_DEFAULT_IMAGE"):
+        merged["images"]["default"] = env["GEMHUB_DEFAULT_IMAGE"]
     _check(merged)
     return merged
 
@@ -208,6 +215,10 @@ def _check(cfg: Mapping[str, Any]) -> None:
             f" ({', '.join(names)})"
         )
     _check_accelerators(cfg)
+    try:
+        services.check_images(cfg["images"])
+    except ValueError as e:
+        raise ConfigError(f"images.{e}") from None
 
 
 def _check_accelerators(cfg: Mapping[str, Any]) -> None:
@@ -273,7 +284,7 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     accel = cfg["accelerators"]
     out = {k: copy.deepcopy(gem_spawner[k])
            for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token",
-                     "lab_mirrors")}
+                     "lab_mirrors", "images_url", "images_token", "default_image", "allow_host_image")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})
@@ -351,9 +362,13 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     out["JupyterHub"]["services"].append(culler)
     out["JupyterHub"]["load_roles"].append(culler_role)
     services.add_data_service(out, cfg, inputs, quota_url, base_url)
+    services.add_images_service(out, cfg, inputs, quota_url, base_url)
     if cfg["spawner"]["runtime"] == "kubernetes":
         out["JupyterHub"]["spawner_class"] = RUNTIMES["kubernetes"]
         out["KubeGemSpawner"] = _kubernetes_config(cfg, out["LocalGemSpawner"])
+        if not cfg["images"]["registry"]:
+            # nothing is pushed anywhere a cluster pulls from: pods run kubernetes.image
+            out["KubeGemSpawner"]["default_image"] = "host"
         if cfg["kubernetes"]["hub_connect_ip"]:
             # pods reach the hub through this address (e.g. its Service's name)
             out["JupyterHub"]["hub_ip"] = "0.0.0.0"

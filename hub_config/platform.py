@@ -13,7 +13,7 @@ from gemhub.hub_config import configurer, state
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 # hub services with their own loopback port and hub API token
-SERVICES = ("quota", "ssh", "data")
+SERVICES = ("quota", "ssh", "data", "images")
 
 
 def config_path(env: Mapping[str, str]) -> Path | None:

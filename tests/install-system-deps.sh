@@ -2,7 +2,8 @@
 # What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
 # sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
 # benchmark), tmux and screen (offered in every environment), PostgreSQL (the Helm chart's
-# external database in tests/helm).
+# external database in tests/helm), buildah, bubblewrap, debootstrap, rsync and
+# docker-registry (image builds and registry pushes).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -16,6 +17,11 @@ command -v bsdtar >/dev/null || need+=(libarchive-tools)  # rar extraction (data
 command -v curl >/dev/null || need+=(curl)                # the benchmarks' baselines
 command -v tmux >/dev/null || need+=(tmux)      # long-running work in environments' terminals
 command -v screen >/dev/null || need+=(screen)
+command -v buildah >/dev/null || need+=(buildah)             # image builds (images service)
+command -v bwrap >/dev/null || need+=(bubblewrap)            # the build sandbox
+command -v debootstrap >/dev/null || need+=(debootstrap)     # the Debian root of images
+command -v rsync >/dev/null || need+=(rsync)                 # root filesystems sharing the base's files
+command -v docker-registry >/dev/null || need+=(docker-registry)  # registry pushes (kubernetes runtime)
 # the Helm chart's start test uses Debian's PostgreSQL as the chart's external database
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
