@@ -4,6 +4,14 @@ A hub user ``alice`` runs as ``<prefix>alice`` (home ``state/users/alice/home``)
 member of workspace 7 is in group ``gemws-7``, which owns the workspace's project
 directories with mode 2775 so members share code and outputs. ``useradd``/``groupadd``/
 ``usermod`` run only when something is missing: a spawn for a known user makes none.
+
+Concurrency: a burst of new users' first spawns must not queue behind one another, so
+changes are serialised per account or group name only (two spawns of one user never both
+run ``useradd``), and at most :data:`MAX_COMMANDS` of these commands run at once. The
+commands serialise their own writes of /etc/passwd, /etc/group and the shadow files
+through ``lckpwdf`` (/etc/.pwd.lock, waited for up to 15 s), which also covers other
+programs on the machine; the bound keeps a burst well inside that wait, and a command that
+still reports the files locked is run again.
 """
 
 from __future__ import annotations
@@ -15,10 +23,16 @@ import logging
 import os
 import pwd
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+#: account commands (useradd, groupadd, usermod) running at once in one hub
+MAX_COMMANDS = 4
+#: tries of a command that finds the password files locked by another program
+LOCKED_TRIES = 5
 
 MAX_UNIX_NAME = 32
 _VALID = re.compile(r"^[a-z_][a-z0-9_-]*$")
@@ -59,37 +73,66 @@ class Account:
 
 
 async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise AccountError(f"{' '.join(argv)} failed ({proc.returncode}): {out.decode(errors='replace').strip()}")
+    for attempt in range(LOCKED_TRIES):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode == 0:
+            return
+        text = out.decode(errors="replace").strip()
+        # "cannot lock /etc/passwd; try again later.": lckpwdf's 15 s ran out
+        if "cannot lock" not in text or attempt == LOCKED_TRIES - 1:
+            raise AccountError(f"{' '.join(argv)} failed ({proc.returncode}): {text}")
+        log.warning("%s: %s; trying again", argv[0], text)
+        await asyncio.sleep(0.5 * (attempt + 1))
+
+
+class _NameLocks:
+    """One asyncio lock per name, forgotten once nobody holds or waits for it (a burst of
+    new users leaves no lock behind)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class Accounts:
-    """Creates what is missing; one at a time (useradd locks /etc/passwd)."""
+    """Creates what is missing: per name one at a time, different names in parallel."""
 
     def __init__(self) -> None:
-        self._lock = asyncio.Lock()
+        self._names = _NameLocks()
+        self._commands = asyncio.Semaphore(MAX_COMMANDS)
+
+    async def _run(self, *argv: str) -> None:
+        async with self._commands:
+            await _run(*argv)
 
     async def ensure_user(self, name: str, home: Path) -> Account:
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
-            async with self._lock:
+            async with self._names(f"user:{name}"):
                 try:
                     pw = pwd.getpwnam(name)
                 except KeyError:
                     home.parent.mkdir(parents=True, exist_ok=True)
                     log.info("creating unix account %s (home %s)", name, home)
-                    await _run("useradd", "--home-dir", str(home), "--create-home",
+                    await self._run("useradd", "--home-dir", str(home), "--create-home",
                                "--shell", "/bin/bash", "--user-group", name)
                     pw = pwd.getpwnam(name)
         # The account may outlive a state directory: make sure its home exists here.
         if pw.pw_dir != str(home):
-            async with self._lock:
-                await _run("usermod", "--home", str(home), name)
+            async with self._names(f"user:{name}"):
+                await self._run("usermod", "--home", str(home), name)
             pw = pwd.getpwnam(name)
         if not home.is_dir():
             home.mkdir(parents=True, exist_ok=True)
@@ -102,17 +145,17 @@ class Accounts:
         try:
             gr = grp.getgrnam(group)
         except KeyError:
-            async with self._lock:
+            async with self._names(f"group:{group}"):
                 try:
                     gr = grp.getgrnam(group)
                 except KeyError:
                     log.info("creating unix group %s", group)
-                    await _run("groupadd", group)
+                    await self._run("groupadd", group)
                     gr = grp.getgrnam(group)
         if user not in gr.gr_mem:
-            async with self._lock:
+            async with self._names(f"user:{user}"):
                 if user not in grp.getgrnam(group).gr_mem:
-                    await _run("usermod", "--append", "--groups", group, user)
+                    await self._run("usermod", "--append", "--groups", group, user)
         return gr.gr_gid
 
 
