@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
 # sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
-# benchmark), tmux and screen (offered in every environment).
+# benchmark), tmux and screen (offered in every environment), PostgreSQL (the operations tests
+# run the platform on a server of their own, and back it up with pg_dump).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -15,6 +16,7 @@ command -v bsdtar >/dev/null || need+=(libarchive-tools)  # rar extraction (data
 command -v curl >/dev/null || need+=(curl)                # the benchmarks' baselines
 command -v tmux >/dev/null || need+=(tmux)      # long-running work in environments' terminals
 command -v screen >/dev/null || need+=(screen)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v pg_dump >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2
