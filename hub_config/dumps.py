@@ -50,7 +50,9 @@ def libpq(url: str) -> tuple[str, dict[str, str]]:
     if parsed.get_backend_name() != "postgresql":
         raise DumpError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
     env = {"PGPASSWORD": parsed.password} if parsed.password else {}
-    plain = parsed.set(drivername="postgresql", password=None)
+    # URL.set() keeps a part given as None: build the URL anew, without the password
+    plain = URL.create("postgresql", username=parsed.username, host=parsed.host, port=parsed.port,
+                       database=parsed.database, query=parsed.query)
     return plain.render_as_string(hide_password=False), env
 
 
