@@ -106,10 +106,12 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
         if as_root:
             self.unix_user = accounts.unix_name(self.user.name, self.user_prefix)
+            group = accounts.workspace_group(request.workspace.id)
             try:
-                await self._accounts.ensure_user(self.unix_user, layout.user_home(state_dir, self.user.name))
-                gid = await self._accounts.ensure_member(
-                    accounts.workspace_group(request.workspace.id), self.unix_user)
+                await self._accounts.ensure_group(group)
+                await self._accounts.ensure_user(self.unix_user, layout.user_home(state_dir, self.user.name),
+                                                 groups=(group,))
+                gid = await self._accounts.ensure_member(group, self.unix_user)
             except accounts.AccountError as e:
                 self.log.error("unix account for %s: %s", self._log_name, e)
                 raise user_error(500, "could not prepare your unix account; ask an administrator") from None
@@ -197,7 +199,10 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
 
     async def _wait_listening(self, log_path) -> None:
         """Return once the server accepts connections (the hub's own check then succeeds at
-        once instead of backing off), or fail fast with the server's last log lines."""
+        once instead of backing off), or fail fast with the server's last log lines. The
+        checks back off to 0.5 s: thirty servers starting at once must not keep the hub's
+        event loop busy with hundreds of refused connections a second."""
+        delay = 0.05
         while True:
             rc = self.proc.poll() if self.proc is not None else None
             if rc is not None:
@@ -214,7 +219,8 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
                 continue
             writer.close()
             return
