@@ -304,18 +304,13 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
             "services": [
                 services.service_entry(inputs, "quota", "QuotaService", quota_db,
-                         *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]),
+                         *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]],
+                         *([f"--QuotaService.unix_prefix={cfg['spawner']['user_prefix']}"]
+                           if cfg["spawner"]["runtime"] == "local" else [])),
             ],
             "load_roles": [
                 {"name": "user", "scopes": ["self", "access:services!service=quota"]},
-                {
-                    "name": "gemhub-quota",
-                    "services": ["quota"],
-                    "scopes": [
-                        "list:users", "read:users", "read:servers",
-                        "admin:groups", "groups", "read:groups", "list:groups",
-                    ],
-                },
+                {"name": "gemhub-quota", "services": ["quota"], "scopes": list(services.QUOTA_SCOPES)},
             ],
         },
         "ConfigurableHTTPProxy": {

@@ -51,3 +51,15 @@ def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configure
         admin_token=env.get("GEMHUB_ADMIN_TOKEN", ""),
     )
     return cfg, inputs
+
+
+def preflight(cfg: Mapping[str, Any], inputs: configurer.Inputs) -> None:
+    """Stop with one line when servers could not start here (see gemhub.hub_config.preflight)."""
+    if cfg["spawner"]["runtime"] != "local" or os.geteuid() != 0:
+        return
+    from gemhub.hub_config.preflight import PreflightError, check_sandbox
+
+    try:
+        check_sandbox(inputs.python)
+    except PreflightError as e:
+        sys.exit(f"GemHub cannot start: {e}")

@@ -13,6 +13,25 @@ if TYPE_CHECKING:  # configurer imports this module
     from gemhub.hub_config.configurer import Inputs
 
 
+# What each service's own token may do in the hub (its role), on every runtime.
+QUOTA_SCOPES = ("list:users", "read:users", "read:servers", "admin:groups", "groups", "read:groups",
+                "list:groups",
+                # a member removed from a workspace: their servers there are stopped
+                "servers")
+
+
+def ssh_scopes(start_stopped: bool) -> list[str]:
+    """The SSH gateway's: find users' servers, mark them active, ask the data service about
+    drafts; and start a stopped server on login when configured to."""
+    scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
+    return scopes + ["servers"] if start_stopped else scopes
+
+
+def ssh_template_vars(ssh: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """What the hub's home page shows about connecting over SSH."""
+    return {"port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/"}
+
+
 def service_url(inputs: Inputs, name: str) -> str:
     return f"http://127.0.0.1:{inputs.service_ports[name]}"
 
@@ -81,13 +100,8 @@ def add_ssh_service(out: dict[str, dict[str, Any]], cfg: Mapping[str, Any], inpu
         environment={"GEMHUB_DATA_URL": f"{service_url(inputs, 'data')}{base_url}services/data/"},
     ))
     let_users_open(jh, "ssh")
-    scopes = ["read:users:name", "read:servers", "users:activity", "access:services!service=data"]
-    if ssh["start_stopped"]:
-        scopes.append("servers")
-    jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": scopes})
-    jh.setdefault("template_vars", {})["gemhub_ssh"] = {
-        "port": ssh["port"], "host": ssh["public_host"], "page": f"{base_url}services/ssh/",
-    }
+    jh["load_roles"].append({"name": "gemhub-ssh", "services": ["ssh"], "scopes": ssh_scopes(ssh["start_stopped"])})
+    jh.setdefault("template_vars", {})["gemhub_ssh"] = ssh_template_vars(ssh, base_url)
 def add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_url: str, base_url: str) -> None:
     """The data service (datasets, models, uploads, storage): asks the quota service about
     workspaces with the quota token (passed in its environment, not on its command line);

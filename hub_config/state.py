@@ -13,19 +13,47 @@ import socket
 from pathlib import Path
 
 SUBDIRS = ("db", "secrets", "users", "workspaces", "readonly/empty", "logs")
+# Folders whose files are private (earlier releases left them 0644 in 0755 folders).
+PRIVATE = ("db", "secrets", "logs")
+# Dataset/model storage: environments get versions through read-only binds only.
+STORAGE = ("datasets", "models")
 
 
 def prepare(state_dir: str | os.PathLike) -> Path:
+    """Make the state root and its folders, private to the hub's user (root).
+
+    Environments never reach the state directory: their sandbox binds what they may see
+    (project folders, dataset versions, their home). So the root is 0700, and everything
+    GemHub writes under it is private unless made shareable on purpose (the process umask
+    becomes 077; project folders, homes and published versions set their modes
+    explicitly)."""
+    os.umask(0o077)
     root = Path(state_dir).resolve()
     for sub in SUBDIRS:
         (root / sub).mkdir(parents=True, exist_ok=True)
-    # Per-user servers (other unix accounts) traverse the state root to reach their mounts;
-    # secrets stay private to root.
-    root.chmod(0o755)
-    (root / "secrets").chmod(0o700)
-    (root / "readonly").chmod(0o755)
+    root.chmod(0o700)
+    for sub in ("readonly", *SUBDIRS, *STORAGE):
+        if (root / sub).is_dir():
+            (root / sub).chmod(0o700)
     (root / "readonly" / "empty").chmod(0o555)
+    for sub in PRIVATE:
+        _make_private(root / sub)
     return root
+
+
+def _make_private(folder: Path) -> None:
+    """Files 0600 and folders 0700 under ``folder`` (links are left alone; only root can
+    write here, so nothing swaps a file for a link meanwhile)."""
+    for dirpath, dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not os.path.islink(path) and st.st_mode & 0o077:
+                os.chmod(path, st.st_mode & 0o700)
+        for name in dirs:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
 
 
 def _free_port() -> int:

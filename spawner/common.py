@@ -31,8 +31,9 @@ def user_error(status: int, message: str) -> web.HTTPError:
 class _OfflineQuota:
     """Stand-in when no quota service is configured: the personal workspace only."""
 
-    async def resolve(self, user, workspace=None, project=None):
-        if workspace not in (None, "0", user) or project not in (None, "0", "default"):
+    async def resolve(self, user, workspace_id=None, project_id=None, workspace=None, project=None):
+        if workspace_id not in (None, 0) or project_id not in (None, 0) or \
+                workspace not in (None, user) or project not in (None, "default"):
             raise RequestError("no quota service is configured: only the personal workspace exists")
         return {"workspace": {"id": 0, "name": user}, "project": {"id": 0, "name": "default"}}
 
@@ -209,7 +210,9 @@ class GemSpawnerMixin(Configurable):
         except RequestError as e:
             raise user_error(400, str(e)) from None
         resolved = await self._with_quota(
-            lambda q: q.resolve(self.user.name, workspace=requested.workspace, project=requested.project)
+            lambda q: q.resolve(self.user.name, workspace_id=requested.workspace_id,
+                                project_id=requested.project_id, workspace=requested.workspace,
+                                project=requested.project)
         )
         workspace = resolved.get("workspace") or {}
         # The workspace's run-time limit (seed 001): the runtime turns it into a deadline.

@@ -1,7 +1,8 @@
 """The spawn page's options form and the parsing of its submission (pure).
 
 Element names are stable (tests and the browser flows use them):
-``select name="workspace"``, ``select name="project"``, ``input type="radio" name="preset"``,
+``select name="workspace_id"``, ``select name="project_id"`` (option values are ids: the
+form never sends names, see gemhub.spawner.request), ``input type="radio" name="preset"``,
 ``input type="text" name="accelerator"`` (custom accelerator spec, when allowed).
 """
 
@@ -45,28 +46,23 @@ def _projects(ws: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _default_project(projects: list[Mapping[str, Any]], wanted: Mapping[str, Any]) -> str:
-    """Name of the project to preselect: the previous one (by id, else name), else "default"."""
-    names = [str(p.get("name")) for p in projects]
+    """Id of the project to preselect: the previous one, else "default", else the first."""
     for p in projects:
         if wanted.get("project_id") is not None and str(p.get("id")) == str(wanted["project_id"]):
-            return str(p.get("name"))
-    if wanted.get("project") is not None and str(wanted["project"]) in names:
-        return str(wanted["project"])
-    if "default" in names:
-        return "default"
-    return names[0] if names else ""
+            return str(p.get("id"))
+    for p in projects:
+        if p.get("name") == "default":
+            return str(p.get("id"))
+    return str(projects[0].get("id")) if projects else ""
 
 
 def _selected_workspace(workspaces: list[Mapping[str, Any]], previous: Mapping[str, Any]) -> str:
-    """Name of the workspace to preselect: the previous one (by id, else name), else personal."""
+    """Id of the workspace to preselect: the previous one, else the personal one."""
     for w in workspaces:
         if previous.get("workspace_id") is not None and str(w.get("id")) == str(previous["workspace_id"]):
-            return str(w.get("name"))
-    for w in workspaces:
-        if previous.get("workspace") is not None and str(w.get("name")) == str(previous["workspace"]):
-            return str(w.get("name"))
+            return str(w.get("id"))
     personal = [w for w in workspaces if w.get("personal")]
-    return str((personal or workspaces or [{"name": ""}])[0].get("name"))
+    return str((personal or workspaces or [{"id": ""}])[0].get("id"))
 
 
 _LIMITS_SCRIPT = """
@@ -89,7 +85,8 @@ _LIMITS_SCRIPT = """
       var label = document.querySelector('label[for="' + r.id + '"]'), note = label && label.querySelector(".gemhub-ws-reason");
       if (label && !note) { note = document.createElement("small"); note.className = "gemhub-ws-reason text-muted"; label.appendChild(note); }
       if (note) { note.textContent = (!ok && r.getAttribute("data-never") !== "1") ?
-        " — not allowed in workspace " + ws.value + " (set by a hub administrator)" : ""; }
+        " — not allowed in workspace " + ws.options[ws.selectedIndex].getAttribute("data-name") +
+        " (set by a hub administrator)" : ""; }
       if (ok && first === null) { first = r; }
       if (!ok && r.checked) { lost = true; r.checked = false; }
     }
@@ -108,7 +105,7 @@ _LIMITS_SCRIPT = """
 
 
 def _limits(workspaces: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {str(w.get("name")): {"allowed_presets": w.get("allowed_presets"),
+    return {str(w.get("id")): {"allowed_presets": w.get("allowed_presets"),
                                  "custom_spec": bool(w.get("custom_spec"))} for w in workspaces}
 
 
@@ -163,8 +160,8 @@ def render_form(
 ) -> str:
     """HTML for JupyterHub's spawn page (inserted inside its <form>).
 
-    Option values are workspace and project *names* (what users type in the REST API too);
-    each project option carries its workspace's name in ``data-workspace`` for the filter.
+    Option values are workspace and project *ids*; each project option carries its
+    workspace's id in ``data-workspace`` for the filter.
     ``accelerator_labels``: preset name -> what its accelerator is (device model, memory);
     ``never_fits``: preset name -> why it can never run here (shown disabled). Presets the
     selected workspace may not use are disabled, and the custom spec field is shown to hub
@@ -179,31 +176,31 @@ def render_form(
     out = ['<div class="gemhub-spawn-options">']
     out.append('<div class="form-group mb-3">')
     out.append('<label for="gemhub-workspace" class="form-label">Workspace</label>')
-    out.append('<select class="form-select form-control" id="gemhub-workspace" name="workspace">')
+    out.append('<select class="form-select form-control" id="gemhub-workspace" name="workspace_id">')
     for w in workspaces:
-        name = str(w.get("name"))
+        ws_id, name = str(w.get("id")), str(w.get("name"))
         label = escape(name)
         if w.get("personal"):
             label += " (personal)"
-        selected = " selected" if name == sel_ws else ""
-        out.append(f'<option value="{escape(name)}"{selected}>{label}</option>')
+        selected = " selected" if ws_id == sel_ws else ""
+        out.append(f'<option value="{escape(ws_id)}" data-name="{escape(name)}"{selected}>{label}</option>')
     out.append("</select>")
     out.append(f' <a href="{manage}" target="_blank">Manage workspaces</a>')
     out.append("</div>")
 
     out.append('<div class="form-group mb-3">')
     out.append('<label for="gemhub-project" class="form-label">Project</label>')
-    out.append('<select class="form-select form-control" id="gemhub-project" name="project">')
+    out.append('<select class="form-select form-control" id="gemhub-project" name="project_id">')
     for w in workspaces:
-        ws_name = str(w.get("name"))
+        ws_id = str(w.get("id"))
         projects = _projects(w)
-        chosen = _default_project(projects, previous if ws_name == sel_ws else {})
+        chosen = _default_project(projects, previous if ws_id == sel_ws else {})
         for p in projects:
-            pname = str(p.get("name"))
-            selected = " selected" if ws_name == sel_ws and pname == chosen else ""
+            pid = str(p.get("id"))
+            selected = " selected" if ws_id == sel_ws and pid == chosen else ""
             out.append(
-                f'<option value="{escape(pname)}" data-workspace="{escape(ws_name)}"{selected}>'
-                f"{escape(pname)}</option>"
+                f'<option value="{escape(pid)}" data-workspace="{escape(ws_id)}"{selected}>'
+                f"{escape(str(p.get('name')))}</option>"
             )
     out.append("</select>")
     out.append("</div>")
@@ -233,7 +230,8 @@ def _one(formdata: Mapping[str, Any], key: str) -> str | None:
     return values[0].strip() or None
 
 
-_FORM_FIELDS = ("workspace", "project", "preset", "accelerator")
+_FORM_FIELDS = ("workspace_id", "project_id", "preset", "accelerator")
+_ID_FIELDS = ("workspace_id", "project_id")
 
 
 def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,8 +243,14 @@ def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in _FORM_FIELDS:
         value = _one(formdata, key)
-        if value is not None:
-            out[key] = value  # names, as the form offers them
+        if value is None:
+            continue
+        if key in _ID_FIELDS:
+            if not (value.isascii() and value.isdigit()) or len(value) > 18:
+                raise RequestError(f"the form field {key!r} must be an id, not {value[:40]!r}")
+            out[key] = int(value)
+        else:
+            out[key] = value
     out.update(asset_choices_from_form(formdata))
     return out
 

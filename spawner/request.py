@@ -1,9 +1,15 @@
 """What a workload asks for: who, in which workspace and project, with which preset (pure).
 
 Two steps: :func:`parse_options` validates raw ``user_options`` (REST body or parsed form)
-into :class:`RequestedOptions` (references by name or id, possibly missing); once the quota
-service has resolved the references, :func:`build_request` makes the :class:`WorkloadRequest`
-that runtimes consume. Bad input raises :class:`RequestError`, which the spawner turns into
+into :class:`RequestedOptions` (references possibly missing); once the quota service has
+resolved the references, :func:`build_request` makes the :class:`WorkloadRequest` that
+runtimes consume.
+
+References are explicit: ``workspace_id``/``project_id`` are integer ids, ``workspace``/
+``project`` are names (resolved by the quota service among the user's own workspaces only).
+What is persisted after a start holds the resolved ids only, so a later start (JupyterHub
+hands the stored options back to a REST start with an empty body) can never be redirected
+by a workspace someone names after an id. Bad input raises :class:`RequestError`, which the spawner turns into
 an HTTP 400 with the message.
 """
 
@@ -15,10 +21,9 @@ from typing import Any, Mapping
 from gemhub.spawner.layout import ASSET_DIRS, DATA_SLOTS, PRETRAIN_SLOTS
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 
-# workspace_id/project_id are written back by the spawner after resolution and come back
-# when JupyterHub reuses the previous options (a REST spawn with an empty body).
 OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator",
                "datasets", "models")
+MAX_ID = 2**63 - 1  # ids are BIGINT in every service's database
 MAX_SPEC = 200  # characters of a custom accelerator spec
 MAX_MOUNTS = 3
 
@@ -48,10 +53,12 @@ class Ref:
 
 @dataclass(frozen=True)
 class RequestedOptions:
-    """Validated but unresolved options: names or ids as the user gave them (None = default)."""
+    """Validated but unresolved options (None = default): ids win over names."""
 
-    workspace: str | None = None
-    project: str | None = None
+    workspace_id: int | None = None
+    project_id: int | None = None
+    workspace: str | None = None  # a name
+    project: str | None = None  # a name
     preset: str | None = None
     accelerator: str | None = None  # custom accelerator spec text (replaces the preset's)
     datasets: tuple[dict, ...] = ()  # [{"id": N} or {"name": S}, optional "version": N]
@@ -109,11 +116,10 @@ class WorkloadRequest:
         }
 
     def persisted_options(self, original: Mapping[str, Any]) -> dict[str, Any]:
-        """user_options as stored after resolution: the user's choices plus the resolved ids."""
-        out = {k: v for k, v in original.items() if k in OPTION_KEYS}
-        out.update(workspace=self.workspace.name, project=self.project.name,
-                   workspace_id=self.workspace.id, project_id=self.project.id,
-                   preset=self.preset.name)
+        """user_options as stored after resolution: the user's choices with the references
+        replaced by the resolved ids (never names: see the module docstring)."""
+        out = {k: v for k, v in original.items() if k in OPTION_KEYS and k not in ("workspace", "project")}
+        out.update(workspace_id=self.workspace.id, project_id=self.project.id, preset=self.preset.name)
         # resolved ids and versions: a restart mounts the same versions (visibility re-checked)
         for kind, key in (("dataset", "datasets"), ("model", "models")):
             chosen = [{"id": m.id, "version": m.version} for m in self.mounts if m.kind == kind]
@@ -126,23 +132,33 @@ def _cpu_text(cpu: float) -> str:
     return str(int(cpu)) if float(cpu).is_integer() else repr(cpu)
 
 
-def _ref_text(value: Any, key: str) -> str | None:
+def _ref_id(value: Any, key: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise RequestError(f"{key} must be a name or an id, not {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise RequestError(f"{key} id must not be negative")
-        return str(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if len(text) >= 64 or "/" in text:
-            raise RequestError(f"{key} {value!r} is not a valid name (1-63 characters, no '/')")
-        return text
-    raise RequestError(f"{key} must be a name or an id, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise RequestError(f"{key} must be a whole number (an id), not {_shown(value)}")
+    return value
+
+
+def _ref_name(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise RequestError(f"{key} takes a name; give an id as {key}_id")
+    if not isinstance(value, str):
+        raise RequestError(f"{key} must be a name, not {_shown(value)}")
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) >= 64 or "/" in text:
+        raise RequestError(f"{key} {_shown(value)} is not a valid name (1-63 characters, no '/')")
+    return text
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for a message: repr, cut short (never echo a megabyte back)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> RequestedOptions:
@@ -157,20 +173,17 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
             f"unknown option(s) {', '.join(map(repr, unknown))}"
             " (known: workspace, project, preset, accelerator, datasets, models)"
         )
-    workspace = _ref_text(options.get("workspace"), "workspace")
-    project = _ref_text(options.get("project"), "project")
-    ws_id = _ref_text(options.get("workspace_id"), "workspace_id")
-    project_id = _ref_text(options.get("project_id"), "project_id")
-    for key in ("workspace_id", "project_id"):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise RequestError(f"{key} must be a whole number, not {v!r}")
-    # The resolved ids are persisted next to the names; when JupyterHub hands the previous
-    # options back (REST spawn with no body) the ids win: they survive renames.
+    workspace = _ref_name(options.get("workspace"), "workspace")
+    project = _ref_name(options.get("project"), "project")
+    ws_id = _ref_id(options.get("workspace_id"), "workspace_id")
+    project_id = _ref_id(options.get("project_id"), "project_id")
+    # An id wins over a name (options stored by earlier releases carry both).
     if ws_id is not None:
-        workspace = ws_id
-        if project_id is not None:
-            project = project_id
+        workspace = None
+    if project_id is not None:
+        project = None
+    if project_id is not None and ws_id is None and workspace is None:
+        raise RequestError("project_id needs the workspace it belongs to (workspace_id)")
     preset = options.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise RequestError(f"preset must be a preset name, not {preset!r}")
@@ -187,7 +200,8 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
         accelerator = str(accelerator).strip() or None
         if accelerator is not None and len(accelerator) > MAX_SPEC:
             raise RequestError(f"accelerator spec is longer than {MAX_SPEC} characters")
-    return RequestedOptions(workspace=workspace, project=project, preset=preset, accelerator=accelerator,
+    return RequestedOptions(workspace_id=ws_id, project_id=project_id, workspace=workspace, project=project,
+                            preset=preset, accelerator=accelerator,
                             datasets=_choices(options.get("datasets"), "datasets"),
                             models=_choices(options.get("models"), "models"))
 

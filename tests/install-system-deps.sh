@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
 # sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
-# benchmark), tmux and screen (offered in every environment), PostgreSQL (the operations tests
-# run the platform on a server of their own, and back it up with pg_dump).
+# benchmark), tmux and screen (offered in every environment), PostgreSQL (the Helm chart's
+# external database in tests/helm; the operations tests run the platform on a server of
+# their own and back it up with pg_dump).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -16,6 +17,7 @@ command -v bsdtar >/dev/null || need+=(libarchive-tools)  # rar extraction (data
 command -v curl >/dev/null || need+=(curl)                # the benchmarks' baselines
 command -v tmux >/dev/null || need+=(tmux)      # long-running work in environments' terminals
 command -v screen >/dev/null || need+=(screen)
+# the Helm chart's start test and the operations tests (tests/pgcluster.py, pg_dump)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v pg_dump >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

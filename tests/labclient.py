@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 
 from tornado.httpclient import HTTPRequest
@@ -82,3 +83,47 @@ def read_file(hub, user: str, token: str, path: str, timeout: float = 30, until=
                 return last
         time.sleep(0.5)
     raise AssertionError(f"{path} never appeared (or never matched) in the environment; last: {last!r}")
+
+
+async def _run_in_kernel(hub, user: str, token: str, code: str, timeout: float) -> str:
+    r = hub.request("POST", f"/user/{user}/api/kernels", token=token, json={"name": "python3"})
+    assert r.status_code == 201, r.text
+    kernel = r.json()["id"]
+    url = f"ws://127.0.0.1:{hub.port}/user/{user}/api/kernels/{kernel}/channels"
+    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+    msg_id = uuid.uuid4().hex
+    ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    out: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the kernel did not finish within {timeout}s; output so far: {''.join(out)!r}")
+            raw = await asyncio.wait_for(ws.read_message(), timeout=left)
+            if raw is None:
+                raise AssertionError("the kernel's websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                out.append("\n".join(content.get("traceback") or [content.get("evalue", "")]))
+            elif kind == "status" and content.get("execution_state") == "idle":
+                return "".join(out)
+    finally:
+        ws.close()
+        hub.request("DELETE", f"/user/{user}/api/kernels/{kernel}", token=token)
+
+
+def run_in_kernel(hub, user: str, token: str, code: str, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh kernel of the user's server (what a notebook cell does) and
+    return what it printed."""
+    return asyncio.run(_run_in_kernel(hub, user, token, code, timeout))

@@ -116,12 +116,13 @@ class GemService(Application):
         return url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
 
     cookie_secret = Unicode(
-        help="Secret signing the service's OAuth and xsrf cookies (random per process by default)."
+        help="Secret signing the service's OAuth and xsrf cookies (env GEMHUB_COOKIE_SECRET, shared by"
+        " every replica of a service; else random per process)."
     ).tag(config=True)
 
     @default("cookie_secret")
     def _default_cookie_secret(self):
-        return secrets.token_hex(32)
+        return os.environ.get("GEMHUB_COOKIE_SECRET") or secrets.token_hex(32)
 
     die_with_hub = Bool(
         True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."

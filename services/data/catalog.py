@@ -221,15 +221,19 @@ class Catalog:
         self.db.commit()
         return a, v
 
-    def from_output(self, asset_id: int, source: Path, label: Mapping[str, Any], note: object = "") -> Version:
-        """A new published version holding a copy of ``source`` (a project's output path)."""
+    def from_output(self, asset_id: int, output: Path, path: str, label: Mapping[str, Any],
+                    note: object = "") -> Version:
+        """A new published version holding a copy of ``path`` in a project's ``output``
+        (copied without following links: files.copy_out). Nothing is left on failure."""
         a = self.get(asset_id, "edit")
         number = self._next_number(a)
         tmp = layout.asset_draft_dir(self.state_dir, a.kind, a.id, number)
-        if tmp.exists():
-            raise Conflict(f"version {number} is being prepared already")
-        held = files.copy_tree(source, tmp)
-        files.publish(tmp, layout.asset_version_dir(self.state_dir, a.kind, a.id, number))
+        held = files.copy_out(output, path, tmp)
+        try:
+            files.publish(tmp, layout.asset_version_dir(self.state_dir, a.kind, a.id, number))
+        except BaseException:
+            files.remove_tree(tmp)
+            raise
         v = Version(number=number, state="published", note=names.check_description(note),
                     source=dict(label), created_by=self.actor, created=utcnow(), published=utcnow(),
                     size_bytes=held.bytes, file_count=held.files)

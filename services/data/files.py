@@ -12,6 +12,7 @@ draft even if something (an SFTP client) put a link there.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -122,7 +123,9 @@ def remove_tree(path: Path) -> None:
 
 
 def make_draft(draft: Path) -> None:
-    draft.mkdir(mode=0o755, parents=True, exist_ok=True)
+    """A new, empty draft folder: anything left at that place (a crash mid-copy) goes first."""
+    remove_tree(draft)
+    draft.mkdir(mode=0o755, parents=True)
     for p in (draft.parent, draft.parent.parent, draft.parent.parent.parent):
         os.chmod(p, 0o755)
 
@@ -180,32 +183,84 @@ def publish(draft: Path, final: Path) -> None:
     _read_only(final)
 
 
-def copy_tree(src: Path, dest: Path) -> Usage:
-    """Copy a file or folder of a project's output into ``dest`` (a new folder) with the
-    draft's rules: names 1-64 characters, no links, no special files. Nothing is left
-    behind on refusal."""
-    if src.is_symlink():
-        raise BadRequest(f"{src.name!r} is a link; links are not copied")
-    if not src.exists():
-        raise NotFound(f"{src.name!r} does not exist in the project's output")
-    for dirpath, dirs, names in os.walk(src):
-        for n in dirs + names:
-            p = os.path.join(dirpath, n)
-            rel = os.path.relpath(p, src.parent)
-            check_file_name(n, f"name of {rel!r}")
-            mode = os.lstat(p).st_mode
-            if stat.S_ISLNK(mode):
-                raise BadRequest(f"{rel!r} is a link; links are not copied")
-            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                raise BadRequest(f"{rel!r} is not a regular file or folder")
-    dest.mkdir(mode=0o755, parents=True, exist_ok=True)
-    target = dest / check_file_name(src.name)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_COPY_CHUNK = 1 << 20
+
+
+def copy_out(root: Path, path: str, dest: Path) -> Usage:
+    """Copy ``root/path`` (a project's output: a tree the workspace's members write while
+    we read) into ``dest/<name>`` with the draft's rules: names 1-64 characters, no links,
+    no special files.
+
+    Root never follows a path a user can write: every step is an ``openat`` relative to the
+    folder opened before it, with ``O_NOFOLLOW``, and each file is checked on the descriptor
+    that is then read (``fstat``), so a file swapped for a link, a folder for a link or a
+    FIFO meanwhile fails the copy instead of making root read something else. ``dest`` must
+    not exist; it is removed again on any failure.
+    """
+    parts = split_path(path)
+    if dest.exists() or dest.is_symlink():
+        raise Conflict(f"{dest.name!r} is in use; try again")
+    fd = _open_dir(str(root), None, "the project's output")
     try:
-        if src.is_dir():
-            shutil.copytree(src, target, symlinks=True, copy_function=shutil.copyfile)
-        else:
-            shutil.copyfile(src, target)
-    except OSError:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
-    return usage(target)
+        for i, part in enumerate(parts[:-1]):
+            fd = _descend(fd, part, "/".join(parts[:i + 1]))
+        dest.mkdir(mode=0o700, parents=True)
+        try:
+            return _copy_entry(fd, parts[-1], dest, parts[-1])
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _open_dir(name: str, dir_fd: int | None, shown: str) -> int:
+    try:
+        return os.open(name, _OPEN_FLAGS | os.O_DIRECTORY, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise NotFound(f"{shown!r} does not exist in the project's output") from None
+    except OSError as e:  # ELOOP: a link; ENOTDIR: a file
+        raise BadRequest(f"{shown!r} is not a folder (links are not followed): {e.strerror}") from None
+
+
+def _descend(fd: int, name: str, shown: str) -> int:
+    try:
+        return _open_dir(name, fd, shown)
+    finally:
+        os.close(fd)
+
+
+def _copy_entry(dir_fd: int, name: str, dest: Path, shown: str) -> Usage:
+    check_file_name(name, f"name of {shown!r}")
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise NotFound(f"{shown!r} does not exist in the project's output") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BadRequest(f"{shown!r} is a link; links are not copied") from None
+        raise BadRequest(f"{shown!r} cannot be read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        target = dest / name
+        if stat.S_ISDIR(st.st_mode):
+            target.mkdir(mode=0o755)
+            total = Usage(0, 0)
+            for entry in sorted(os.listdir(fd)):
+                got = _copy_entry(fd, entry, target, f"{shown}/{entry}")
+                total = Usage(total.files + got.files, total.bytes + got.bytes)
+            return total
+        if not stat.S_ISREG(st.st_mode):
+            raise BadRequest(f"{shown!r} is not a regular file or folder")
+        size = 0
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            while chunk := os.read(fd, _COPY_CHUNK):
+                os.write(out, chunk)
+                size += len(chunk)
+        finally:
+            os.close(out)
+        return Usage(1, size)
+    finally:
+        os.close(fd)

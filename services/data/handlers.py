@@ -169,16 +169,19 @@ class VersionsAPI(DataAPIHandler):
         parts = split_path(rel, "from_output.path")
         client = QuotaClient(self.settings["quota_url"], self.settings["quota_token"])
         try:
-            resolved = await client.resolve(cat.actor, workspace=a.workspace_id, project=spec.get("project"))
+            project = spec.get("project")
+            by_id = isinstance(project, int) and not isinstance(project, bool)
+            resolved = await client.resolve(cat.actor, workspace_id=a.workspace_id,
+                                            project_id=project if by_id else None,
+                                            project=None if by_id else project)
         except QuotaError as e:
             raise BadRequest(e.message) from None
         finally:
             await client.aclose()
         _, output = layout.project_dirs(self.settings["state_dir"], a.workspace_id, resolved["project"]["id"])
-        source = files.locate(output, "/".join(parts))
         label = {"project_id": resolved["project"]["id"], "project": resolved["project"]["name"],
                  "path": "/gemini/output/" + "/".join(parts)}
-        return await self.in_thread(cat.from_output, asset_id, source, label, note)
+        return await self.in_thread(cat.from_output, asset_id, output, "/".join(parts), label, note)
 
 
 class VersionAPI(DataAPIHandler):

@@ -13,6 +13,7 @@ from gemhub.services.common.openapi import OpenAPIRegistry
 from . import handlers as h
 from .hubapi import HubAPI
 from .models import AuditEvent
+from .unixgroups import WorkspaceGroups
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,6 +54,12 @@ class QuotaService(GemService):
         Unicode(), help="Names of the configured spec presets (workspaces may be limited to some of them)."
     ).tag(config=True)
 
+    unix_prefix = Unicode(
+        "", help="Prefix of the per-user unix accounts of the local runtime (spawner.user_prefix): a "
+        "member removed from a workspace leaves its unix group gemws-<id>. Empty: no unix groups "
+        "(the kubernetes runtime).",
+    ).tag(config=True)
+
     @default("hub_api")
     def _default_hub_api(self):
         return HubAPI(log=self.log)
@@ -73,7 +80,8 @@ class QuotaService(GemService):
 
     def extra_settings(self):
         return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": SeenNames(),
-                "preset_names": list(self.preset_names)}
+                "preset_names": list(self.preset_names),
+                "unix_groups": WorkspaceGroups(self.unix_prefix, self.log)}
 
     def openapi(self) -> OpenAPIRegistry:
         r = OpenAPIRegistry("GemHub quota service")
@@ -102,8 +110,8 @@ class QuotaService(GemService):
         r.add("patch", wsid + "/members/{username}", "Change a member's role", response=MEMBER,
               errors=(400, 401, 403, 404, 409),
               request={"type": "object", "required": ["role"], "properties": {"role": ROLE}})
-        r.add("delete", wsid + "/members/{username}", "Remove a member", status=204,
-              errors=(401, 403, 404, 409))
+        r.add("delete", wsid + "/members/{username}", "Remove a member: their servers in the workspace "
+              "stop and their account leaves its unix group", status=204, errors=(401, 403, 404, 409, 503))
         r.add("get", f"{wsid}/projects", "Projects of a workspace", response=page_of(PROJECT), query=PAGE)
         r.add("post", f"{wsid}/projects", "Create a project", status=201, response=PROJECT,
               errors=(400, 401, 403, 404, 409),
@@ -114,8 +122,11 @@ class QuotaService(GemService):
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
         r.add("delete", wsid + "/projects/{project_id}", "Delete a project (refused while a server of it runs)",
               status=204, errors=(401, 403, 404, 409))
-        r.add("get", "/resolve", "Resolve workspace/project names for a user (the spawner's call)",
-              query={"user": {"type": "string"}, "workspace": {"type": "string"}, "project": {"type": "string"}},
+        r.add("get", "/resolve", "Resolve a user's workspace/project references (the spawner's call): "
+              "ids by id, names among the user's own workspaces; ids win",
+              query={"user": {"type": "string"}, "workspace_id": {"type": "integer", "minimum": 0},
+                     "project_id": {"type": "integer", "minimum": 0},
+                     "workspace": {"type": "string"}, "project": {"type": "string"}},
               response={"type": "object", "properties": {"workspace": {"type": "object"},
                                                          "project": {"type": "object"}}})
         return r

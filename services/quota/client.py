@@ -18,9 +18,13 @@ class QuotaClient(ServiceClient):
     service = "quota"
     error = QuotaError
 
-    async def resolve(self, user: str, workspace: str | int | None = None, project: str | int | None = None) -> dict:
-        """{"workspace": {id, name, personal}, "project": {id, name}} for the user's request."""
-        return await self._call("GET", "resolve", {"user": user, "workspace": workspace, "project": project})
+    async def resolve(self, user: str, workspace_id: int | None = None, project_id: int | None = None,
+                      workspace: str | None = None, project: str | None = None) -> dict:
+        """{"workspace": {id, name, personal}, "project": {id, name}} for the user's request:
+        ids are looked up as ids, names only among the user's own workspaces (ids win)."""
+        return await self._call("GET", "resolve", {"user": user, "workspace_id": workspace_id,
+                                                   "project_id": project_id, "workspace": workspace,
+                                                   "project": project})
 
     async def list_workspaces(self, user: str | None = None) -> list[dict]:
         """The user's workspaces, each with its "projects"."""

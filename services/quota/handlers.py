@@ -8,6 +8,7 @@ from gemhub.services.common.handlers import APIHandler, PageHandler
 
 from . import domain, presets
 from .hubapi import spawn_background
+from .unixgroups import WorkspaceGroups
 from .models import Membership, Workspace
 from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
 
@@ -40,6 +41,16 @@ class QuotaMixin:
 
         spawn_background(hub.sync_group(ws_id, members))
 
+    def unix_groups(self) -> "WorkspaceGroups":
+        return self.settings["unix_groups"]
+
+    async def revoke_access(self, ws_id: int, username: str) -> None:
+        """Stop ``username``'s servers in the workspace and take them out of its unix group."""
+        stopped = await self.settings["hub_api"].stop_servers(username, ws_id)
+        if stopped:
+            self.log.info("stopped %s's servers %s: removed from workspace %s", username, stopped, ws_id)
+        await self.unix_groups().remove_member(ws_id, username)
+
     async def refuse_if_running(self, ws_id: int, project_id: int | None = None) -> None:
         servers = await self.settings["hub_api"].running_servers()
         for s in servers:
@@ -56,6 +67,15 @@ class QuotaMixin:
 class QuotaAPIHandler(QuotaMixin, APIHandler):
     def truthy(self, name: str) -> bool:
         return (self.get_query_argument(name, "") or "").lower() in ("1", "true", "yes")
+
+    def id_argument(self, name: str) -> int | None:
+        """An id from the query: ASCII digits that fit a BIGINT, else a 400."""
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return None
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**63 - 1:
+            raise BadRequest(f"{name} must be a whole number (an id), not {raw[:40]!r}")
+        return int(raw)
 
 
 class WorkspacesAPI(QuotaAPIHandler):
@@ -125,6 +145,7 @@ class WorkspaceAPI(QuotaAPIHandler):
         await self.refuse_if_running(ws.id)
         store.delete(ws.id)
         self.sync_group(int(ws_id))
+        await self.unix_groups().remove_workspace(ws.id)
         self.set_status(204)
         self.finish()
 
@@ -164,7 +185,14 @@ class MemberAPI(QuotaAPIHandler):
         self.write_json(member_json(m))
 
     async def delete(self, ws_id, username):
-        self.workspaces().remove_member(int(ws_id), username)
+        """Remove a member: their servers in this workspace stop and they leave its unix
+        group first, so a removed member keeps no access (from a running server, a terminal
+        or an SSH session) to the workspace's files."""
+        store = self.workspaces()
+        store.check_remove_member(int(ws_id), username)
+        self.db.rollback()  # no database connection is held while the hub is asked
+        await self.revoke_access(int(ws_id), username)
+        store.remove_member(int(ws_id), username)
         self.sync_group(int(ws_id))
         self.set_status(204)
         self.finish()
@@ -188,7 +216,7 @@ class ProjectAPI(QuotaAPIHandler):
     async def get(self, ws_id, project_id):
         store = self.workspaces()
         ws, _ = store.get(int(ws_id))
-        self.write_json(project_json(store.project(ws, int(project_id))))
+        self.write_json(project_json(store.project_by_id(ws, int(project_id))))
 
     async def patch(self, ws_id, project_id):
         body = self.json_body()
@@ -200,7 +228,7 @@ class ProjectAPI(QuotaAPIHandler):
     async def delete(self, ws_id, project_id):
         store = self.workspaces()
         ws, _ = store.get(int(ws_id), domain.MANAGE_PROJECTS)
-        p = store.project(ws, int(project_id))
+        p = store.project_by_id(ws, int(project_id))
         await self.refuse_if_running(ws.id, p.id)
         store.delete_project(ws.id, p.id)
         self.set_status(204)
@@ -208,19 +236,26 @@ class ProjectAPI(QuotaAPIHandler):
 
 
 class ResolveAPI(QuotaAPIHandler):
-    """workspace/project by name or id (omitted: the personal workspace / project "default")."""
+    """The workspace and project of a request: ``workspace_id``/``project_id`` by id,
+    ``workspace``/``project`` by name among the user's own workspaces; an id wins over a
+    name, and nothing given means the personal workspace / project "default"."""
 
     async def get(self):
         store = self.workspaces()
-        ws_ref = self.get_query_argument("workspace", None)
-        pr_ref = self.get_query_argument("project", None)
-        if ws_ref is None or not ws_ref.strip():
-            ws = store.ensure_personal()
+        ws_id = self.id_argument("workspace_id")
+        pr_id = self.id_argument("project_id")
+        ws_name = (self.get_query_argument("workspace", "") or "").strip()
+        pr_name = (self.get_query_argument("project", "") or "").strip()
+        if ws_id is not None:
+            ws, _ = store.get(ws_id)
+        elif ws_name:
+            ws, _ = store.find_mine(ws_name)
         else:
-            ws, _ = store.find(ws_ref)
-        if pr_ref is None or not pr_ref.strip():
-            pr_ref = domain.DEFAULT_PROJECT
-        p = store.project(ws, pr_ref)
+            ws = store.ensure_personal()
+        if pr_id is not None:
+            p = store.project_by_id(ws, pr_id)
+        else:
+            p = store.project_by_name(ws, pr_name or domain.DEFAULT_PROJECT)
         self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
                                        "max_runtime_minutes": ws.max_runtime_minutes,
                                        **preset_limits_json(ws)},

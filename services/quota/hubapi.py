@@ -4,7 +4,8 @@
   are logged and never fail the request that caused them);
 - the running servers (their user_options carry workspace_id/project_id), so a workspace
   or project is not deleted under a running server;
-- whether a user exists, before inviting them.
+- whether a user exists, before inviting them;
+- stopping a removed member's servers in the workspace they left.
 """
 
 from __future__ import annotations
@@ -85,6 +86,25 @@ class HubAPI:
                 offset = nxt["offset"]
         except httpx.HTTPError as e:
             raise Unavailable(f"cannot reach the hub to check running servers: {e}") from None
+
+    async def stop_servers(self, user: str, workspace_id: int) -> list[str]:
+        """Stop every server of ``user`` that runs in workspace ``workspace_id`` (the hub
+        stops it in the background); returns their names. Raises Unavailable."""
+        model = await self._user(user)
+        stopped = []
+        for sname, s in ((model or {}).get("servers") or {}).items():
+            opts = s.get("user_options") or {}
+            if str(opts.get("workspace_id")) != str(workspace_id):
+                continue
+            path = f"/users/{quote(user, safe='')}/" + (f"servers/{quote(sname, safe='')}" if sname else "server")
+            try:
+                r = await self._request("DELETE", path)
+            except httpx.HTTPError as e:
+                raise Unavailable(f"cannot reach the hub to stop {user}'s server: {e}") from None
+            if r.status_code not in (202, 204, 404):
+                raise Unavailable(f"the hub answered {r.status_code} stopping {user}'s server {sname!r}")
+            stopped.append(sname)
+        return stopped
 
     async def sync_group(self, ws_id: int, members: Callable[[], list[str] | None]) -> None:
         """Make group ws-<id> hold exactly ``members()`` (None: the workspace is gone: delete it).

@@ -79,19 +79,6 @@ class Workspaces:
             return ws, self.role_in(ws)
         return self.get(ws_id)
 
-    def find(self, ref: str | int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """A workspace by name (or id), for resolve and the CLI."""
-        ws = None
-        if isinstance(ref, str):
-            ws = self.db.scalar(select(Workspace).where(Workspace.name == ref.strip()))
-            if ws is None and ref.strip().isdigit():
-                ws = self.db.get(Workspace, int(ref))
-        else:
-            ws = self.db.get(Workspace, int(ref))
-        if ws is None:
-            raise NotFound(f"workspace {ref!r} does not exist")
-        return self.get(ws.id, action)
-
     def mine(self, offset: int = 0, limit: int = 200) -> tuple[list[tuple[Workspace, str]], int]:
         where = Membership.username == self.actor
         total = self.db.scalar(select(func.count()).select_from(Membership).where(where)) or 0
@@ -118,16 +105,24 @@ class Workspaces:
         items = list(self.db.scalars(select(Project).where(where).order_by(Project.id).offset(offset).limit(limit)))
         return items, total
 
-    def project(self, ws: Workspace, ref: str | int) -> Project:
-        p = None
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            p = self.db.get(Project, int(ref))
-            if p is not None and p.workspace_id != ws.id:
-                p = None
-        if p is None and isinstance(ref, str):
-            p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == ref.strip()))
+    def find_mine(self, name: str, action: str = domain.VIEW) -> tuple[Workspace, str]:
+        """One of the actor's own workspaces by name (never an id, never anyone else's)."""
+        ws = self.db.scalar(select(Workspace).join(Membership, Membership.workspace_id == Workspace.id)
+                            .where(Workspace.name == name, Membership.username == self.actor))
+        if ws is None:
+            raise NotFound(f"you are not a member of a workspace named {name!r}")
+        return self.get(ws.id, action)
+
+    def project_by_id(self, ws: Workspace, project_id: int) -> Project:
+        p = self.db.get(Project, project_id)
+        if p is None or p.workspace_id != ws.id:
+            raise NotFound(f"workspace {ws.name!r} has no project {project_id}")
+        return p
+
+    def project_by_name(self, ws: Workspace, name: str) -> Project:
+        p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == name))
         if p is None:
-            raise NotFound(f"project {ref!r} does not exist in workspace {ws.name!r}")
+            raise NotFound(f"workspace {ws.name!r} has no project named {name!r}")
         return p
 
     # -- the personal workspace --------------------------------------------------------
@@ -270,10 +265,15 @@ class Workspaces:
             self.db.commit()
         return m
 
-    def remove_member(self, ws_id: int, username: str) -> None:
+    def check_remove_member(self, ws_id: int, username: str) -> tuple[Workspace, Membership]:
+        """Whether the actor may remove ``username`` (4xx otherwise); changes nothing."""
         ws, my_role = self.get(ws_id)
         m = self.member(ws, username)
         domain.check_member_change(self.actor, my_role, username, m.role, None, self._owners(ws))
+        return ws, m
+
+    def remove_member(self, ws_id: int, username: str) -> None:
+        ws, m = self.check_remove_member(ws_id, username)
         audit_event(self.db, self.actor, "member.remove", f"workspace:{ws.id}", username=username, role=m.role)
         self.db.delete(m)
         self.db.commit()
@@ -302,7 +302,7 @@ class Workspaces:
 
     def rename_project(self, ws_id: int, project_id: int, name: object) -> Project:
         ws, _ = self.get(ws_id, domain.MANAGE_PROJECTS)
-        p = self.project(ws, project_id)
+        p = self.project_by_id(ws, int(project_id))
         name = domain.validate_name(name, "project name")
         if name == p.name:
             return p
@@ -315,7 +315,7 @@ class Workspaces:
 
     def delete_project(self, ws_id: int, project_id: int) -> None:
         ws, _ = self.get(ws_id, domain.MANAGE_PROJECTS)
-        p = self.project(ws, project_id)
+        p = self.project_by_id(ws, int(project_id))
         # The files under state/workspaces/<ws>/projects/<p>/ are kept (ids are never reused).
         audit_event(self.db, self.actor, "project.delete", f"project:{p.id}", workspace_id=ws.id, name=p.name)
         self.db.delete(p)

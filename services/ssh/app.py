@@ -8,7 +8,7 @@ import datetime
 import os
 from pathlib import Path
 
-from traitlets import Bool, Integer, Unicode, default
+from traitlets import Float, Bool, Integer, Unicode, default
 
 from gemhub.services.common import lifecycle
 from gemhub.services.common.app import GemService, StartFailure
@@ -45,6 +45,10 @@ class SSHService(GemService):
     aliases = {**GemService.aliases, "port": "SSHService.port"}
 
     ssh_host = Unicode("127.0.0.1", help="Address the SSH gateway listens on.").tag(config=True)
+    draft_recheck_seconds = Float(
+        15.0, help="How often an open SFTP session into a draft asks the data service again whether "
+        "its user may still write it (a removed member's session ends within this time).",
+    ).tag(config=True)
     ssh_port = Integer(2222, help="Port of the SSH gateway (0: any free port).").tag(config=True)
     public_host = Unicode(
         "", help="Host name shown to users in ssh commands (empty: the host the browser used)."
@@ -120,6 +124,7 @@ class SSHService(GemService):
         gateway = Gateway(
             credentials=self.credentials(), hub=HubClient(log=self.log), state_dir=self.state_dir,
             hub_url=self.hub_url, start_stopped=self.start_stopped, log=self.log, data=data,
+            draft_recheck_seconds=self.draft_recheck_seconds,
         )
         host_key = await asyncio.get_running_loop().run_in_executor(None, load_host_key, Path(self.host_key_file))
         try:

@@ -262,14 +262,35 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                         "gemhub: internal error in the SSH gateway") from None
     gateway.credentials.record_event(user, "session.draft", draft=target.label, source=server.source)
+    watch = asyncio.ensure_future(_watch_access(server, target))
 
     def closed() -> None:
+        watch.cancel()
         lock.release()
         gateway.in_background(_remeasure(server, target))
 
     message = (f"gemhub: this login only takes sftp and scp into {target.label}; for a shell log in as"
                f" {user}@ (your environment)\r\n")
     return DraftSession(message, folder, closed)
+
+
+async def _watch_access(server: "GatewayServer", target: DraftTarget) -> None:
+    """Close the connection once the user may no longer write the draft (removed from its
+    workspace, the asset deleted or made read-only to them): access is asked again every
+    ``draft_recheck_seconds``, so a removed member's session ends within that time."""
+    gateway = server.gateway
+    while True:
+        await asyncio.sleep(gateway.draft_recheck_seconds)
+        try:
+            await gateway.data.sftp_target(server.user, target.kind, target.asset_id, target.version)
+        except DataError as e:
+            if e.status is not None and 400 <= e.status < 500:
+                gateway.log.info("closing %s's SFTP session into %s: %s", server.user, target.label, e.message)
+                gateway.credentials.record_event(server.user, "draft.revoked", draft=target.label,
+                                                 reason=e.message, source=server.source)
+                server.conn.close()
+                return
+            # the data service is unreachable right now: keep the session, ask again later
 
 
 async def _remeasure(server: "GatewayServer", target: DraftTarget) -> None:

@@ -28,7 +28,10 @@ from .session import EnvironmentSession
 from .target import (TargetError, Tools, check_record, command_argv, label, process_alive, session_env,
                      split_login)
 
-LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+LOOPBACK = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "::1": "::1", "ip6-localhost": "::1"}
+# a listening address -> the loopback address that reaches exactly that listener
+LISTEN_TO_CONNECT = {"127.0.0.1": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::1": "::1", "::": "::1",
+                     "::ffff:127.0.0.1": "127.0.0.1"}
 ACTIVITY_EVERY = 300.0
 START_WAIT = 120.0
 
@@ -36,10 +39,11 @@ START_WAIT = 120.0
 class Gateway:
     def __init__(self, *, credentials: Credentials, hub: HubClient, state_dir: str, hub_url: str,
                  start_stopped: bool, log: logging.Logger, tools: Tools | None = None,
-                 data: DataClient | None = None):
+                 data: DataClient | None = None, draft_recheck_seconds: float = 15.0):
         self.credentials = credentials
         self.hub = hub
         self.data = data  # the data service, for SFTP into drafts (None: not offered)
+        self.draft_recheck_seconds = draft_recheck_seconds
         self.state_dir = state_dir
         self.hub_url = hub_url.rstrip("/") + "/"
         self.start_stopped = start_stopped
@@ -97,8 +101,7 @@ class Gateway:
         peer = chan.get_extra_info("peername") or ("", 0)
         local = chan.get_extra_info("sockname") or ("", 0)
         env = session_env(record, chan.get_environment(), term, peer[:2], local[:2])
-        cmd, cwd = command_argv(record, argv, self.tools, as_root=self.as_root, tty=tty)
-        return cmd, cwd, env
+        return command_argv(record, argv, env, self.tools, as_root=self.as_root, tty=tty)
 
     # -- activity: an open SSH session keeps the server from being culled as idle ---------
     def session_opened(self, server: "GatewayServer", kind: str) -> None:
@@ -122,21 +125,28 @@ class Gateway:
                 await self.hub.activity(user, server)
 
     # -- port forwarding ------------------------------------------------------------------
-    def port_owned(self, record: RuntimeRecord, port: int) -> bool:
-        """Somebody listens on 127.0.0.1:port as the environment's unix user (blocking scan)."""
+    def owned_listener(self, record: RuntimeRecord, port: int, want: str) -> str | None:
+        """The loopback address to connect to for ``port``: one where a process of the
+        environment's unix user listens (blocking scan), preferring the family the client
+        asked for (``want``). None when the user listens on none: the gateway then never
+        connects, so it cannot reach another user's listener on the same port number."""
+        found: list[str] = []
         for c in psutil.net_connections("tcp"):
             if c.status != psutil.CONN_LISTEN or not c.laddr or c.laddr.port != port:
                 continue
-            if c.laddr.ip not in ("127.0.0.1", "0.0.0.0", "::", "::1", "::ffff:127.0.0.1"):
+            address = LISTEN_TO_CONNECT.get(c.laddr.ip)
+            if address is None:
                 continue
-            if record.namespace == "none":
-                return True  # fallback: everything runs as the hub's own user
-            try:
-                if c.pid and psutil.Process(c.pid).uids().real == record.uid:
-                    return True
-            except psutil.Error:
-                continue
-        return False
+            if record.namespace != "none":  # the fallback runs everything as the hub's user
+                try:
+                    if not c.pid or psutil.Process(c.pid).uids().real != record.uid:
+                        continue
+                except psutil.Error:
+                    continue
+            found.append(address)
+        if not found:
+            return None
+        return want if want in found else found[0]
 
 
 class GatewayServer(asyncssh.SSHServer):
@@ -253,13 +263,14 @@ class GatewayServer(asyncssh.SSHServer):
             record = await self.environment()
         except TargetError as e:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None
-        owned = await asyncio.get_running_loop().run_in_executor(None, self.gateway.port_owned, record, dest_port)
+        address = await asyncio.get_running_loop().run_in_executor(
+            None, self.gateway.owned_listener, record, dest_port, LOOPBACK[dest_host])
         self.gateway.credentials.record_event(self.user, "forward", server=self.server, port=dest_port,
-                                              allowed=owned, source=self.source)
-        if not owned:
+                                              allowed=address is not None, source=self.source)
+        if address is None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             f"nothing of your environment listens on port {dest_port}")
-        return await self.conn.forward_connection("127.0.0.1", dest_port)
+        return await self.conn.forward_connection(address, dest_port)
 
     def server_requested(self, listen_host, listen_port):
         return False  # remote forwarding (ssh -R) would open ports on the host: not offered

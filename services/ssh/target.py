@@ -1,14 +1,18 @@
 """Which environment an SSH login reaches, and the command line that runs inside it.
 
 ``alice`` is alice's default server, ``alice+gpu`` her named server ``gpu``. A session runs
-the way LocalGemSpawner runs the server (gemhub.spawner.local.launch), from the server's
+inside the server's own sandbox (gemhub.spawner.local.sandbox), found through the server's
 runtime record (gemhub.spawner.local.record):
 
-- namespace ``mnt`` (hub as root): ``nsenter --mount --target PID`` (the server's /gemini
-  with its real read-only mounts), ``setpriv`` to the server's uid/gid/groups, then
-  ``env --chdir=/gemini/code`` (chdir *inside* the namespace: nsenter's own --wd would
-  resolve the path outside it). The process first joins the server's cgroups, so SSH
-  work counts against the same CPU/memory limits as the notebook.
+- namespace ``sandbox`` (hub as root): the process first joins the server's cgroups (so SSH
+  work counts against the same CPU/memory/device limits as the notebook), then
+  ``nsenter --target INIT --mount --pid --ipc`` enters the sandbox through its root-owned
+  init process (the account cannot touch it, so it cannot redirect root into namespaces of
+  its own making), ``setpriv`` drops to the server's uid/gid/groups without capabilities,
+  and ``env -i --chdir=/gemini/code VAR=... CMD`` sets the environment *as the account*.
+  Everything before ``env`` runs as root with a fixed environment (``LANG=C.UTF-8`` and a
+  plain PATH): nothing the client sends reaches a root process (gettext in a root process
+  would load message catalogues from a path named by the client's ``LANGUAGE``).
 - namespace ``none`` (hub not root): the same user runs the command in the fallback root.
 """
 
@@ -25,9 +29,12 @@ import psutil
 from gemhub.spawner.local.record import RuntimeRecord
 
 SHELL = "/bin/bash"
-# Variables a client may send (OpenSSH sshd's default AcceptEnv, plus TERM from the pty).
+# Variables a client may send (OpenSSH sshd's default AcceptEnv, plus TERM from the pty);
+# applied inside the environment only, as its account.
 CLIENT_ENV_PREFIXES = ("LC_",)
 CLIENT_ENV_NAMES = ("LANG", "LANGUAGE", "COLORTERM")
+# The environment of the root part of the chain: fixed, whatever the client or server says.
+ROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 class TargetError(Exception):
@@ -64,20 +71,25 @@ def process_alive(record: RuntimeRecord) -> bool:
 
 
 def check_record(record: RuntimeRecord, path: Path) -> None:
-    """Refuse a record that could make the gateway run something as another user: it must
-    be written by the gateway's own user (root), not writable by others, and name a
-    non-root account that the server process really runs as."""
+    """Refuse a record that could make the gateway run something as another user or enter
+    the wrong namespaces: it must be written by the gateway's own user (root), not writable
+    by others, name a non-root account, and point at the server's sandbox init (a root-owned
+    child of the server process, in the mount namespace recorded when it started)."""
     st = path.stat()
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise TargetError("gemhub: your environment's runtime record is not trustworthy; ask an administrator")
-    if record.namespace != "mnt":
-        return
+    if record.namespace != "sandbox":
+        if record.namespace == "none":
+            return
+        raise TargetError("gemhub: your environment was started by an older GemHub; restart it to connect")
     try:
         account_uid = pwd.getpwnam(record.unix_user).pw_uid
-        process_uid = psutil.Process(record.pid).uids().real
-    except (KeyError, psutil.Error):
-        account_uid = process_uid = -1
-    if record.uid == 0 or not record.uid == account_uid == process_uid:
+        init = psutil.Process(record.ns_pid)
+        sound = (init.uids().real == 0 and init.ppid() == record.pid
+                 and os.readlink(f"/proc/{record.ns_pid}/ns/mnt") == record.ns_mnt)
+    except (KeyError, psutil.Error, OSError):
+        account_uid, sound = -1, False
+    if record.uid == 0 or record.uid != account_uid or 0 in record.groups or not sound:
         raise TargetError("gemhub: your environment's runtime record does not match its process; ask an"
                           " administrator")
 
@@ -94,6 +106,7 @@ class Tools:
     def find(cls) -> "Tools":
         found = {}
         for name in ("nsenter", "setpriv", "env", "setsid", "sh"):
+            # from the system's own folders only: these run as root
             path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
             if path is None:
                 raise RuntimeError(f"{name} is missing (install util-linux and coreutils)")
@@ -103,38 +116,47 @@ class Tools:
 
 def session_env(record: RuntimeRecord, client_env: dict[str, str], term: str | None,
                 peer: tuple[str, int], local: tuple[str, int]) -> dict[str, str]:
-    """The server's environment (device binding included), plus what a login adds."""
+    """The session's environment inside the sandbox: the server's (device binding included),
+    what a login adds, and the client's variables that are on the allow-list."""
     env = dict(record.env)
     env.setdefault("HOME", record.cwd)
     env.update(USER=record.unix_user, LOGNAME=record.unix_user, SHELL=SHELL, PWD=record.cwd,
                SSH_CONNECTION=f"{peer[0]} {peer[1]} {local[0]} {local[1]}",
                SSH_CLIENT=f"{peer[0]} {peer[1]} {local[1]}")
     for name, value in client_env.items():
+        if not isinstance(name, str) or not isinstance(value, str) or "=" in name or "\0" in name + value:
+            continue
         if name in CLIENT_ENV_NAMES or name.startswith(CLIENT_ENV_PREFIXES):
             env[name] = value
-    if term:
+    if term and "\0" not in term:
         env["TERM"] = term
     return env
 
 
-def command_argv(record: RuntimeRecord, argv: list[str], tools: Tools, *, as_root: bool,
-                 tty: bool) -> tuple[list[str], str | None]:
-    """(argv to spawn, cwd for the spawn) running ``argv`` inside the environment."""
-    if record.namespace == "mnt":
+def command_argv(record: RuntimeRecord, argv: list[str], env: dict[str, str], tools: Tools, *,
+                 as_root: bool, tty: bool) -> tuple[list[str], str | None, dict[str, str]]:
+    """(argv to spawn, cwd for the spawn, environment for the spawn) running ``argv`` with
+    ``env`` inside the environment."""
+    if record.namespace == "sandbox":
         if not as_root:
             raise TargetError("the SSH gateway is not running as root and cannot enter your environment")
-        chain = [tools.nsenter, f"--target={record.pid}", "--mount", "--",
-                 tools.setpriv, f"--reuid={record.uid}", f"--regid={record.gid}", "--init-groups", "--",
-                 tools.env, f"--chdir={record.cwd}", "--", *argv]
+        groups = ",".join(str(g) for g in record.groups)
+        chain = [tools.nsenter, f"--target={record.ns_pid}", "--mount", "--pid", "--ipc", "--",
+                 tools.setpriv, f"--reuid={record.uid}", f"--regid={record.gid}",
+                 f"--groups={groups}" if groups else "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+                 # env's assignments come after "--" and before the command
+                 tools.env, "-i", f"--chdir={record.cwd}", "--",
+                 *(f"{k}={v}" for k, v in sorted(env.items()) if k and "=" not in k), *argv]
         if record.cgroup_procs:
             # `sh` writes its own pid (kept through every exec that follows) into the cgroups.
             join = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; shift; done; shift; exec "$@"'
             chain = [tools.sh, "-c", join, "gemhub-ssh", *record.cgroup_procs, "--", *chain]
-        cwd = "/"
+        cwd, spawn_env = "/", dict(ROOT_ENV)
     elif record.namespace == "none":
-        chain, cwd = list(argv), record.cwd
+        chain, cwd, spawn_env = list(argv), record.cwd, dict(env)
     else:
         raise TargetError(f"unknown environment kind {record.namespace!r}")
     if tty:
         chain = [tools.setsid, "--ctty", *chain]
-    return chain, cwd
+    return chain, cwd, spawn_env

@@ -41,6 +41,7 @@ class Device:
     status: DeviceStatus
     simulated: bool
     mig_enabled: bool = False  # MIG mode is on right now (NVML only)
+    minor: int | None = None  # the device node's minor number (e.g. /dev/nvidia<minor>); local only
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "node": self.node, "index": self.index, "uuid": self.uuid,
@@ -128,7 +129,7 @@ class SimulatedInventory(DeviceInventory):
                 out.append(Device(
                     id=f"{node}/{index}", node=node, index=index,
                     uuid=f"SIM-{vkey.upper()}-{node}-{index:02d}", vendor=vkey, model=name,
-                    memory_mib=memory, mig_capable=mig, status=status, simulated=True))
+                    memory_mib=memory, mig_capable=mig, status=status, simulated=True, minor=index))
         return cls(out)
 
 
@@ -188,9 +189,13 @@ class NvmlInventory(DeviceInventory):
             mig_capable = False  # NVML_ERROR_NOT_SUPPORTED: the board has no MIG
         if memory == 0 and found:
             memory = found[1].memory_mib
+        try:  # /dev/nvidia<minor>: usually the index, but not where boards were reordered
+            minor = int(nvml.nvmlDeviceGetMinorNumber(handle))
+        except nvml.NVMLError:
+            minor = None
         return Device(id=f"{self.node}/{uuid}", node=self.node, index=index, uuid=uuid,
                       vendor="nvidia", model=model, memory_mib=memory, mig_capable=mig_capable,
-                      status=status, simulated=False, mig_enabled=mig_enabled)
+                      status=status, simulated=False, mig_enabled=mig_enabled, minor=minor)
 
 
 def _model_from_product(product: str) -> str:

@@ -9,6 +9,7 @@ with the offending key in the message rather than at the first spawn.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -93,6 +94,11 @@ class Vendor:
     profiles: Mapping[str, FractionalResources] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     node_labels: Mapping[str, str] = field(default_factory=dict)
+    # Device nodes under /dev on a local machine: one per device ("nvidia{minor}") and the
+    # vendor's control nodes every process using a device needs (nvidiactl, ...); None where
+    # the vendor's nodes are not known to GemHub (devices are then bound by variables only).
+    device_node: str | None = None
+    control_nodes: tuple[str, ...] = ()
 
     def whole_resource_for(self, model: str | None) -> str:
         info = self.models.get(model) if model else None
@@ -225,7 +231,8 @@ def default_registry() -> VendorRegistry:
 
 # -- validation helpers -----------------------------------------------------------------------
 _VENDOR_KEYS = {"display", "aliases", "whole_resource", "shared_resource", "mig_resource_prefix",
-                "profiles", "annotations", "node_labels", "visible_env", "metrics", "models"}
+                "profiles", "annotations", "node_labels", "visible_env", "metrics", "models",
+                "device_nodes"}
 _MODEL_KEYS = {"memory_mib", "product_names", "aliases", "family", "mig", "vnpu", "resources"}
 
 
@@ -359,6 +366,17 @@ def _vendor(key: str, d: Any) -> Vendor:
         raise RegistryError(f"{where}.visible_env: at least one variable is needed")
     opt = {k: _text(d[k], f"{where}.{k}") for k in ("shared_resource", "mig_resource_prefix")
            if d.get(k) is not None}
+    nodes = _mapping(d.get("device_nodes") or {}, f"{where}.device_nodes")
+    _unknown(nodes, {"device", "control"}, f"{where}.device_nodes")
+    if nodes:
+        device = _text(nodes.get("device"), f"{where}.device_nodes.device")
+        control = _texts(nodes.get("control"), f"{where}.device_nodes.control")
+        for n in (device.replace("{minor}", "0"), *control):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?", n) or ".." in n:
+                raise RegistryError(f"{where}.device_nodes: {n!r} is not a name under /dev")
+        if "{minor}" not in device:
+            raise RegistryError(f"{where}.device_nodes.device must contain {{minor}}")
+        opt.update(device_node=device, control_nodes=control)
     return Vendor(
         key=key, display=_text(d.get("display", key), f"{where}.display"),
         aliases=_texts(d.get("aliases"), f"{where}.aliases"),

@@ -29,8 +29,14 @@ class RenderError(ValueError):
 
 # -- local ---------------------------------------------------------------------------------
 def local_env(request: AcceleratorRequest, allocation: Allocation | None, devices: Sequence[Device],
-              registry: VendorRegistry | None = None, mps_pipe_dir: str | None = None) -> dict[str, str]:
-    """Environment for a local process holding ``allocation`` (None: no accelerator)."""
+              registry: VendorRegistry | None = None, mps_pipe_dir: str | None = None,
+              nodes: str = "nodes") -> dict[str, str]:
+    """Environment for a local process holding ``allocation`` (None: no accelerator).
+
+    ``nodes`` says how the devices are bound: "nodes" (only the allotted device nodes exist
+    in the sandbox and its devices cgroup allows only them) or "variables" (only the
+    visible-devices variables name them); it is reported in ``GEMHUB_ACCELERATOR.binding``.
+    """
     registry = registry or default_registry()
     by_id = {d.id: d for d in devices}
     env: dict[str, str] = {}
@@ -40,7 +46,7 @@ def local_env(request: AcceleratorRequest, allocation: Allocation | None, device
             for var in registry.vendors[vendor_key].visible_env if vendor_key in registry.vendors else ():
                 env[var] = ""
         env["NVIDIA_VISIBLE_DEVICES"] = "none"
-        env["GEMHUB_ACCELERATOR"] = _accelerator_json(request, None, [], None, "none")
+        env["GEMHUB_ACCELERATOR"] = _accelerator_json(request, None, [], None, "none", binding=nodes)
         return env
     missing = [i for i in allocation.device_ids if i not in by_id]
     if missing:
@@ -67,13 +73,13 @@ def local_env(request: AcceleratorRequest, allocation: Allocation | None, device
             env["CUDA_MPS_PIPE_DIRECTORY"] = mps_pipe_dir
         enforcement = "mps"
     env["GEMHUB_ACCELERATOR"] = _accelerator_json(request, allocation, held, vendor.visible_env[0],
-                                                  enforcement)
+                                                  enforcement, binding=nodes)
     return env
 
 
 def _accelerator_json(request: AcceleratorRequest, allocation: Allocation | None,
                       held: Sequence[Device], visible_env: str | None, enforcement: str,
-                      runtime: str = "local") -> str:
+                      runtime: str = "local", binding: str | None = None) -> str:
     devices = [{
         "id": d.id, "index": d.index, "uuid": d.uuid, "model": d.model,
         "memory_limit_mib": allocation.memory_mib, "memory_total_mib": d.memory_mib,
@@ -84,6 +90,7 @@ def _accelerator_json(request: AcceleratorRequest, allocation: Allocation | None
         "spec": format_spec(request), "kind": request.kind,
         "simulated": any(d.simulated for d in held), "visible_env": visible_env,
         "enforcement": enforcement, "runtime": runtime, "devices": devices,
+        **({"binding": binding} if binding else {}),
     }, sort_keys=True)
 
 

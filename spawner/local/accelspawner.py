@@ -3,7 +3,8 @@
 - :meth:`choose_accelerator` (from ``apply_user_options``): the workspace's preset limits,
   the custom spec permission, the spec parsed with the platform's registry;
 - :meth:`accelerator_start` (from ``start``, before launch): allocate, start MPS when
-  needed, return the environment (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...);
+  needed, return the environment (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...) and
+  the device nodes the sandbox gets;
 - the allocation is saved in the spawner's state, re-adopted by ``load_state`` when the hub
   restarts, and released in ``run_post_stop_hook``, which JupyterHub runs after every stop,
   failed start and server that died on its own.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from jupyterhub.utils import maybe_future
@@ -22,9 +24,20 @@ from gemhub.spawner.accelerators import SpecError
 from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
 from gemhub.spawner.common import user_error
 from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
-from gemhub.spawner.local.mps import MpsError
+from gemhub.spawner.local.devnodes import DeviceNodeError
+from gemhub.spawner.local.mps import SANDBOX_PIPE_DIR, MpsError
+from gemhub.spawner.local.sandbox import Allotment, Bind
 from gemhub.spawner.presets import PresetError, choose_accelerator
 from gemhub.spawner.request import RequestedOptions, RequestError
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What a server gets for its allocation: variables, device nodes, extra binds."""
+
+    env: dict[str, str]
+    allotment: Allotment
+    binds: tuple[Bind, ...] = ()
 
 
 class AcceleratorMixin(HasTraits):
@@ -86,9 +99,10 @@ class AcceleratorMixin(HasTraits):
                      for p in catalog.presets if not p.request.none}
         return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
 
-    async def accelerator_start(self, request) -> dict[str, str]:
-        """Allocate devices for ``request`` and return the server's device environment.
-        No capacity -> HTTP 409 with the allocator's message."""
+    async def accelerator_start(self, request, account: tuple[str, int, int] | None = None) -> "DevicePlan":
+        """Allocate devices for ``request``: the server's device variables, device nodes and
+        binds (the MPS pipe folder). ``account``: (name, uid, gid) it runs as (None when the
+        hub is not root). No capacity -> HTTP 409 with the allocator's message."""
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
         # A server that is starting holds nothing: whatever is recorded for it is left over
@@ -102,14 +116,23 @@ class AcceleratorMixin(HasTraits):
             self.log.info("no capacity for %s: %s", self._log_name, e.no_capacity.message)
             raise user_error(409, f"no capacity for your request right now: {e.no_capacity.message}") from None
         try:
-            await self.devices.prepare_mps(self.allocation)
+            pipe = await self.devices.prepare_mps(self.allocation, *account) if account else None
+            with self._inventory_errors():
+                allotment = self.devices.allotment(self.allocation)
         except MpsError as e:
             self.log.error("MPS for %s: %s", self._log_name, e)
             await self.accelerator_release()
             raise user_error(503, "the GPU sharing service (MPS) could not be started; "
                              "ask an administrator") from None
+        except DeviceNodeError as e:
+            self.log.error("device nodes for %s: %s", self._log_name, e)
+            await self.accelerator_release()
+            raise user_error(503, f"your accelerator cannot be attached: {e}") from None
+        binds = (Bind(str(pipe), SANDBOX_PIPE_DIR, "rw"),) if pipe is not None else ()
         with self._inventory_errors():
-            return self.devices.env(request, self.allocation)
+            env = self.devices.env(request, self.allocation,
+                                   mps_pipe_dir=SANDBOX_PIPE_DIR if pipe is not None else None)
+        return DevicePlan(env=env, allotment=allotment, binds=binds)
 
     async def accelerator_release(self) -> None:
         await self.devices.release(self.holder)

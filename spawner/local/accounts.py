@@ -1,6 +1,7 @@
 """Unix accounts for hub users and unix groups for workspaces (local runtime, needs root).
 
-A hub user ``alice`` runs as ``<prefix>alice`` (home ``state/users/alice/home``); every
+A hub user ``alice`` runs as ``<prefix>alice`` (:mod:`.names`; home ``state/users/alice/home``,
+bound at ``/home/<account>`` inside environments); every
 member of workspace 7 is in group ``gemws-7``, which owns the workspace's project
 directories with mode 2775 so members share code and outputs. ``useradd``/``groupadd``/
 ``usermod`` run only when something is missing: a spawn for a known user makes none.
@@ -18,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import grp
-import hashlib
 import logging
 import os
 import pwd
-import re
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +34,9 @@ MAX_COMMANDS = 4
 #: tries of a command that finds the password files locked by another program
 LOCKED_TRIES = 5
 
-MAX_UNIX_NAME = 32
-_VALID = re.compile(r"^[a-z_][a-z0-9_-]*$")
-
 
 class AccountError(RuntimeError):
     """A unix account or group could not be created."""
-
-
-def unix_name(hub_user: str, prefix: str = "gem-") -> str:
-    """A valid, collision-safe unix login for a hub user name.
-
-    Names that are already valid keep their text; others are slugged and get a short
-    hash of the original, so "Bob" and "bob" never share an account.
-    """
-    slug = re.sub(r"[^a-z0-9_-]+", "-", hub_user.lower()).strip("-") or "user"
-    name = prefix + slug
-    if slug != hub_user or len(name) > MAX_UNIX_NAME or not _VALID.match(name):
-        digest = hashlib.sha256(hub_user.encode()).hexdigest()[:8]
-        name = f"{prefix}{slug[:MAX_UNIX_NAME - len(prefix) - 9]}-{digest}"
-        if not _VALID.match(name):
-            name = f"{prefix}u-{digest}"
-    if not _VALID.match(name) or len(name) > MAX_UNIX_NAME:
-        raise AccountError(f"cannot make a unix name for {hub_user!r} with prefix {prefix!r}")
-    return name
-
-
-def workspace_group(ws_id: int | str) -> str:
-    return f"gemws-{ws_id}"
 
 
 @dataclass(frozen=True)
@@ -116,10 +91,14 @@ class Accounts:
         async with self._commands:
             await _run(*argv)
 
-    async def ensure_user(self, name: str, home: Path, groups: tuple[str, ...] = ()) -> Account:
-        """The account ``name`` with its home ``home``. A new account is made a member of
-        ``groups`` (which must exist) by the same ``useradd``: one command fewer per new user,
-        and these commands run one at a time machine-wide."""
+    async def ensure_user(self, name: str, home: Path, legacy: str | None = None,
+                          groups: tuple[str, ...] = ()) -> Account:
+        """The account ``name`` with its home folder ``home`` (on the host; environments see
+        it as :func:`sandbox_home`). ``legacy``: the name an earlier release gave the same
+        hub user; such an account is renamed (same uid, so its files stay its own) when its
+        home is this user's. A new account is made a member of ``groups`` (which must exist)
+        by the same ``useradd``: one command fewer per new user, and these commands run one
+        at a time machine-wide."""
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
@@ -127,22 +106,44 @@ class Accounts:
                 try:
                     pw = pwd.getpwnam(name)
                 except KeyError:
-                    home.parent.mkdir(parents=True, exist_ok=True)
-                    log.info("creating unix account %s (home %s)", name, home)
-                    await self._run("useradd", "--home-dir", str(home), "--create-home",
-                                    "--shell", "/bin/bash", "--user-group",
-                                    *(("--groups", ",".join(groups)) if groups else ()), name)
+                    if not await self._migrate(legacy, name, home):
+                        log.info("creating unix account %s (home %s)", name, home)
+                        await self._run("useradd", "--home-dir", sandbox_home(name), "--no-create-home",
+                                        "--shell", "/bin/bash", "--user-group",
+                                        *(("--groups", ",".join(groups)) if groups else ()), name)
                     pw = pwd.getpwnam(name)
-        # The account may outlive a state directory: make sure its home exists here.
-        if pw.pw_dir != str(home):
+        if pw.pw_dir != sandbox_home(name):
             async with self._names(f"user:{name}"):
-                await self._run("usermod", "--home", str(home), name)
+                await self._run("usermod", "--home", sandbox_home(name), name)
             pw = pwd.getpwnam(name)
+        home.parent.mkdir(parents=True, exist_ok=True)
         if not home.is_dir():
-            home.mkdir(parents=True, exist_ok=True)
-            os.chown(home, pw.pw_uid, pw.pw_gid)
-            home.chmod(0o750)
+            home.mkdir(mode=0o700)
+        st = os.lstat(home)
+        if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
+            os.chown(home, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+        if st.st_mode & 0o7777 != 0o700:
+            os.chmod(home, 0o700)
         return Account(name=name, uid=pw.pw_uid, gid=pw.pw_gid, home=str(home))
+
+    async def _migrate(self, legacy: str | None, name: str, home: Path) -> bool:
+        """Rename ``legacy`` to ``name`` if it is this user's account (its home was ``home``)."""
+        if not legacy or legacy == name:
+            return False
+        try:
+            old = pwd.getpwnam(legacy)
+        except KeyError:
+            return False
+        if old.pw_dir != str(home):
+            return False  # someone else's account (the collision the new names fix)
+        log.info("renaming unix account %s to %s", legacy, name)
+        await self._run("usermod", "--login", name, legacy)
+        try:
+            if grp.getgrnam(legacy).gr_gid == old.pw_gid:
+                await self._run("groupmod", "--new-name", name, legacy)
+        except KeyError:
+            pass
+        return True
 
     async def ensure_group(self, group: str) -> grp.struct_group:
         """Create ``group`` if it is missing."""
@@ -165,6 +166,35 @@ class Accounts:
                 if user not in grp.getgrnam(group).gr_mem:
                     await self._run("usermod", "--append", "--groups", group, user)
         return gr.gr_gid
+
+
+    async def remove_member(self, group: str, user: str) -> bool:
+        """Take ``user`` out of ``group`` (True if it was a member; missing ones are fine)."""
+        try:
+            if user not in grp.getgrnam(group).gr_mem:
+                return False
+        except KeyError:
+            return False
+        async with self._names(f"user:{user}"):
+            if user in grp.getgrnam(group).gr_mem:
+                await self._run("gpasswd", "--delete", user, group)
+                return True
+        return False
+
+    async def remove_group(self, group: str) -> bool:
+        """Delete a workspace's group (the workspace is gone)."""
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            return False
+        async with self._names(f"group:{group}"):
+            await self._run("groupdel", group)
+        return True
+
+
+def sandbox_home(name: str) -> str:
+    """Where an account's home folder appears inside its environments (and its passwd entry)."""
+    return f"/home/{name}"
 
 
 def share_dirs(dirs: list[Path], gid: int) -> None:

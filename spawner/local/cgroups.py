@@ -1,8 +1,11 @@
 """Resource limits for local workloads with cgroups (v1 or v2).
 
 v1 (this machine): one directory per workload under each of the memory, cpu and pids
-hierarchies (``/sys/fs/cgroup/<controller>/gemhub/<unit>``); v2 when the unified hierarchy
-has those controllers (``/sys/fs/cgroup/gemhub/<unit>``). The launcher joins the cgroup
+hierarchies (``/sys/fs/cgroup/<controller>/gemhub/<unit>``), and the devices hierarchy where
+it is writable: it allows the workload only its own device nodes (``Limits.devices``); v2 when
+the unified hierarchy has memory, cpu and pids (``/sys/fs/cgroup/gemhub/<unit>``; v2 filters
+devices with eBPF programs, which GemHub does not load: there the sandbox's /dev, holding only
+the allotted nodes, is the only barrier). The launcher joins the cgroup
 before it execs the server, so every process of the workload (terminals included) is in
 it, and ``kill()`` can end them all. Path and limit-file logic is pure; only
 :meth:`Cgroup.create`, :meth:`Cgroup.kill` and :meth:`Cgroup.remove` touch the filesystem.
@@ -13,7 +16,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 ROOT = "/sys/fs/cgroup"
 PARENT = "gemhub"
 V1_CONTROLLERS = ("memory", "cpu", "pids")
+V1_DEVICES = "devices"
 CFS_PERIOD_US = 100_000
 MODES = ("auto", "required", "off")
 
@@ -37,12 +40,8 @@ class Limits:
     memory: int  # bytes
     cpu: float  # cores
     pids: int | None = None
-
-
-def unit_name(unix_user: str, server_name: str = "") -> str:
-    """Directory name of a workload's cgroup (one per user server)."""
-    raw = f"{unix_user}-{server_name}" if server_name else unix_user
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:200]
+    # devices-cgroup allow lines ("c 195:0 rwm"); None: no device filter
+    devices: tuple[str, ...] | None = None
 
 
 def detect(root: str = ROOT) -> str | None:
@@ -61,9 +60,13 @@ def detect(root: str = ROOT) -> str | None:
     return None
 
 
-def paths(version: str, unit: str, root: str = ROOT, parent: str = PARENT) -> list[str]:
+def paths(version: str, unit: str, root: str = ROOT, parent: str = PARENT, devices: bool = False) -> list[str]:
+    """The unit's directories; ``devices``: also the v1 devices hierarchy's."""
+    if "/" in unit or unit in ("", ".", ".."):
+        raise CgroupError(f"{unit!r} cannot be a cgroup name")
     if version == "v1":
-        return [os.path.join(root, c, parent, unit) for c in V1_CONTROLLERS]
+        controllers = V1_CONTROLLERS + ((V1_DEVICES,) if devices else ())
+        return [os.path.join(root, c, parent, unit) for c in controllers]
     if version == "v2":
         return [os.path.join(root, parent, unit)]
     raise ValueError(f"unknown cgroup version {version!r}")
@@ -80,6 +83,10 @@ def limit_files(version: str, unit_paths: list[str], limits: Limits) -> list[tup
         out.append((os.path.join(by["cpu"], "cpu.cfs_quota_us"), str(quota)))
         if limits.pids:
             out.append((os.path.join(by["pids"], "pids.max"), str(limits.pids)))
+        if limits.devices is not None and V1_DEVICES in by:
+            # deny everything, then allow each line (each write to devices.allow adds one)
+            out.append((os.path.join(by[V1_DEVICES], "devices.deny"), "a"))
+            out += [(os.path.join(by[V1_DEVICES], "devices.allow"), line) for line in limits.devices]
     else:
         (p,) = unit_paths
         out.append((os.path.join(p, "memory.max"), str(limits.memory)))
@@ -238,4 +245,5 @@ def plan(mode: str, unit: str, root: str = ROOT, is_root: bool | None = None) ->
             raise CgroupError(f"cgroups are required but unavailable: {why}")
         log.warning("cgroups unavailable (%s): servers run WITHOUT memory/CPU limits", why)
         return None
-    return Cgroup(version=version, paths=paths(version, unit, root))
+    devices = version == "v1" and os.access(os.path.join(root, V1_DEVICES), os.W_OK)
+    return Cgroup(version=version, paths=paths(version, unit, root, devices=devices))

@@ -35,7 +35,9 @@ from gemhub.spawner.accelerators.inventory import (
     SimulatedInventory,
 )
 from gemhub.spawner.accelerators.render import local_env
+from gemhub.spawner.local import devnodes
 from gemhub.spawner.local.mps import MpsDaemons
+from gemhub.spawner.local.sandbox import Allotment
 
 DEVICE_CACHE_SECONDS = 5
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -289,10 +291,12 @@ class LocalDevices:
         return out
 
     # -- the server's environment --------------------------------------------------------
-    def env(self, request: AcceleratorRequest, allocation: Allocation | None) -> dict[str, str]:
+    def env(self, request: AcceleratorRequest, allocation: Allocation | None,
+            mps_pipe_dir: str | None = None) -> dict[str, str]:
+        """The server's device variables; ``mps_pipe_dir``: where it sees its MPS pipes."""
         devices = self.raw_devices()
-        env = dict(local_env(request, allocation, devices, self.registry,
-                             mps_pipe_dir=self.mps_pipe_dir(allocation)))
+        env = dict(local_env(request, allocation, devices, self.registry, mps_pipe_dir=mps_pipe_dir,
+                             nodes=devnodes.enforcement(allocation, devices, self.registry)))
         if allocation is not None:
             # A server holding NPUs must not see this machine's GPUs either (and so on):
             # every other vendor's visible-devices variable is set to "nothing".
@@ -306,23 +310,26 @@ class LocalDevices:
     def _shared(self, allocation: Allocation | None) -> bool:
         return allocation is not None and not allocation.exclusive and not allocation.mig_profile
 
-    def mps_pipe_dir(self, allocation: Allocation | None) -> str | None:
-        if self.source != "nvml" or not self._shared(allocation):
-            return None
-        return str(self.mps.pipe_dir(allocation.device_ids[0]))
-
-    async def prepare_mps(self, allocation: Allocation | None) -> None:
-        """Start the device's MPS control daemon for a shared (fractional) allocation on a
-        real NVIDIA device; simulated devices only get the limits in the environment.
-        Raises MpsError."""
+    async def prepare_mps(self, allocation: Allocation | None, account: str, uid: int, gid: int) -> Path | None:
+        """Start the MPS control daemon of ``account`` on the device of a shared (fractional)
+        allocation on a real NVIDIA device; returns its pipe folder on the host (None when
+        there is nothing to start: simulated devices only get the limits in the
+        environment). Raises MpsError."""
         if not self._shared(allocation):
-            return
+            return None
         if self.source != "nvml":
             self.log.info("accelerators: %s is on a simulated device: no MPS daemon is started "
                           "(the MPS limits are only set in the environment)", allocation.holder)
-            return
+            return None
         device = next(d for d in self.raw_devices() if d.id == allocation.device_ids[0])
-        await self.mps.ensure(device)
+        return await self.mps.ensure(device, account, uid, gid)
+
+    def allotment(self, allocation: Allocation | None) -> Allotment:
+        """The device nodes of ``allocation`` (simulated ones made on first use)."""
+        devices = self.raw_devices()
+        if self.source == "simulated":
+            devnodes.ensure_simulated(self.state_dir, devices, self.registry)
+        return devnodes.allotment(allocation, devices, self.registry, self.state_dir)
 
     # -- metrics ---------------------------------------------------------------------------
     async def metrics_text(self) -> bytes:

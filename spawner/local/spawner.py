@@ -28,7 +28,9 @@ from traitlets import Enum as EnumTrait
 from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
 from gemhub.spawner.common import GemSpawnerMixin, user_error
-from gemhub.spawner.local import accounts, cgroups, record, runtime
+from gemhub.spawner.local import accounts, cgroups, names, readiness, record, runtime
+from gemhub.spawner.local import host as sandbox_host
+from gemhub.spawner.local.sandbox import Bind
 from gemhub.spawner.local.accelspawner import AcceleratorMixin
 from gemhub.spawner.local.devices import build_registry
 
@@ -100,38 +102,33 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         if self.workload is None:
             await self._apply_user_options(self, self.user_options)
         request = self.workload
-        device_env = await self.accelerator_start(request.accelerator)
-        as_root = os.geteuid() == 0
         state_dir = os.path.abspath(self.state_dir)
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
-        if as_root:
-            self.unix_user = accounts.unix_name(self.user.name, self.user_prefix)
-            group = accounts.workspace_group(request.workspace.id)
-            try:
-                await self._accounts.ensure_group(group)
-                await self._accounts.ensure_user(self.unix_user, layout.user_home(state_dir, self.user.name),
-                                                 groups=(group,))
-                gid = await self._accounts.ensure_member(group, self.unix_user)
-            except accounts.AccountError as e:
-                self.log.error("unix account for %s: %s", self._log_name, e)
-                raise user_error(500, "could not prepare your unix account; ask an administrator") from None
-            accounts.share_dirs([code, output], gid)
+        identity = None
+        if os.geteuid() == 0:
+            identity, host = await self._prepare_account(state_dir, request, [code, output])
+            self.unix_user = identity.name
+            unit = names.unit_name(identity.name, self.name)
         else:
             if not LocalGemSpawner._fallback_warned:
                 self.log.warning(
-                    "the hub is not root: servers run as the hub's own user without mount "
-                    "namespaces; /gemini is a directory under state/users/<user>/gemini and the "
-                    "read-only slots are only protected by file modes")
+                    "the hub is not root: servers run as the hub's own user without a sandbox; "
+                    "/gemini is a directory under state/users/<user>/gemini and the read-only "
+                    "slots are only protected by file modes")
                 LocalGemSpawner._fallback_warned = True
-            self.unix_user = ""
+            self.unix_user, host = "", None
+            unit = names.unit_name(names.unix_name(self.user.name, self.user_prefix), self.name)
             for d in (code, output):
                 d.mkdir(parents=True, exist_ok=True)
+        account = (identity.name, identity.uid, identity.gid) if identity else None
+        devices = await self.accelerator_start(request.accelerator, account)
 
         try:
-            cg = cgroups.plan(self.cgroups, cgroups.unit_name(self.unix_user or self.user.name, self.name))
+            cg = cgroups.plan(self.cgroups, unit)
             if cg is not None:
-                cg.create(cgroups.Limits(memory=request.preset.memory, cpu=request.preset.cpu,
-                                         pids=self.pids_limit or None))
+                cg.create(cgroups.Limits(
+                    memory=request.preset.memory, cpu=request.preset.cpu, pids=self.pids_limit or None,
+                    devices=tuple(r.allow_line() for r in devices.allotment.cgroup_rules()) if identity else None))
         except cgroups.CgroupError as e:
             self.log.error("cgroups for %s: %s", self._log_name, e)
             raise user_error(503, "resource limits cannot be applied on this host") from None
@@ -139,27 +136,33 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
 
         self.port = random_port()
         stop_at = limits.deadline(datetime.datetime.now(datetime.timezone.utc), self.max_runtime_minutes)
+        lab_env, lab_binds = self._lab_env(state_dir, stop_at, sandboxed=identity is not None)
         plan = runtime.plan_launch(
             request,
             state_dir=state_dir,
-            unix_user=self.unix_user or None,
+            identity=identity,
+            host=host,
             command=runtime.singleuser_command(self.python) + ["--ServerApp.root_dir={root}"] + self.get_args(),
-            base_env={**self.get_env(), **self._lab_env(state_dir, stop_at)},
+            base_env={**self.get_env(), **lab_env},
             cgroup_procs=cg.procs_files if cg else [],
-            as_root=as_root,
             python=self.python,
-            device_env=device_env,
+            device_env=devices.env,
+            devices=devices.allotment,
+            extra=lab_binds + devices.binds,
         )
         log_dir = layout.logs_dir(state_dir) / "servers"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{cgroups.unit_name(self.user.name, self.name)}.log"
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log_path = log_dir / f"{unit}.log"
         self.log.info("starting %s as %s in %s (%s, preset %s)", self._log_name,
                       self.unix_user or "the hub's user", plan.root, plan.mode, request.preset.name)
-        with open(log_path, "ab") as logf:
+        logfd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
             self.proc = subprocess.Popen(
-                plan.argv, env=plan.env, stdin=subprocess.DEVNULL, stdout=logf,
+                plan.argv, env=plan.env, stdin=subprocess.DEVNULL, stdout=logfd,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             )
+        finally:
+            os.close(logfd)
         self.pid = self.proc.pid
         try:
             self.pid_started = psutil.Process(self.pid).create_time()
@@ -173,57 +176,105 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         self._write_runtime_record(plan, cg)
         return f"http://127.0.0.1:{self.port}"
 
-    def _lab_env(self, state_dir: str, stop_at: datetime.datetime | None) -> dict[str, str]:
-        """Mirrors (pip.conf, apt snippet) and the run-time deadline for the environment."""
-        env = mirrors.write(mirrors.Mirrors.from_config(self.lab_mirrors), os.path.join(state_dir, "lab", "mirrors"))
+    async def _prepare_account(self, state_dir: str, request, project: list) -> tuple[runtime.Identity, "runtime.HostSystem"]:
+        """The server's unix account, workspace group and shared project folders (as root)."""
+        try:
+            host = sandbox_host.host_system(self.python)
+        except sandbox_host.SandboxUnavailable as e:
+            self.log.error("sandbox for %s: %s", self._log_name, e)
+            raise user_error(503, f"environments cannot be started on this host: {e}") from None
+        name = names.unix_name(self.user.name, self.user_prefix)
+        home = layout.user_home(state_dir, self.user.name)
+        group = names.workspace_group(request.workspace.id)
+        try:
+            # the group first: a new account then joins it in its own useradd
+            await self._accounts.ensure_group(group)
+            account = await self._accounts.ensure_user(
+                name, home, legacy=names.legacy_unix_name(self.user.name, self.user_prefix), groups=(group,))
+            gid = await self._accounts.ensure_member(group, name)
+        except accounts.AccountError as e:
+            self.log.error("unix account for %s: %s", self._log_name, e)
+            raise user_error(500, "could not prepare your unix account; ask an administrator") from None
+        accounts.share_dirs(project, gid)
+        # Only this workspace's group: the environment of one workspace carries no rights
+        # to the others the user belongs to.
+        identity = runtime.Identity(name=account.name, uid=account.uid, gid=account.gid,
+                                    groups=tuple(sorted({account.gid, gid})), home=account.home)
+        return identity, host
+
+    def _lab_env(self, state_dir: str, stop_at: datetime.datetime | None,
+                 sandboxed: bool) -> tuple[dict[str, str], tuple[Bind, ...]]:
+        """Mirrors (pip.conf, apt snippet) and the run-time deadline for the environment,
+        with the bind that shows the mirrors' files inside the sandbox."""
+        m = mirrors.Mirrors.from_config(self.lab_mirrors)
+        folder = os.path.join(state_dir, "lab", "mirrors")
+        env = mirrors.write(m, folder)
+        binds: tuple[Bind, ...] = ()
+        if sandboxed and os.path.isdir(folder):
+            env = mirrors.environment(m, runtime.MIRRORS_DIR)
+            binds = (Bind(folder, runtime.MIRRORS_DIR, "ro"),)
         if stop_at is not None:
             env[limits.ENV_VAR] = limits.format_deadline(stop_at)
-        return env
+        return env, binds
 
     def _write_runtime_record(self, plan: runtime.LaunchPlan, cg: "cgroups.Cgroup | None") -> None:
         """Tell the SSH gateway how to enter this server (gemhub.spawner.local.record)."""
-        if self.unix_user:
+        ns_pid, ns_mnt, groups = 0, "", []
+        if plan.mode == "sandbox":
             pw = pwd.getpwnam(self.unix_user)
             unix_user, uid, gid = self.unix_user, pw.pw_uid, pw.pw_gid
+            init = self._sandbox_init()
+            if init is None:
+                self.log.warning("%s: the sandbox's init process is gone; ssh cannot enter it", self._log_name)
+                return
+            ns_pid, ns_mnt = init.pid, os.readlink(f"/proc/{init.pid}/ns/mnt")
+            groups = list(plan.spec["groups"])
         else:
             unix_user, uid, gid = getpass.getuser(), os.getuid(), os.getgid()
         rec = record.RuntimeRecord(
             pid=self.pid, unix_user=unix_user, uid=uid, gid=gid, cwd=plan.spec["cwd"], root=plan.root,
-            namespace="mnt" if plan.mode == "namespace" else "none", env=dict(plan.env),
+            namespace="sandbox" if plan.mode == "sandbox" else "none", env=dict(plan.env),
             pid_started=self.pid_started, cgroup_procs=list(cg.procs_files) if cg else [],
+            groups=groups, ns_pid=ns_pid, ns_mnt=ns_mnt,
         )
         try:
             record.write_record(self.state_dir, self.user.name, self.name, rec)
         except OSError as e:  # ssh into this server will say it is not running; the server itself is fine
             self.log.warning("cannot write the runtime record of %s: %s", self._log_name, e)
 
+    def _sandbox_init(self) -> psutil.Process | None:
+        """The sandbox's init: bubblewrap's child in the new pid namespace, owned by root."""
+        p = self._process()
+        try:
+            children = p.children() if p is not None else []
+        except psutil.NoSuchProcess:
+            return None
+        return next((c for c in children if c.uids().real == 0), None)
+
+    def _workloads(self) -> list[psutil.Process]:
+        """The account's top processes in the sandbox (jupyterhub-singleuser): what SIGTERM
+        goes to, so the server shuts its kernels and terminals down itself."""
+        init = self._sandbox_init()
+        try:
+            return init.children() if init is not None else []
+        except psutil.NoSuchProcess:
+            return []
+
     async def _wait_listening(self, log_path) -> None:
         """Return once the server accepts connections (the hub's own check then succeeds at
-        once instead of backing off), or fail fast with the server's last log lines. The
-        checks back off to 0.5 s: thirty servers starting at once must not keep the hub's
-        event loop busy with hundreds of refused connections a second."""
-        delay = 0.05
-        while True:
-            rc = self.proc.poll() if self.proc is not None else None
-            if rc is not None:
-                try:
-                    tail = "\n".join(open(log_path, errors="replace").read().splitlines()[-15:])
-                except OSError:
-                    tail = ""
-                self.log.error("server of %s exited with %s:\n%s", self._log_name, rc, tail)
-                self.proc = None
-                self.clear_state()
-                reason = next((line for line in reversed(tail.splitlines()) if "gemhub launch failed" in line),
-                              f"the server exited with status {rc} (see {log_path})")
-                raise user_error(500, f"your server could not start: {reason}")
+        once instead of backing off), or fail fast with the server's last log lines."""
+        rc = await readiness.until_listening(self.port, lambda: self.proc.poll() if self.proc is not None else None)
+        if rc is not None:
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                tail = "\n".join(open(log_path, errors="replace").read().splitlines()[-15:])
             except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
-                continue
-            writer.close()
-            return
+                tail = ""
+            self.log.error("server of %s exited with %s:\n%s", self._log_name, rc, tail)
+            self.proc = None
+            self.clear_state()
+            reason = next((line for line in reversed(tail.splitlines()) if "gemhub launch failed" in line),
+                          f"the server exited with status {rc} (see {log_path})")
+            raise user_error(500, f"your server could not start: {reason}")
 
     def _process(self) -> psutil.Process | None:
         if not self.pid:
@@ -261,10 +312,13 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             except psutil.NoSuchProcess:
                 tree = []
             if not now:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except psutil.NoSuchProcess:
-                    pass
+                # in a sandbox the server is bubblewrap's grandchild (bubblewrap does not pass
+                # signals on); in the fallback it is the process itself
+                for q in (self._workloads() if self.unix_user else []) or [p]:
+                    try:
+                        q.send_signal(signal.SIGTERM)
+                    except psutil.NoSuchProcess:
+                        pass
                 deadline = time.monotonic() + self.term_timeout
                 while time.monotonic() < deadline and self._alive(p):
                     await asyncio.sleep(0.05)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from browser import chromium_page, signup_and_login
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import Hub, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -89,4 +89,4 @@ def test_choose_a_custom_slice_and_see_it_on_the_device_page(hub, artifacts):
         hub.api("DELETE", f"/users/{name}/server")
         hub.wait_stopped(name)
         if os.geteuid() == 0:
-            accounts.remove_empty_groups(accounts.remove_user(accounts.unix_name(name)))
+            accounts.remove_empty_groups(accounts.remove_user(names.unix_name(name)))

@@ -12,7 +12,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -22,49 +21,11 @@ import httpx
 import pytest
 
 from hubproc import Hub, free_port, unique_name
+from sshclient import Client, require_tools as _require_tools, wait_ssh_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.root]
 
-SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 GPU_PRESET = "S1"  # one whole RTX4090 of the default simulated inventory
-
-
-def _require_tools():
-    if os.geteuid() != 0:
-        pytest.skip("the SSH gateway enters environments' mount namespaces: run as root")
-    for tool in ("ssh", "scp", "sftp", "sshpass", "ssh-keygen"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is missing (tests/install-system-deps.sh installs it as root)")
-    if not os.path.exists(SFTP_SERVER):
-        pytest.skip("openssh-sftp-server is missing (tests/install-system-deps.sh installs it as root)")
-
-
-class Client:
-    """The stock OpenSSH tools pointed at the gateway, with a throwaway key."""
-
-    def __init__(self, hub: Hub, user: str, token: str, workdir: Path):
-        self.hub, self.user, self.token, self.dir = hub, user, token, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.key = workdir / "id_ed25519"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@laptop",
-                        "-f", str(self.key)], check=True)
-        self.common = ["-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={workdir}/known_hosts",
-                       "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(self.key)]
-
-    def api(self, method: str, path: str, **kw) -> httpx.Response:
-        return self.hub.request(method, f"/services/ssh/api/v1/{path}", token=self.token, **kw)
-
-    def ssh(self, *args: str, login: str | None = None, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(["ssh", *self.common, "-p", str(self.hub.ssh_port),
-                               f"{login or self.user}@127.0.0.1", *args],
-                              capture_output=True, text=True, timeout=timeout, **kw)
-
-    def scp(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(["scp", *self.common, "-P", str(self.hub.ssh_port), *args],
-                              capture_output=True, text=True, timeout=timeout)
-
-    def remote(self, path: str) -> str:
-        return f"{self.user}@127.0.0.1:{path}"
 
 
 def password_login(hub: Hub, login: str, password: str, command: str = "echo logged-in") -> subprocess.CompletedProcess:
@@ -110,7 +71,7 @@ def sha256(path: Path) -> str:
 
 
 def server_environ(hub: Hub, user: str) -> dict[str, str]:
-    record = json.loads((hub.state_dir / "users" / user / "servers" / "default.json").read_text())
+    record = json.loads((hub.state_dir / "users" / user / "servers" / "@default.json").read_text())
     raw = Path(f"/proc/{record['pid']}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
@@ -264,13 +225,6 @@ def test_environment_not_running_says_so(ssh_hub, alice):
     assert f"http://127.0.0.1:{ssh_hub.port}/hub/home" in r.stderr
 
 
-def wait_ssh_service(hub: Hub) -> None:
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{hub.url}/services/ssh/health", timeout=5).status_code != 200:
-        assert time.monotonic() < deadline, hub.log_tail()
-        time.sleep(0.3)
-
-
 def test_start_stopped_starts_the_environment_on_login(make_hub, tmp_path):
     hub = make_hub({"services": {"ssh": {"start_stopped": True}}})
     wait_ssh_service(hub)
@@ -389,7 +343,7 @@ def test_ssh_page_in_the_browser(ssh_hub, artifacts, tmp_path):
 
 def test_stopping_the_environment_closes_the_way_in(ssh_hub, alice):
     """Runs last: the runtime record goes with the server, and ssh says how to start it."""
-    record = ssh_hub.state_dir / "users" / alice.user / "servers" / "default.json"
+    record = ssh_hub.state_dir / "users" / alice.user / "servers" / "@default.json"
     assert record.exists() and (record.stat().st_mode & 0o777) == 0o600
     assert ssh_hub.api("DELETE", f"/users/{alice.user}/server").status_code in (202, 204)
     ssh_hub.wait_stopped(alice.user)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from gemhub.cli.data_client import DataApi
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hubproc import REPO, Hub, unique_name  # noqa: E402
@@ -49,7 +49,7 @@ def dhub(artifacts):
     (artifacts / "data-service-hub.log").write_bytes(h.log_path.read_bytes())
     if ROOT:
         for name in made:
-            unix = accounts.unix_name(name)
+            unix = names.unix_name(name)
             for p in psutil.process_iter(["username"]):
                 if p.info["username"] == unix:
                     p.kill()

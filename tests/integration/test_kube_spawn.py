@@ -40,7 +40,7 @@ async def cluster(tmp_path_factory):
 
 
 class FakeQuota:
-    async def resolve(self, user, workspace=None, project=None):
+    async def resolve(self, user, **refs):
         return {"workspace": {"id": 5, "name": "vision"}, "project": {"id": 12, "name": "detector"}}
 
     async def list_workspaces(self, user):

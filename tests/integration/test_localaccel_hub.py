@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import Hub, unique_name
 
 pytestmark = [pytest.mark.integration]
@@ -76,7 +76,7 @@ def users(hub):
     for name in made:
         hub.wait_stopped(name)
         if os.geteuid() == 0:
-            accounts.remove_empty_groups(accounts.remove_user(accounts.unix_name(name)))
+            accounts.remove_empty_groups(accounts.remove_user(names.unix_name(name)))
 
 
 def spawn(hub: Hub, name: str, **options) -> httpx.Response:

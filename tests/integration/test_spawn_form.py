@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import unique_name
 
 pytestmark = [pytest.mark.integration]
@@ -52,7 +52,7 @@ def person(hub):
     c.close()
     hub.api("DELETE", f"/users/{name}/server")
     if os.geteuid() == 0:
-        accounts.remove_empty_groups(accounts.remove_user(accounts.unix_name(name)))
+        accounts.remove_empty_groups(accounts.remove_user(names.unix_name(name)))
 
 
 def _selected(html: str, select_name: str) -> str:

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from gemhub.spawner.local import accounts, cgroups
+from gemhub.spawner.local import accounts, cgroups, names
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hubproc import Hub, unique_name  # noqa: E402
@@ -40,7 +40,7 @@ def users():
         return
     groups: list[str] = []
     for name in made:
-        unix = accounts.unix_name(name)
+        unix = names.unix_name(name)
         for p in unix_processes(unix):
             p.kill()
         groups += accounts.remove_user(unix)
@@ -156,12 +156,12 @@ def test_bad_user_options_are_400(hub, users, options, match):
 def test_unix_user_cgroup_and_terminal(hub, users):
     name, token = new_user(hub, users)
     spawn(hub, name, json={"preset": "S1"})
-    unix = accounts.unix_name(name)
-    pid = server_pid(hub, name)
-    proc = psutil.Process(pid)
-    assert proc.username() == unix
+    unix = names.unix_name(name)
+    sandbox = psutil.Process(server_pid(hub, name))  # bubblewrap, as root
+    proc = next(c for c in sandbox.children(recursive=True) if c.username() == unix)
+    pid = proc.pid
     assert proc.cwd() == "/gemini/code"
-    unit = cgroups.unit_name(unix)
+    unit = names.unit_name(unix)
     mem = Path(cgroups.ROOT, "memory", cgroups.PARENT, unit, "memory.limit_in_bytes")
     assert int(mem.read_text()) == 4 * 1024**3
     quota = Path(cgroups.ROOT, "cpu", cgroups.PARENT, unit, "cpu.cfs_quota_us")
@@ -205,7 +205,7 @@ def test_server_survives_hub_crash(make_hub, users):
         # a terminal, so stop() has a shell to clean up too
         assert server_api(h, name, token, "POST", "terminals").status_code == 200
         stop(h, name)
-        unix = accounts.unix_name(name)
+        unix = names.unix_name(name)
         deadline = time.monotonic() + 5
         while unix_processes(unix) and time.monotonic() < deadline:
             time.sleep(0.1)

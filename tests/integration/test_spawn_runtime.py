@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 from gemhub.spawner import layout
-from gemhub.spawner.local import accounts, cgroups, runtime
+from gemhub.spawner.local import accounts, cgroups, names, runtime
+from gemhub.spawner.local.host import host_system
 from gemhub.spawner.presets import Preset
 from gemhub.spawner.request import Ref, WorkloadRequest
 
@@ -67,7 +68,7 @@ def state():
 @pytest.fixture
 def unix_user():
     hub_user = f"t{uuid.uuid4().hex[:8]}"
-    name = accounts.unix_name(hub_user, "gem-t")
+    name = names.unix_name(hub_user, "gem-t")
     yield hub_user, name
     for p in psutil.process_iter(["username"]):
         if p.info["username"] == name:
@@ -87,28 +88,30 @@ def _request(user: str, ws: int) -> WorkloadRequest:
                            preset=Preset("B1", "B1", 0.5, 256 * 1024**2))
 
 
-async def _prepare(state: Path, hub_user: str, name: str, ws: int):
+async def _prepare(state: Path, hub_user: str, name: str, ws: int) -> tuple[int, runtime.Identity]:
     acc = accounts.Accounts()
-    await acc.ensure_user(name, layout.user_home(state, hub_user))
-    gid = await acc.ensure_member(accounts.workspace_group(ws), name)
+    account = await acc.ensure_user(name, layout.user_home(state, hub_user))
+    gid = await acc.ensure_member(names.workspace_group(ws), name)
     code, output = layout.project_dirs(state, ws, 1)
     accounts.share_dirs([code, output], gid)
-    return gid
+    return gid, runtime.Identity(name, account.uid, account.gid, (account.gid, gid), account.home)
+
+
+def _plan(state, hub_user, ws, identity, command, cg):
+    return runtime.plan_launch(
+        _request(hub_user, ws), state_dir=str(state), identity=identity, host=host_system(sys.executable),
+        command=command, base_env={}, cgroup_procs=cg.procs_files, python=sys.executable)
 
 
 def test_launch_in_namespace_as_user(state, unix_user):
     hub_user, name = unix_user
     ws = 900000 + int(uuid.uuid4().int % 99999)
-    gid = asyncio.run(_prepare(state, hub_user, name, ws))
-    cg = cgroups.plan("auto", cgroups.unit_name(name))
+    gid, identity = asyncio.run(_prepare(state, hub_user, name, ws))
+    cg = cgroups.plan("auto", names.unit_name(name))
     assert cg is not None, "this machine has writable v1 cgroups"
     cg.create(cgroups.Limits(memory=256 * 1024**2, cpu=0.5, pids=256))
     try:
-        plan = runtime.plan_launch(
-            _request(hub_user, ws), state_dir=str(state), unix_user=name,
-            command=[sys.executable, "-c", CHECK], base_env={},
-            cgroup_procs=cg.procs_files, as_root=True, python=sys.executable,
-        )
+        plan = _plan(state, hub_user, ws, identity, [sys.executable, "-c", CHECK], cg)
         r = subprocess.run(plan.argv, env=plan.env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         import json
@@ -122,8 +125,10 @@ def test_launch_in_namespace_as_user(state, unix_user):
         assert out["env"]["CPU_LIMIT"] == "0.5"
         assert out["env"]["GEMHUB_WORKSPACE"] == "w"
         assert out["env"]["USER"] == name
-        assert set(out["errs"].values()) == {"Read-only file system"}, out["errs"]
-        assert f"memory:/gemhub/{cgroups.unit_name(name)}" in out["cgroup"]
+        slots = {k: v for k, v in out["errs"].items() if k != "root"}
+        assert set(slots.values()) == {"Read-only file system"}, out["errs"]
+        assert out["errs"]["root"] == "Permission denied"  # /gemini itself belongs to root
+        assert f"memory:/gemhub/{names.unit_name(name)}" in out["cgroup"]
         code, output = layout.project_dirs(state, ws, 1)
         assert (code / "hello.txt").read_text() == "hi"
         assert (output / "out.txt").stat().st_uid == pwd.getpwnam(name).pw_uid
@@ -141,14 +146,10 @@ def test_launch_in_namespace_as_user(state, unix_user):
 def test_cgroup_kill_leaves_nothing(state, unix_user):
     hub_user, name = unix_user
     ws = 900000 + int(uuid.uuid4().int % 99999)
-    asyncio.run(_prepare(state, hub_user, name, ws))
-    cg = cgroups.plan("required", cgroups.unit_name(name))
+    _gid, identity = asyncio.run(_prepare(state, hub_user, name, ws))
+    cg = cgroups.plan("required", names.unit_name(name))
     cg.create(cgroups.Limits(memory=256 * 1024**2, cpu=1, pids=256))
-    plan = runtime.plan_launch(
-        _request(hub_user, ws), state_dir=str(state), unix_user=name,
-        command=[sys.executable, "-c", CHECK, "linger"], base_env={},
-        cgroup_procs=cg.procs_files, as_root=True, python=sys.executable,
-    )
+    plan = _plan(state, hub_user, ws, identity, [sys.executable, "-c", CHECK, "linger"], cg)
     proc = subprocess.Popen(plan.argv, env=plan.env, stdout=subprocess.PIPE, start_new_session=True)
     try:
         proc.stdout.readline()
@@ -171,9 +172,9 @@ def test_fallback_layout(state, tmp_path):
     code.mkdir(parents=True)
     output.mkdir(parents=True)
     plan = runtime.plan_launch(
-        request, state_dir=str(state), unix_user=None, command=[sys.executable, "-c",
+        request, state_dir=str(state), identity=None, host=None, command=[sys.executable, "-c",
         "import os; print(os.getcwd()); open('x','w').write('1')"],
-        base_env={"HOME": str(tmp_path)}, as_root=False, python=sys.executable,
+        base_env={"HOME": str(tmp_path)}, python=sys.executable,
     )
     r = subprocess.run(plan.argv, env=plan.env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr

@@ -21,10 +21,12 @@ class ProcessKubelet:
     """Starts a process for every new pod (as if its image's CMD ran) and stops it when the
     pod is deleted. /gemini is a directory per pod under ``workdir``."""
 
-    def __init__(self, cluster: FakeCluster, workdir: Path, every: float = 0.1):
+    def __init__(self, cluster: FakeCluster, workdir: Path, every: float = 0.1, argv_prefix: tuple[str, ...] = ()):
         self.cluster = cluster
         self.workdir = workdir
         self.every = every
+        # runs before the notebook command, e.g. what gives the pod the cluster's DNS names
+        self.argv_prefix = tuple(argv_prefix)
         self.procs: dict[str, subprocess.Popen] = {}
 
     async def run(self) -> None:
@@ -53,7 +55,7 @@ class ProcessKubelet:
         log = open(root.parent / "notebook.log", "ab")
         script = os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")
         # images run as an unprivileged user; this machine's tests may run as root
-        argv = [sys.executable, script] + (["--allow-root"] if os.geteuid() == 0 else [])
+        argv = [*self.argv_prefix, sys.executable, script] + (["--allow-root"] if os.geteuid() == 0 else [])
         try:
             return subprocess.Popen(argv, env=env, cwd=root / "code",
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -79,11 +81,11 @@ class BackgroundCluster:
     """``with BackgroundCluster(workdir) as bg:`` — the API server and the kubelet on their
     own event loop thread; ``bg.call(coro_fn, *args)`` runs a cluster coroutine from sync code."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, kubelet_prefix: tuple[str, ...] = ()):
         self.workdir = workdir
         self.loop = asyncio.new_event_loop()
         self.cluster = FakeCluster()
-        self.kubelet = ProcessKubelet(self.cluster, workdir)
+        self.kubelet = ProcessKubelet(self.cluster, workdir, argv_prefix=kubelet_prefix)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._task: asyncio.Task | None = None
 

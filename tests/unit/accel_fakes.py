@@ -65,6 +65,9 @@ class FakeNvml:
         return SimpleNamespace(total=h["total_mib"] * mib, used=h["used_mib"] * mib,
                                free=(h["total_mib"] - h["used_mib"]) * mib)
 
+    def nvmlDeviceGetMinorNumber(self, h):
+        return h.get("minor", self.boards.index(h))
+
     def nvmlDeviceGetMigMode(self, h):
         if h.get("mig") is None:
             raise FakeNvmlError("NVML_ERROR_NOT_SUPPORTED")

@@ -115,3 +115,17 @@ def test_child_dies_with_its_parent(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_database_url_and_cookie_secret_come_from_the_environment(monkeypatch, tmp_path):
+    """A service on Kubernetes gets its secrets from its Secret-backed environment, never argv."""
+    monkeypatch.setenv("GEMHUB_DATABASE_URL", "postgresql://quota:pw@db:5432/gemhub_quota")
+    monkeypatch.setenv("GEMHUB_COOKIE_SECRET", "ab" * 32)
+    app = QuotaService(state_dir=str(tmp_path))
+    assert app.db_url == "postgresql://quota:pw@db:5432/gemhub_quota"
+    assert app.cookie_secret == "ab" * 32
+    monkeypatch.delenv("GEMHUB_DATABASE_URL")
+    monkeypatch.delenv("GEMHUB_COOKIE_SECRET")
+    app = QuotaService(state_dir=str(tmp_path))
+    assert app.db_url == f"sqlite:///{tmp_path}/db/quota.sqlite"
+    assert len(app.cookie_secret) == 64 and app.cookie_secret != QuotaService(state_dir=str(tmp_path)).cookie_secret

@@ -189,11 +189,13 @@ def test_runtime_mounts_versions_read_only(tmp_path):
                            {"kind": "model", "id": 9, "version": 1,
                             "path": str(layout.asset_version_dir(tmp_path, "model", 9, 1))}])
     req = WorkloadRequest("u", Ref(1, "w"), Ref(2, "p"), CATALOG.get("B1"), mounts=mounts)
-    plan = runtime.plan_launch(req, state_dir=str(tmp_path), unix_user="gem-u", command=["x"], base_env={})
-    table = {m["name"]: (m["source"], m["readonly"]) for m in plan.spec["mounts"]}
-    assert table["data-1"] == (str(tmp_path / "datasets" / "1" / "2"), True)
-    assert table["pretrain1"] == (str(tmp_path / "models" / "9" / "1"), True)
-    assert table["data-2"] == (str(layout.readonly_empty(tmp_path)), True)
+    identity = runtime.Identity("gem-u", 1234, 1234, (1234,), str(tmp_path / "home"))
+    host = runtime.HostSystem(root_entries=(), python=())
+    spec = runtime.sandbox_spec(req, state_dir=str(tmp_path), identity=identity, host=host)
+    table = {b.target: (b.source, b.kind) for b in spec.gemini}
+    assert table["/gemini/data-1"] == (str(tmp_path / "datasets" / "1" / "2"), "ro")
+    assert table["/gemini/pretrain1"] == (str(tmp_path / "models" / "9" / "1"), "ro")
+    assert table["/gemini/data-2"] == (str(layout.readonly_empty(tmp_path)), "ro")
     assert req.persisted_options({"datasets": [{"name": "x"}]})["datasets"] == [{"id": 1, "version": 2}]
 
 
@@ -207,7 +209,7 @@ def test_spawn_form_offers_published_versions_and_parses_them():
     assert html.count('name="datasets"') == 3 and html.count('name="models"') == 3
     assert '<option value="3:1" selected>' in html and 'value="3:3"' not in html
     assert "/gemini/pretrain3" in html
-    got = form.options_from_form({"workspace": ["w"], "datasets": ["3:2", "", ""], "models": ["4:1", "", ""]})
+    got = form.options_from_form({"workspace_id": ["1"], "datasets": ["3:2", "", ""], "models": ["4:1", "", ""]})
     assert got["datasets"] == [{"id": 3, "version": 2}] and got["models"] == [{"id": 4, "version": 1}]
     with pytest.raises(RequestError, match="chosen twice"):
         form.options_from_form({"datasets": ["3:1", "3:2"]})

@@ -41,7 +41,7 @@ def kubeconfig(tmp_path_factory):
 
 
 class FakeQuota:
-    async def resolve(self, user, workspace=None, project=None):
+    async def resolve(self, user, **refs):
         return {"workspace": {"id": 3, "name": "lab"}, "project": {"id": 8, "name": "default"}}
 
     async def list_workspaces(self, user):
@@ -124,8 +124,8 @@ async def test_cpu_only_pod_has_limits_gemini_volumes_and_no_gpus():
 
 
 class LimitedQuota(FakeQuota):
-    async def resolve(self, user, workspace=None, project=None):
-        answer = await super().resolve(user, workspace, project)
+    async def resolve(self, user, **refs):
+        answer = await super().resolve(user, **refs)
         answer["workspace"]["max_runtime_minutes"] = 90
         return answer
 

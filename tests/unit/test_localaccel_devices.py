@@ -141,7 +141,7 @@ async def test_environment_for_none_whole_and_fraction(devs, caplog):
     assert json.loads(env["GEMHUB_ACCELERATOR"])["devices"] == []
     a = await devs.allocate(parse("0.5(A100-80G)"), "server:a/")
     caplog.set_level("INFO")
-    await devs.prepare_mps(a)
+    assert await devs.prepare_mps(a, "gem-a", 1000, 1000) is None
     assert "simulated device: no MPS daemon" in caplog.text
     env = devs.env(parse("0.5(A100-80G)"), a)
     assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=40960M"
@@ -163,17 +163,20 @@ async def test_mps_daemon_started_once_per_real_device(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     d = LocalDevices({"inventory": "nvml"}, str(tmp_path / "state"),
                      nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
-    for holder in ("server:a/", "server:b/"):
+    for holder in ("server:a/", "server:b/"):  # one account, two servers: one daemon
         a = await d.allocate(parse("0.25(A100-80G)"), holder)
-        await d.prepare_mps(a)
-    pipe = tmp_path / "state" / "mps" / "local_0" / "pipe"
-    assert record.read_text().splitlines() == [f"-d GPU-1234 {pipe}"]
-    env = d.env(parse("0.25(A100-80G)"), a)
-    assert env["CUDA_MPS_PIPE_DIRECTORY"] == str(pipe) and env["CUDA_VISIBLE_DEVICES"] == "GPU-1234"
+        got = await d.prepare_mps(a, "gem-a", 4242, 4243)
+    pipe = tmp_path / "state" / "mps" / "local_0" / "gem-a" / "pipe"
+    assert got == pipe and record.read_text().splitlines() == [f"-d GPU-1234 {pipe}"]
+    for folder in (pipe, pipe.parent, pipe.parent / "log"):  # the account's alone
+        st = folder.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4243, 0o700)
+    env = d.env(parse("0.25(A100-80G)"), a, mps_pipe_dir="/run/nvidia-mps")
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == "/run/nvidia-mps" and env["CUDA_VISIBLE_DEVICES"] == "GPU-1234"
     whole = LocalDevices({"inventory": "nvml"}, str(tmp_path / "state2"),
                          nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
     w = await whole.allocate(parse("1"), "server:c/")
-    await whole.prepare_mps(w)  # whole devices need no MPS
+    assert await whole.prepare_mps(w, "gem-c", 4244, 4244) is None  # whole devices need no MPS
     assert "CUDA_MPS_PIPE_DIRECTORY" not in whole.env(parse("1"), w)
     assert len(record.read_text().splitlines()) == 1
 
@@ -233,7 +236,7 @@ async def test_missing_mps_binary_is_a_clear_error(tmp_path, monkeypatch):
                      nvml_inventory=lambda registry: FakeNvml(devices=real_devices()))
     a = await d.allocate(parse("0.5"), "server:a/")
     with pytest.raises(MpsError, match="nvidia-cuda-mps-control is not installed"):
-        await d.prepare_mps(a)
+        await d.prepare_mps(a, "gem-a", 1000, 1000)
 
 
 async def test_a_server_holding_npus_sees_no_gpus(devs):
@@ -281,6 +284,6 @@ async def test_a_starting_server_never_reuses_a_leftover_allocation(tmp_path):
                          orm_spawner=types.SimpleNamespace(user_options={}, name="", state=None, server=None),
                          hub=types.SimpleNamespace(base_url="/hub/", api_url="http://x/hub/api"))
     await sp.devices.allocate(parse("1(A100-80G)"), sp.holder)  # left over
-    env = await sp.accelerator_start(parse("0.5(A100-80G)"))
+    env = (await sp.accelerator_start(parse("0.5(A100-80G)"))).env
     assert not sp.allocation.exclusive and env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
     assert await sp.devices.holders() == {"local/0": ["server:cy/"]}

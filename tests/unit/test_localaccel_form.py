@@ -49,8 +49,9 @@ def test_workspace_limits_are_embedded_safely_and_custom_spec_hidden_by_default(
     html = render_form(WS, CAT)
     data = re.search(r'<script type="application/json" id="gemhub-workspace-limits" data-admin="0">(.*?)</script>',
                      html, re.S).group(1)
-    assert json.loads(data) == {"alice": {"allowed_presets": None, "custom_spec": False},
-                                "team</script>": {"allowed_presets": ["B1"], "custom_spec": True}}
+    assert json.loads(data) == {"1": {"allowed_presets": None, "custom_spec": False},
+                                "5": {"allowed_presets": ["B1"], "custom_spec": True}}
+    assert 'data-name="team&lt;/script&gt;"' in html and "team</script>" not in html
     assert '<div class="form-group mb-3" id="gemhub-custom-spec" hidden>' in html
     assert 'name="accelerator"' in html  # present for the workspace that allows it (shown by script)
 
@@ -59,7 +60,7 @@ def test_custom_spec_shown_for_admins_and_allowed_workspaces_with_previous_value
     html = render_form(WS, CAT, {"accelerator": '1("x")'}, is_admin=True)
     assert '<div class="form-group mb-3" id="gemhub-custom-spec">' in html
     assert 'data-admin="1"' in html and 'value="1(&quot;x&quot;)"' in html
-    html = render_form(WS, CAT, {"workspace": "team</script>"})
+    html = render_form(WS, CAT, {"workspace_id": 5})
     assert '<div class="form-group mb-3" id="gemhub-custom-spec">' in html
 
 

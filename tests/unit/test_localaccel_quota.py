@@ -55,7 +55,7 @@ async def test_hub_admin_sets_limits_without_membership_and_it_is_audited(q, tmp
     listed = (await q.call("GET", "api/v1/workspaces", alice, params={"include_projects": "1"})).json()
     team = next(w for w in listed["items"] if w["id"] == wid)
     assert team["allowed_presets"] == ["B1", "S1"] and team["custom_spec"] is True
-    r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace": str(wid)})
+    r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": str(wid)})
     assert r.json()["workspace"]["allowed_presets"] == ["B1", "S1"]
     page = await q.call("GET", f"workspaces/{wid}", alice)
     assert page.status_code == 200 and "Presets:\n  B1, S1" in page.text, page.text

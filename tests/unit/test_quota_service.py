@@ -159,8 +159,11 @@ async def test_member_can_leave(q):
     owner, member = q.user("o"), q.user("m")
     wid = (await q.call("POST", "api/v1/workspaces", owner, json={"name": "w"})).json()["id"]
     await q.call("POST", f"api/v1/workspaces/{wid}/members", owner, json={"username": "m"})
+    elsewhere = {"user": "m", "server": "gpu", "user_options": {"workspace_id": wid + 1000}}
+    q.hub.servers += [{"user": "m", "server": "", "user_options": {"workspace_id": wid}}, elsewhere]
     assert (await q.call("DELETE", f"api/v1/workspaces/{wid}/members/m", member)).status_code == 204
     assert (await q.call("GET", f"api/v1/workspaces/{wid}", member)).status_code == 403
+    assert q.hub.servers == [elsewhere]  # the server in the workspace left is stopped, no other
 
 
 async def test_resolve_internal_caller(q):
@@ -175,7 +178,14 @@ async def test_resolve_internal_caller(q):
     bob = q.user("bob")
     await q.call("POST", "api/v1/workspaces", bob, json={"name": "bobs"})
     r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace": "bobs"})
+    assert r.status_code == 404  # names are looked up among alice's own workspaces only
+    bobs_id = (await q.call("GET", "api/v1/workspaces", bob)).json()["items"]
+    bobs_id = next(w["id"] for w in bobs_id if w["name"] == "bobs")
+    r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": bobs_id})
     assert r.status_code == 403
+    for bad in ("²", "-1", "9" * 30, "1e3"):
+        r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": bad})
+        assert r.status_code == 400, bad
     assert (await q.call("GET", "api/v1/resolve", "service-token")).status_code == 400
     # only the service itself may act for others
     r = await q.call("GET", "api/v1/workspaces", bob, params={"user": "alice"})

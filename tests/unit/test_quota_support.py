@@ -54,6 +54,12 @@ class FakeHub:
     async def sync_group(self, ws_id, members) -> None:
         self.groups[f"ws-{ws_id}"] = members()
 
+    async def stop_servers(self, user: str, workspace_id: int) -> list[str]:
+        mine = [s for s in self.servers if s["user"] == user
+                and str(s["user_options"].get("workspace_id")) == str(workspace_id)]
+        self.servers = [s for s in self.servers if s not in mine]
+        return [s["server"] for s in mine]
+
 
 class QuotaUnderTest:
     def __init__(self, tmp_path, **service_traits):

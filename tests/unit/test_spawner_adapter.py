@@ -18,12 +18,12 @@ class FakeQuota:
     def __init__(self, calls):
         self.calls = calls
 
-    async def resolve(self, user, workspace=None, project=None):
-        self.calls.append((user, workspace, project))
+    async def resolve(self, user, workspace_id=None, project_id=None, workspace=None, project=None):
+        self.calls.append((user, workspace_id, project_id, workspace, project))
         if workspace == "nope":
             raise RequestError("workspace 'nope' not found")
-        return {"workspace": {"id": 3, "name": workspace or user},
-                "project": {"id": 8, "name": project or "default"}}
+        return {"workspace": {"id": workspace_id or 3, "name": workspace or user},
+                "project": {"id": project_id or 8, "name": project or "default"}}
 
     async def list_workspaces(self, user):
         return [{"id": 3, "name": user, "personal": True, "role": "owner",
@@ -31,7 +31,7 @@ class FakeQuota:
 
 
 class BrokenQuota(FakeQuota):
-    async def resolve(self, user, workspace=None, project=None):
+    async def resolve(self, user, **refs):
         raise ConnectionError("connection refused")
 
 
@@ -50,9 +50,8 @@ def make_spawner(client=FakeQuota, calls=None):
 async def test_defaults_are_resolved_and_persisted():
     sp, orm, calls = make_spawner()
     await sp._run_apply_user_options({})
-    assert calls == [("alice", None, None)]
-    assert sp.user_options == orm.user_options == {
-        "workspace": "alice", "project": "default", "workspace_id": 3, "project_id": 8, "preset": "B1"}
+    assert calls == [("alice", None, None, None, None)]
+    assert sp.user_options == orm.user_options == {"workspace_id": 3, "project_id": 8, "preset": "B1"}
     assert sp.workload.env()["MEM_LIMIT"] == str(2 * 1024**3)
 
 
@@ -60,7 +59,7 @@ async def test_previous_options_resolve_by_id():
     sp, orm, calls = make_spawner()
     await sp._run_apply_user_options({"workspace": "old", "project": "p", "workspace_id": 3,
                                       "project_id": 8, "preset": "S1"})
-    assert calls == [("alice", "3", "8")]
+    assert calls == [("alice", 3, 8, None, None)]
     assert sp.workload.preset.name == "S1"
 
 
@@ -87,13 +86,13 @@ async def test_unreachable_quota_is_503():
 async def test_options_form_and_parsing():
     sp, _, _ = make_spawner()
     html = await sp.get_options_form()
-    assert 'name="workspace"' in html and 'value="alice" selected' in html
+    assert 'name="workspace_id"' in html and 'value="3" data-name="alice" selected' in html
     assert 'name="preset"' in html and 'value="S1"' in html
     assert 'href="/services/quota/"' in html
-    assert sp.run_options_from_form({"workspace": ["alice"], "preset": ["S1"]}) == {
-        "workspace": "alice", "preset": "S1"}
+    assert sp.run_options_from_form({"workspace_id": ["3"], "preset": ["S1"]}) == {
+        "workspace_id": 3, "preset": "S1"}
     with pytest.raises(web.HTTPError):
-        sp.run_options_from_form({"workspace": ["a", "b"]})
+        sp.run_options_from_form({"workspace_id": ["3", "4"]})
 
 
 def test_traits_have_help():

@@ -3,7 +3,6 @@ import os
 import pytest
 
 from gemhub.spawner.local import cgroups
-from gemhub.spawner.local.accounts import unix_name, workspace_group
 
 L = cgroups.Limits(memory=2 * 1024**3, cpu=1.5, pids=100)
 
@@ -33,9 +32,15 @@ def test_limit_files_v2():
     assert files["/cg/gemhub/u/pids.max"] == "100"
 
 
-def test_unit_name():
-    assert cgroups.unit_name("gem-a") == "gem-a"
-    assert cgroups.unit_name("gem-a", "gpu/1") == "gem-a-gpu_1"
+def test_devices_rules_are_written_deny_first(tmp_path):
+    paths = cgroups.paths("v1", "u", "/cg", devices=True)
+    limits = cgroups.Limits(memory=1, cpu=1.0, devices=("c 1:3 rwm", "c 120:0 rwm"))
+    files = cgroups.limit_files("v1", paths, limits)
+    dev = [(f, v) for f, v in files if "/devices/" in f]
+    assert dev == [("/cg/devices/gemhub/u/devices.deny", "a"), ("/cg/devices/gemhub/u/devices.allow", "c 1:3 rwm"),
+                   ("/cg/devices/gemhub/u/devices.allow", "c 120:0 rwm")]
+    with pytest.raises(cgroups.CgroupError):
+        cgroups.paths("v1", "../x", "/cg")
 
 
 def _fake_v1(root):
@@ -69,18 +74,6 @@ def test_create_state_roundtrip_and_remove(tmp_path):
     again = cgroups.Cgroup.from_state(cg.to_state())
     assert again == cg and again.pids() == set()
     assert cgroups.Cgroup.from_state({}) is None
-
-
-def test_unix_names():
-    assert unix_name("alice") == "gem-alice"
-    assert unix_name("alice", "gem-t") == "gem-talice"
-    bob, Bob = unix_name("bob"), unix_name("Bob")
-    assert bob != Bob and Bob.startswith("gem-bob-")
-    long = unix_name("x" * 100)
-    assert len(long) <= 32 and long.startswith("gem-x")
-    assert unix_name("名字").startswith("gem-")
-    assert unix_name("a.b@c") != unix_name("a-b-c")
-    assert workspace_group(7) == "gemws-7"
 
 
 def test_parent_cpu_weight_scales_with_servers():

@@ -13,20 +13,22 @@ def test_empty_means_defaults():
     assert parse_options(None, CAT) == RequestedOptions()
 
 
-def test_names_and_ids():
+def test_names_and_ids_have_their_own_keys():
     assert parse_options({"workspace": "team", "project": "p", "preset": "S1"}, CAT) == \
-        RequestedOptions("team", "p", "S1")
-    assert parse_options({"workspace": 4, "project": 9}, CAT) == RequestedOptions("4", "9", None)
+        RequestedOptions(workspace="team", project="p", preset="S1")
+    assert parse_options({"workspace_id": 4, "project_id": 9}, CAT) == RequestedOptions(4, 9)
+    # a name that looks like an id stays a name
+    assert parse_options({"workspace": "1", "project": "2"}, CAT) == RequestedOptions(workspace="1", project="2")
 
 
-def test_reused_options_fall_back_to_ids():
+def test_reused_options_use_ids():
     # what JupyterHub hands back on a REST spawn with no body after an earlier spawn
     assert parse_options({"workspace_id": 4, "project_id": 9, "preset": "B1"}, CAT) == \
-        RequestedOptions("4", "9", "B1")
-    # persisted options carry names and ids: the ids win (a renamed workspace still resolves)
+        RequestedOptions(4, 9, preset="B1")
+    # options stored by earlier releases carry names and ids: the ids win
     assert parse_options({"workspace": "old", "project": "p", "workspace_id": 4, "project_id": 9,
-                          "preset": "S1"}, CAT) == RequestedOptions("4", "9", "S1")
-    assert parse_options({"workspace_id": 4, "project": "p"}, CAT) == RequestedOptions("4", "p", None)
+                          "preset": "S1"}, CAT) == RequestedOptions(4, 9, preset="S1")
+    assert parse_options({"workspace_id": 4, "project": "p"}, CAT) == RequestedOptions(4, None, project="p")
 
 
 @pytest.mark.parametrize("opts,match", [
@@ -38,6 +40,10 @@ def test_reused_options_fall_back_to_ids():
     ({"workspace": "a/b"}, "not a valid name"),
     ({"project": "x" * 64}, "not a valid name"),
     ({"workspace_id": "4"}, "whole number"),
+    ({"workspace_id": 2**63}, "whole number"),
+    ({"workspace_id": -1}, "whole number"),
+    ({"workspace": 4}, "give an id as workspace_id"),
+    ({"project_id": 4}, "needs the workspace"),
     ("workspace", "JSON object"),
 ])
 def test_rejects(opts, match):
@@ -51,8 +57,9 @@ def test_build_request_and_env():
     assert req.env() == {"GEMHUB_WORKSPACE": "team", "GEMHUB_PROJECT": "default",
                          "GEMHUB_PRESET": "S1", "MEM_LIMIT": str(512 * 1024**2), "CPU_LIMIT": "0.5"}
     assert build_request("a", RequestedOptions(), RESOLVED, CAT).env()["CPU_LIMIT"] == "1"
-    assert req.persisted_options({"workspace": "4"}) == {
-        "workspace": "team", "project": "default", "workspace_id": 4, "project_id": 9, "preset": "S1"}
+    # only ids are stored: a later start cannot be redirected by a workspace named like an id
+    assert req.persisted_options({"workspace": "1", "project": "2"}) == {
+        "workspace_id": 4, "project_id": 9, "preset": "S1"}
 
 
 def test_build_request_rejects_bad_answers():
@@ -61,3 +68,9 @@ def test_build_request_rejects_bad_answers():
                                                 "project": {"id": 1, "name": "p"}}, CAT)
     with pytest.raises(RequestError):
         build_request("a", RequestedOptions(), {"workspace": {"id": 1}}, CAT)
+
+
+def test_long_values_are_not_echoed_whole():
+    with pytest.raises(RequestError) as e:
+        parse_options({"workspace": "x" * 5_000_000}, CAT)
+    assert len(str(e.value)) < 300

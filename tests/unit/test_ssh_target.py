@@ -19,7 +19,8 @@ TOOLS = Tools(nsenter="/usr/bin/nsenter", setpriv="/usr/bin/setpriv", env="/usr/
 
 def record(**kw) -> RuntimeRecord:
     base = dict(pid=4242, unix_user="gem-alice", uid=1001, gid=1001, cwd="/gemini/code", root="/gemini",
-                namespace="mnt", env={"CUDA_VISIBLE_DEVICES": "1", "HOME": "/home/a", "USER": "x"})
+                namespace="sandbox", env={"CUDA_VISIBLE_DEVICES": "1", "HOME": "/home/a", "USER": "x"},
+                groups=[1001, 2001], ns_pid=4243, ns_mnt="mnt:[4026532000]")
     base.update(kw)
     return RuntimeRecord(**base)
 
@@ -32,17 +33,22 @@ def test_split_login():
             split_login(bad)
 
 
-def test_namespace_command_enters_mount_ns_then_drops_to_the_user():
-    argv, cwd = command_argv(record(), ["/bin/bash", "-c", "pwd"], TOOLS, as_root=True, tty=False)
+def test_sandbox_command_enters_through_init_drops_privileges_then_sets_the_environment():
+    env = {"LANGUAGE": "../../../tmp/evil", "HOME": "/home/gem-alice"}
+    argv, cwd, spawn_env = command_argv(record(), ["/bin/bash", "-c", "pwd"], env, TOOLS, as_root=True, tty=False)
     assert cwd == "/"
-    assert argv == ["/usr/bin/nsenter", "--target=4242", "--mount", "--",
-                    "/usr/bin/setpriv", "--reuid=1001", "--regid=1001", "--init-groups", "--",
-                    "/usr/bin/env", "--chdir=/gemini/code", "--", "/bin/bash", "-c", "pwd"]
+    assert argv == ["/usr/bin/nsenter", "--target=4243", "--mount", "--pid", "--ipc", "--",
+                    "/usr/bin/setpriv", "--reuid=1001", "--regid=1001", "--groups=1001,2001",
+                    "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+                    "/usr/bin/env", "-i", "--chdir=/gemini/code", "--", "HOME=/home/gem-alice",
+                    "LANGUAGE=../../../tmp/evil", "/bin/bash", "-c", "pwd"]
+    # the root part runs with a fixed environment: nothing of the client's
+    assert spawn_env == {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 def test_tty_sessions_get_a_controlling_terminal_and_cgroups_are_joined_first():
     rec = record(cgroup_procs=["/sys/fs/cgroup/memory/gemhub/x/cgroup.procs"])
-    argv, _ = command_argv(rec, ["/bin/bash", "-l"], TOOLS, as_root=True, tty=True)
+    argv, _, _ = command_argv(rec, ["/bin/bash", "-l"], {}, TOOLS, as_root=True, tty=True)
     assert argv[:2] == ["/usr/bin/setsid", "--ctty"]
     assert argv[2:4] == ["/bin/sh", "-c"]
     assert argv[5:8] == ["gemhub-ssh", "/sys/fs/cgroup/memory/gemhub/x/cgroup.procs", "--"]
@@ -51,10 +57,10 @@ def test_tty_sessions_get_a_controlling_terminal_and_cgroups_are_joined_first():
 
 def test_fallback_runs_directly_in_the_fallback_root_and_root_is_needed_for_namespaces():
     rec = record(namespace="none", cwd="/srv/state/users/alice/gemini/code")
-    assert command_argv(rec, ["/bin/true"], TOOLS, as_root=False, tty=False) == (
-        ["/bin/true"], "/srv/state/users/alice/gemini/code")
+    assert command_argv(rec, ["/bin/true"], {"A": "1"}, TOOLS, as_root=False, tty=False) == (
+        ["/bin/true"], "/srv/state/users/alice/gemini/code", {"A": "1"})
     with pytest.raises(TargetError, match="not running as root"):
-        command_argv(record(), ["/bin/true"], TOOLS, as_root=False, tty=False)
+        command_argv(record(), ["/bin/true"], {}, TOOLS, as_root=False, tty=False)
 
 
 def test_session_env_keeps_the_device_binding_and_only_safe_client_variables():
@@ -70,7 +76,8 @@ def test_session_env_keeps_the_device_binding_and_only_safe_client_variables():
 def test_runtime_record_round_trip_is_root_only(tmp_path):
     rec = record(pid=os.getpid(), pid_started=0.0)
     path = write_record(tmp_path, "alice", "", rec)
-    assert path == record_path(tmp_path, "alice", "") and path.name == "default.json"
+    assert path == record_path(tmp_path, "alice", "") and path.name == "@default.json"
+    assert record_path(tmp_path, "alice", "default") != path  # a server named "default" is another
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert read_record(tmp_path, "alice", "") == rec
     assert process_alive(rec)
@@ -79,8 +86,9 @@ def test_runtime_record_round_trip_is_root_only(tmp_path):
     remove_record(tmp_path, "alice", "")
     remove_record(tmp_path, "alice", "")  # idempotent
     assert read_record(tmp_path, "alice", "") is None and read_record(tmp_path, "alice", "gpu") == rec
+    assert record_path(tmp_path, "alice", "../x").parent == path.parent  # names are keys, not paths
     with pytest.raises(LayoutError):
-        record_path(tmp_path, "alice", "../x")
+        record_path(tmp_path, "../x", "")
 
 
 def test_connection_details():
@@ -104,7 +112,7 @@ def test_untrustworthy_records_are_refused(tmp_path):
     with pytest.raises(TargetError, match="not trustworthy"):
         check_record(ok, path)
     path.chmod(0o600)
-    # a namespace record must name the real, non-root account of the server process
+    # a sandbox record must name a real, non-root account and the server's own sandbox init
     for bad in (record(pid=os.getpid(), unix_user="root", uid=0, gid=0),
                 record(pid=os.getpid(), unix_user="nobody", uid=65534, gid=65534)):
         with pytest.raises(TargetError, match="does not match"):
