@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import Hub, free_port
 from opsdrill import check, populate, processes_of
 
@@ -69,7 +69,7 @@ def platform(artifacts):
     h.stop()
     (artifacts / "ops-platform-sqlite.log").write_bytes(h.log_path.read_bytes())
     if ROOT:
-        unix = accounts.unix_name(made.user)
+        unix = names.unix_name(made.user)
         for q in psutil.process_iter(["username"]):
             if q.info["username"] == unix:
                 q.kill()

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from gemhub.spawner.local import accounts
+from gemhub.spawner.local import accounts, names
 from hubproc import Hub, unique_name
 from opsdrill import check, populate, processes_of
 from pgcluster import Postgres, unavailable
@@ -61,7 +61,7 @@ def pg_platform(pg, artifacts):
     h.stop()
     (artifacts / "ops-platform-postgres.log").write_bytes(h.log_path.read_bytes())
     if os.geteuid() == 0:
-        unix = accounts.unix_name(made.user)
+        unix = names.unix_name(made.user)
         for q in psutil.process_iter(["username"]):
             if q.info["username"] == unix:
                 q.kill()
@@ -126,7 +126,7 @@ def test_no_secret_on_a_command_line_or_in_a_log(pg, pg_platform):
     service = next(q for q in processes_of(h.state_dir) if "gemhub.services.quota.app" in " ".join(q.cmdline()))
     assert pg.password in service.environ()["GEMHUB_DATABASE_URL"]
     if os.geteuid() == 0:
-        r = subprocess.run(["runuser", "-u", accounts.unix_name(made.user), "--", "cat",
+        r = subprocess.run(["runuser", "-u", names.unix_name(made.user), "--", "cat",
                             f"/proc/{service.pid}/environ"], capture_output=True, text=True)
         assert r.returncode != 0 and pg.password not in r.stdout
 

@@ -70,9 +70,9 @@ def system(monkeypatch, tmp_path):
     fake.home = {}
     real_ensure_user = accounts.Accounts.ensure_user
 
-    async def ensure_user(self, name, home, groups=()):
-        fake.home[name] = str(home)
-        return await real_ensure_user(self, name, home, groups)
+    async def ensure_user(self, name, home, legacy=None, groups=()):
+        fake.home[name] = accounts.sandbox_home(name)
+        return await real_ensure_user(self, name, home, legacy=legacy, groups=groups)
 
     monkeypatch.setattr(accounts, "_run", fake.run)
     monkeypatch.setattr(accounts.pwd, "getpwnam", fake.getpwnam)
