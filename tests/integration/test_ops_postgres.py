@@ -38,26 +38,26 @@ def pg():
     server.stop()
 
 
-def _config(pg: Postgres, names: dict[str, str]) -> dict:
-    return {"database_url": pg.url(names["hub"]),
-            "services": {s: {"database_url": pg.url(names[s])} for s in ("quota", "data", "ssh")}}
+def _config(pg: Postgres, dbs: dict[str, str]) -> dict:
+    return {"database_url": pg.url(dbs["hub"]),
+            "services": {s: {"database_url": pg.url(dbs[s])} for s in ("quota", "data", "ssh")}}
 
 
 @pytest.fixture(scope="module")
 def pg_platform(pg, artifacts):
-    names = {db: unique_name(f"gem_{db}_") for db in DATABASES}
-    for name in names.values():
+    dbs = {db: unique_name(f"gem_{db}_") for db in DATABASES}
+    for name in dbs.values():
         pg.create_database(name)
     work = Path(tempfile.mkdtemp(prefix="gemhub-ops-pg-"))
     work.chmod(0o755)
-    h = Hub(work, _config(pg, names))
+    h = Hub(work, _config(pg, dbs))
     h.start(timeout=120)
     try:
         made = populate(h)
     except BaseException:
         h.stop()
         raise
-    yield h, made, names
+    yield h, made, dbs
     h.stop()
     (artifacts / "ops-platform-postgres.log").write_bytes(h.log_path.read_bytes())
     if os.geteuid() == 0:
@@ -132,7 +132,7 @@ def test_no_secret_on_a_command_line_or_in_a_log(pg, pg_platform):
 
 
 def test_backup_while_running_restores_after_a_wipe(pg, pg_platform, artifacts):
-    h, made, names = pg_platform
+    h, made, dbs = pg_platform
     env = dict(os.environ, GEMHUB_CONFIG=str(h.config_file), GEMHUB_STATE_DIR=str(h.state_dir))
     dest = h.workdir / "backup"
     started = time.monotonic()
@@ -146,7 +146,7 @@ def test_backup_while_running_restores_after_a_wipe(pg, pg_platform, artifacts):
         "jupyterhub": "postgresql", "quota": "postgresql", "data": "postgresql", "ssh": "postgresql"}
     h.stop()
     shutil.rmtree(h.state_dir)  # the disaster: files and databases gone
-    for name in names.values():
+    for name in dbs.values():
         pg.drop_database(name)
         pg.create_database(name)
     started = time.monotonic()
