@@ -125,7 +125,9 @@ class GemService(Application):
         return os.environ.get("GEMHUB_COOKIE_SECRET") or secrets.token_hex(32)
 
     die_with_hub = Bool(
-        True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."
+        True, help="Run as a service the hub started: exit (SIGTERM) when the hub dies, on Linux, and "
+        "be the only one on the state directory (a predecessor is stopped first). Off for services "
+        "deployed on their own, e.g. Kubernetes replicas."
     ).tag(config=True)
 
     aliases = {"port": "GemService.port", "db-url": "GemService.db_url", "state-dir": "GemService.state_dir"}
@@ -241,7 +243,8 @@ class GemService(Application):
         if self.die_with_hub:
             die_with_parent(signal.SIGTERM)
         try:
-            self._claim = lifecycle.claim(self.state_dir, self.service_name, SERVICE_MARKER)
+            if self.die_with_hub:
+                self._claim = lifecycle.claim(self.state_dir, self.service_name, SERVICE_MARKER)
             try:
                 self.init_db()
             except SQLAlchemyError as e:

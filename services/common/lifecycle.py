@@ -44,20 +44,16 @@ def run_dir(state_dir: str | os.PathLike) -> Path:
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent (the hub) dies. Returns
-    False where that is not possible, and exits when the parent is already gone."""
+    """Ask Linux to send ``sig`` to this process when its parent (the hub) dies; False where
+    that is not possible. (A hub that died before this was asked leaves the process behind;
+    the next hub's :func:`claim` stops it.)"""
     if not sys.platform.startswith("linux"):
         return False
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        ok = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except OSError:
         return False
-    if ok and parent == 1:
-        # the parent died before we asked: nobody will send the signal
-        os.kill(os.getpid(), sig)
-    return ok
 
 
 class Claim:
