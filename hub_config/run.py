@@ -3,8 +3,9 @@
 The hub (``jupyterhub``) runs as a child of this process, which answers for it:
 
 - Ctrl-C reaches the hub itself (the terminal signals the whole process group); it stops
-  its services and every server. SIGTERM and SIGHUP sent here are passed on, and should
-  this process be killed, the hub gets SIGTERM (PR_SET_PDEATHSIG).
+  its services and every server (and what it had started, should it be stopped while
+  starting, is stopped here). SIGTERM and SIGHUP sent here are passed on, and should this
+  process be killed, the hub gets SIGTERM (PR_SET_PDEATHSIG).
 - When the hub cannot start (a service cannot start, a port is taken, ...), everything it
   started is stopped (its services die with it; the proxy is stopped here) and one line
   says which part failed and why, e.g. ``ssh: port 2222 is in use; set GEMHUB_SSH_PORT or
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import psutil
+import yaml
 
 from gemhub.hub_config import configurer, platform
 from gemhub.services.common import lifecycle
@@ -41,12 +43,17 @@ PORT_SETTINGS = {"proxy": "set GEMHUB_PORT or hub.port",
 
 
 def ready_urls(cfg: Mapping[str, Any], inputs: configurer.Inputs) -> list[str]:
-    """URLs that all answer 200 once the hub runs with every service: the hub's health page
-    and each service's, on their own loopback ports (quiet: not through the proxy)."""
+    """URLs that all answer 200 once the hub runs with every service, in the order to try
+    them: the hub's health page and each service's on their own loopback ports (quiet),
+    then one service's through the proxy (routed once the hub has started them all)."""
     base = cfg["hub"]["base_url"].rstrip("/") + "/"
     urls = [f"http://127.0.0.1:{inputs.hub_port}{base}hub/health"]
     urls += [f"http://127.0.0.1:{port}{base}services/{name}/health"
              for name, port in inputs.service_ports.items()]
+    host = "127.0.0.1" if cfg["hub"]["ip"] in ("", "0.0.0.0", "::") else cfg["hub"]["ip"]
+    first = next(iter(inputs.service_ports), None)
+    if first is not None:
+        urls.append(f"http://{host}:{cfg['hub']['port']}{base}services/{first}/health")
     return urls
 
 
@@ -70,7 +77,8 @@ class Readiness(threading.Thread):
     def run(self) -> None:
         pending = list(self.urls)
         while self.hub.poll() is None:
-            pending = [u for u in pending if not self._answers(u)]
+            while pending and self._answers(pending[0]):
+                pending.pop(0)
             if not pending:
                 self.ready.set()
                 print(f"GemHub is ready: {self.public_url}", flush=True)
@@ -140,7 +148,7 @@ def stop_leftovers(state_dir: str, wait: float = 20) -> None:
 def main() -> None:
     try:
         cfg, inputs = platform.load()
-    except configurer.ConfigError as e:
+    except (configurer.ConfigError, yaml.YAMLError, OSError) as e:
         print(f"config: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     url = f"http://{cfg['hub']['ip']}:{cfg['hub']['port']}{cfg['hub']['base_url']}"
@@ -156,13 +164,14 @@ def main() -> None:
     jupyterhub = os.path.join(os.path.dirname(sys.executable), "jupyterhub")
     lifecycle.clear_failures(inputs.state_dir)
 
+    stopping = threading.Event()
     # Ctrl-C goes to the whole foreground process group: the hub handles it; we wait.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     hub = subprocess.Popen([jupyterhub, "-f", str(config), *sys.argv[1:]],
-                           preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL),
-                                               lifecycle.die_with_parent(signal.SIGTERM)))
+                           preexec_fn=lambda: lifecycle.die_with_parent(signal.SIGTERM))
 
     def forward(sig, _frame):
+        stopping.set()
         if hub.poll() is None:
             hub.send_signal(sig)
 
@@ -171,6 +180,10 @@ def main() -> None:
     readiness = Readiness(ready_urls(cfg, inputs), url, hub)
     readiness.start()
     status = hub.wait()
+    if stopping.is_set():
+        # asked to stop: whatever the hub did not get to stop (Ctrl-C during its start) goes too
+        stop_leftovers(inputs.state_dir)
+        sys.exit(status)
     if status == 0:
         sys.exit(0)
     if readiness.ready.is_set():

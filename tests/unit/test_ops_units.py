@@ -179,7 +179,8 @@ def test_failure_notes_and_the_line_make_run_prints(tmp_path):
         line = run.diagnose(cfg, inputs, 1)
     assert line == f"proxy: port {cfg['hub']['port']} is in use; set GEMHUB_PORT or hub.port"
     assert run.ready_urls(cfg, inputs) == ["http://127.0.0.1:1/hub/health",
-                                           "http://127.0.0.1:3/services/quota/health"]
+                                           "http://127.0.0.1:3/services/quota/health",
+                                           f"http://127.0.0.1:{cfg['hub']['port']}/services/quota/health"]
 
 
 def test_bind_errors_read_as_sentences():
