@@ -116,6 +116,12 @@ def test_no_secret_on_a_command_line_or_in_a_log(pg, pg_platform):
     secrets = {pg.password: "database password", made.token: "a user's API token",
                h.admin_token: "the admin token", h.admin_password: "the admin password",
                **{p.read_text().strip(): p.name for p in secret_files}}
+    # the running server's own hub token (JupyterHub gives it in the server's environment)
+    unix = names.unix_name(made.user)
+    for q in psutil.process_iter(["username", "cmdline"]):
+        if q.info["username"] == unix and "jupyterhub-singleuser" in " ".join(q.info["cmdline"] or []):
+            secrets[q.environ()["JUPYTERHUB_API_TOKEN"]] = "the server's API token"
+    assert "the server's API token" in secrets.values()
     ps = subprocess.run(["ps", "-eo", "pid,args", "--cols", "100000"], capture_output=True, text=True).stdout
     logs = [h.log_path, *(p for p in (h.state_dir / "logs").rglob("*") if p.is_file())]
     for secret, what in secrets.items():
