@@ -27,6 +27,6 @@ setup(
     packages=packages,
     package_dir=package_dir,
     include_package_data=True,
-    package_data={"": ["*.yaml", "*.html", "*.ini", "*.mako", "*.json", "*.css", "*.js", "templates/*", "static/*",
-                      "jupyter_server_config.d/*.json", "icons/*.svg"]},
+    package_data={"": ["*.yaml", "*.html", "*.ini", "*.mako", "*.json", "*.css", "*.js", "templates/*",
+                       "templates/*/*", "static/*", "jupyter_server_config.d/*.json", "icons/*.svg"]},
 )

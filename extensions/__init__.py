@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from . import gpu, limits
+from . import gpu, limits, tensorboard
 
 
 def _jupyter_server_extension_points():
@@ -44,6 +44,10 @@ def _link_jupyter_server_extension(serverapp):
     and hides the environment's python and pip. An explicit shell_command wins."""
     if "shell_command" not in serverapp.terminado_settings:
         serverapp.terminado_settings = {**serverapp.terminado_settings, "shell_command": ["/bin/bash"]}
+    # %tensorboard runs TensorBoard on /proxy/<port>/: the same font fix as the launcher's.
+    proxy = serverapp.config.ServerProxy
+    if "non_service_rewrite_response" not in proxy:
+        proxy.non_service_rewrite_response = tensorboard.relative_fonts
     # jupyter-resource-usage: CPU next to memory (off by default there), against the
     # preset's CPUs. Its cpu_limit is in percent (150 = 1.5 CPUs) while its default reads
     # CPU_LIMIT, a CPU count, which would flag any load above 1% as near the limit.

@@ -3,8 +3,9 @@ and the process listing).
 
 The spawner describes the slice in ``GEMHUB_ACCELERATOR`` (JSON, schema in the accelerator
 API); figures come from :class:`gemhub.spawner.accelerators.metrics.GpuSampler`: NVML for
-real devices, synthetic ones for simulated devices. The panel shows memory against the
-slice's limit (a fraction or MIG slice sees less than the whole card).
+real devices. A simulated device has nothing to read: the panel shows what is known (the
+allocation, the memory cap, that it is simulated) and no load. The panel shows memory
+against the slice's limit (a fraction or MIG slice sees less than the whole card).
 """
 
 from __future__ import annotations
@@ -107,15 +108,15 @@ def _number(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _memory_used(s: Any, d: SliceDevice, shared: bool, own_pids: set[int] | None) -> int:
-    """Memory this environment uses on the device. On a shared card (a fraction) the
-    device-wide figure includes other tenants, so it is the sum over this environment's
-    own processes when the sampler lists processes (real devices); else device-wide."""
+def _memory_used(s: Any, d: SliceDevice, shared: bool, own_pids: set[int] | None) -> int | None:
+    """Memory this environment uses on the device (None: not measured). On a shared card
+    (a fraction) the device-wide figure includes other tenants, so it is the sum over this
+    environment's own processes when the sampler lists processes (real devices); else
+    device-wide."""
+    if s.memory_used_mib is None:
+        return None
     if shared and own_pids is not None and getattr(s, "processes", ()):
         used = sum(mib for pid, mib in s.processes if pid in own_pids)
-    elif shared and getattr(s, "simulated", False) and d.memory_total_mib:
-        # a simulated card's synthetic load, in proportion to this slice of it
-        used = int(s.memory_used_mib) * d.memory_limit_mib // d.memory_total_mib
     else:
         used = int(s.memory_used_mib)
     return min(used, d.memory_limit_mib)
@@ -160,7 +161,7 @@ def inventory_devices(slice_: Slice) -> list[Any]:
 
 def default_sampler(slice_: Slice) -> Callable[[], Sequence[Any]]:
     """A function returning samples of the slice's devices: the accelerator API's GpuSampler
-    over exactly these devices (simulated ones get synthetic figures, real ones NVML)."""
+    over exactly these devices (real ones read through NVML, simulated ones without readings)."""
     from gemhub.spawner.accelerators.inventory import DeviceInventory
     from gemhub.spawner.accelerators.metrics import GpuSampler
 

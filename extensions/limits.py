@@ -27,9 +27,11 @@ def check_minutes(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise LimitError(f"max_runtime_minutes must be a whole number of minutes or null, not {value!r}")
+        raise LimitError("the run-time limit (max_runtime_minutes) must be a whole number of minutes,"
+                         f" or null for none, not {value!r}")
     if not 1 <= value <= 525_600:
-        raise LimitError(f"max_runtime_minutes must be between 1 and 525600 (one year), not {value}")
+        raise LimitError("the run-time limit (max_runtime_minutes) must be between 1 and 525600 minutes"
+                         f" (one year), not {value}")
     return value
 
 

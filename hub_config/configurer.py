@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "default_preset": "B1",
         "cgroups": "auto",
         "user_prefix": "gem-",
+        "named_servers_per_user": 3,
     },
     "presets": [
         {"name": "B1", "display_name": "B1 · basic", "cpu": 1, "memory": "2G",
@@ -105,6 +106,8 @@ _OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors")}
 INVENTORIES = ("auto", "nvml", "simulated", "none")
 POLICIES = ("binpack", "spread")
 KUBE_PROFILES = ("native", "hami", "volcano")
+# More named servers than this per user is a typo, not a plan (each may hold devices).
+MAX_NAMED_SERVERS = 100
 
 
 class ConfigError(ValueError):
@@ -182,6 +185,10 @@ def _check(cfg: Mapping[str, Any]) -> None:
     _check_kubernetes(cfg["kubernetes"])
     if cfg["spawner"]["cgroups"] not in ("auto", "required", "off"):
         raise ConfigError("spawner.cgroups must be one of auto, required, off")
+    named = cfg["spawner"]["named_servers_per_user"]
+    if not 0 <= named <= MAX_NAMED_SERVERS:
+        raise ConfigError(f"spawner.named_servers_per_user must be between 0 (no named servers) and"
+                          f" {MAX_NAMED_SERVERS}, not {named}")
     try:
         lab.check(cfg)
     except lab.LabConfigError as e:
@@ -230,12 +237,17 @@ def _check_accelerators(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"presets: {e}") from None
 
 
-def device_handlers(state_dir: str, accelerators: Mapping[str, Any]) -> list[tuple]:
-    """The hub's device pages (admin inventory, maintenance, GPU metrics), by import name so
-    this module stays free of tornado."""
-    kw = {"state_dir": state_dir, "accelerators": copy.deepcopy(dict(accelerators))}
+def admin_handlers(cfg: Mapping[str, Any], state_dir: str) -> list[tuple]:
+    """The hub's own admin pages, by import name so this module stays free of tornado: the
+    admin console (gemhub.hub_config.console) and the device pages (inventory, maintenance,
+    GPU metrics)."""
+    accelerators = copy.deepcopy(dict(cfg["accelerators"]))
+    kw = {"state_dir": state_dir, "accelerators": accelerators}
+    console = {**kw, "presets": copy.deepcopy(cfg["presets"]), "default_preset": cfg["spawner"]["default_preset"],
+               "runtime": cfg["spawner"]["runtime"]}
     mod = "gemhub.hub_config.devices"
     return [
+        (r"/gemhub/admin/?(?:([^/]+)(?:/(.*))?)?", "gemhub.hub_config.console.handlers.ConsolePage", console),
         (r"/gemhub/devices", f"{mod}.DevicesPage", kw),
         (r"/api/gemhub/devices", f"{mod}.DevicesAPI", kw),
         (r"/api/gemhub/metrics", f"{mod}.DeviceMetricsAPI", kw),
@@ -300,8 +312,13 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "cookie_secret_file": f"{state}/secrets/jupyterhub_cookie_secret",
             "log_level": hub["log_level"],
             "cleanup_servers": True,
+            # Named servers (alice+gpu over SSH): JupyterHub's own limit counts named ones only;
+            # 0 turns them off rather than meaning "unlimited" as it does in JupyterHub.
+            "allow_named_servers": cfg["spawner"]["named_servers_per_user"] > 0,
+            "named_server_limit_per_user": cfg["spawner"]["named_servers_per_user"],
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
+            "logo_file": f"{inputs.repo_dir}/hub_config/static/gemhub-logo.svg",
             "services": [
                 services.service_entry(inputs, "quota", "QuotaService", quota_db,
                          *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]],
@@ -353,7 +370,11 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
     services.add_ssh_service(out, cfg, inputs)
-    out["JupyterHub"]["extra_handlers"] = device_handlers(state, cfg["accelerators"])
+    out["JupyterHub"]["extra_handlers"] = admin_handlers(cfg, state)
+    from gemhub.hub_config.home import HomeView  # tornado-free; imported here, not at module load
+
+    # the home page's servers, workspaces and service links (called with the page's user)
+    out["JupyterHub"].setdefault("template_vars", {})["gemhub_home"] = HomeView
 
     try:
         auth = authenticator_config(cfg["auth"])

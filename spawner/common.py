@@ -18,7 +18,8 @@ from gemhub.spawner import datamounts
 from gemhub.spawner.form import options_from_form, render_asset_choices, render_form
 from gemhub.spawner.accelerators import SpecError, default_registry, parse
 from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
-from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, parse_options
+from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, check_server_name, parse_options
+from gemhub.spawner.summary import AcceleratorLabels
 
 
 def user_error(status: int, message: str) -> web.HTTPError:
@@ -181,9 +182,19 @@ class GemSpawnerMixin(Configurable):
                 if asyncio.iscoroutine(r):
                     await r
 
+    async def list_workspaces(self) -> list[dict]:
+        """The owner's workspaces with their projects (the spawn form, the hub's home page).
+        Raises HTTPError with the reason when the quota service refuses or is down."""
+        return await self._with_quota(lambda q: q.list_workspaces(self.user.name))
+
+    def accelerator_labels(self):
+        """People's words for presets' accelerators (the home page's servers):
+        runtimes with a device inventory refine them."""
+        return AcceleratorLabels(self.catalog)
+
     async def _render_options_form(self, spawner=None):
         try:
-            workspaces = await self._with_quota(lambda q: q.list_workspaces(self.user.name))
+            workspaces = await self.list_workspaces()
             note = ""
         except Exception as e:
             self.log.warning("cannot list workspaces of %s: %s", self.user.name, e)
@@ -206,6 +217,7 @@ class GemSpawnerMixin(Configurable):
     async def _apply_user_options(self, spawner, user_options):
         catalog = self.catalog
         try:
+            check_server_name(self.name)
             requested = parse_options(user_options, catalog)
         except RequestError as e:
             raise user_error(400, str(e)) from None

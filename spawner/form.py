@@ -143,7 +143,7 @@ def _custom_spec_field(previous: Mapping[str, Any], show: bool) -> list[str]:
         '<label for="gemhub-accelerator" class="form-label">Custom accelerator spec (optional; '
         "replaces the preset's accelerator)</label>",
         f'<input type="text" class="form-control" id="gemhub-accelerator" name="accelerator"'
-        f' value="{value}" maxlength="200" placeholder="e.g. 0.5(A100-80G), 1(mig-1g.10gb), 1(910B)">',
+        f' value="{value}" placeholder="e.g. 0.5(A100-80G), 1(mig-1g.10gb), 1(910B)">',
         "</div>",
     ]
 

@@ -15,14 +15,17 @@ an HTTP 400 with the message.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from gemhub.spawner.layout import ASSET_DIRS, DATA_SLOTS, PRETRAIN_SLOTS
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 
+# "profile" is the preset again, under the name JupyterHub's admin panel shows (its Profile
+# column reads user_options.profile, KubeSpawner's word for a preset).
 OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator",
-               "datasets", "models")
+               "datasets", "models", "profile")
 MAX_ID = 2**63 - 1  # ids are BIGINT in every service's database
 MAX_SPEC = 200  # characters of a custom accelerator spec
 MAX_MOUNTS = 3
@@ -119,7 +122,8 @@ class WorkloadRequest:
         """user_options as stored after resolution: the user's choices with the references
         replaced by the resolved ids (never names: see the module docstring)."""
         out = {k: v for k, v in original.items() if k in OPTION_KEYS and k not in ("workspace", "project")}
-        out.update(workspace_id=self.workspace.id, project_id=self.project.id, preset=self.preset.name)
+        out.update(workspace_id=self.workspace.id, project_id=self.project.id, preset=self.preset.name,
+                   profile=self.preset.name)
         # resolved ids and versions: a restart mounts the same versions (visibility re-checked)
         for kind, key in (("dataset", "datasets"), ("model", "models")):
             chosen = [{"id": m.id, "version": m.version} for m in self.mounts if m.kind == kind]
@@ -171,7 +175,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     if unknown:
         raise RequestError(
             f"unknown option(s) {', '.join(map(repr, unknown))}"
-            " (known: workspace, project, preset, accelerator, datasets, models)"
+            " (known: workspace, project, preset (or profile), accelerator, datasets, models)"
         )
     workspace = _ref_name(options.get("workspace"), "workspace")
     project = _ref_name(options.get("project"), "project")
@@ -184,11 +188,12 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
         project = None
     if project_id is not None and ws_id is None and workspace is None:
         raise RequestError("project_id needs the workspace it belongs to (workspace_id)")
-    preset = options.get("preset")
-    if preset is not None and not isinstance(preset, str):
-        raise RequestError(f"preset must be a preset name, not {preset!r}")
-    if isinstance(preset, str) and not preset.strip():
-        preset = None
+    preset = _preset_name(options.get("preset"), "preset")
+    profile = _preset_name(options.get("profile"), "profile")
+    if preset is None:
+        preset = profile
+    elif profile is not None and profile != preset:
+        raise RequestError(f"profile {profile!r} and preset {preset!r} disagree: send the preset only")
     try:
         catalog.get(preset)
     except PresetError as e:
@@ -204,6 +209,24 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
                             preset=preset, accelerator=accelerator,
                             datasets=_choices(options.get("datasets"), "datasets"),
                             models=_choices(options.get("models"), "models"))
+
+
+def _preset_name(value: Any, key: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"{key} must be a preset name, not {value!r}")
+    return value.strip() or None if isinstance(value, str) else None
+
+
+# Server names the SSH gateway reads otherwise: dataset-N-N / model-N-N reach a draft
+# version over SFTP (gemhub.services.ssh.drafts). A named server may not take them.
+_RESERVED_SERVER = re.compile(r"(dataset|model)-[0-9]+-[0-9]+")
+
+
+def check_server_name(name: str) -> None:
+    """Refuse a named server whose name the platform uses for something else."""
+    if name and _RESERVED_SERVER.fullmatch(name):
+        raise RequestError(f"the server name {name!r} is reserved: dataset-N-N and model-N-N reach dataset"
+                           " and model drafts over SSH; choose another name")
 
 
 def _choices(value: Any, key: str) -> tuple[dict, ...]:

@@ -86,7 +86,7 @@ class Hub:
         )
         return env
 
-    def start(self, timeout: float = 60) -> "Hub":
+    def start(self, timeout: float = 120) -> "Hub":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.hub_config)],

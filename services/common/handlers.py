@@ -115,7 +115,10 @@ class PageHandler(BaseHandler):
         env = self.settings["jinja_env"]
         ctx.setdefault("user", self.current_user)
         ctx.setdefault("base_url", self.settings["service_base_url"])
-        ctx.setdefault("hub_url", self.settings.get("hub_prefix", "/hub/"))
+        hub_url = self.settings.get("hub_prefix", "/hub/")
+        ctx.setdefault("hub_url", hub_url)
+        # where every service's pages live (/services/), for links between services
+        ctx.setdefault("services_url", hub_url.removesuffix("hub/") + "services/")
         # xsrf_token also sets the _xsrf cookie that fetch() requests echo back in X-XSRFToken
         token = self.xsrf_token if self.current_user else b""
         ctx.setdefault("xsrf_token", token.decode() if isinstance(token, bytes) else token)

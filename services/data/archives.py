@@ -12,6 +12,11 @@ The archive is listed and checked as a whole before a single byte is written:
 - caps: member count, total uncompressed size, and the compression ratio of the whole
   archive (zip bombs) once it is bigger than ``ratio_floor``.
 
+An archive whose members all sit in one top folder (``sample/...``, as most zips made by
+"compress this folder" do) is extracted as that folder, not into a second one named
+after the archive (``sample/sample/...``); any other archive gets a new folder named
+after it.
+
 Extraction then streams each member into a hidden temporary folder inside the draft,
 counting real bytes (headers can lie), and renames the folder into place only when
 everything succeeded. On any refusal the temporary folder is removed: the draft is exactly
@@ -219,6 +224,16 @@ def check_entries(entries: list[Entry], archive_bytes: int, limits: Limits) -> l
     return planned
 
 
+def single_top_folder(planned: list[tuple[list[str], Entry]]) -> str | None:
+    """The one folder every member sits in, or None (several top entries, or a lone file)."""
+    tops = {parts[0] for parts, _ in planned}
+    if len(tops) != 1:
+        return None
+    if any(len(parts) > 1 or e.kind == "dir" for parts, e in planned):
+        return tops.pop()
+    return None
+
+
 # -- extraction ---------------------------------------------------------------------------
 def _copy(src: IO[bytes], dst: Path, declared: int, budget: list[int], name: str) -> int:
     written = 0
@@ -266,8 +281,9 @@ def _open_members(path: Path, fmt: str, max_entries: int):
 
 def extract(archive: str | os.PathLike, dest: str | os.PathLike, limits: Limits = Limits(),
             folder: str | None = None, on_file: Callable[[int], None] | None = None) -> Extracted:
-    """Extract ``archive`` into a new folder of ``dest`` (default: named after the archive,
-    with ``-2``, ``-3``... when taken). Nothing in ``dest`` changes unless this returns."""
+    """Extract ``archive`` into a new folder of ``dest``: ``folder``, else the archive's own
+    single top folder, else one named after the archive (with ``-2``, ``-3``... when taken).
+    Nothing in ``dest`` changes unless this returns."""
     archive, dest = Path(archive), Path(dest)
     fmt = detect(archive)
     try:
@@ -277,6 +293,9 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, limits: Limits 
     tmp = dest / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     try:
         planned = check_entries(entries, archive.stat().st_size, limits)
+        top = single_top_folder(planned)
+        if top is not None:  # its contents become the new folder's
+            planned = [(parts[1:], e) for parts, e in planned if len(parts) > 1]
         index = {id(e): i for i, e in enumerate(entries)}
         tmp.mkdir(mode=0o755)
         budget = [limits.max_total_bytes]
@@ -292,7 +311,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, limits: Limits 
             count += 1
             if on_file is not None:
                 on_file(count)
-        name = _free_name(dest, folder or folder_name(archive.name))
+        name = _free_name(dest, folder or top or folder_name(archive.name))
         os.rename(tmp, dest / name)
         return Extracted(folder=name, files=count, bytes=total)
     except ArchiveError:

@@ -40,3 +40,9 @@ class DataClient(ServiceClient):
         """A session into the draft ended: the service re-measures it."""
         return await self._call("POST", f"assets/{asset_id}/versions/{version}/sftp-target",
                                 {"user": user, "kind": kind})
+
+    async def latest_storage(self, workspace_id: int, since: str) -> dict | None:
+        """The newest hourly storage sample of a workspace since ``since`` (ISO time), or None;
+        with the service's own token (hub admins' console), no user is named."""
+        page = await self._call("GET", "storage/samples", {"workspace": int(workspace_id), "since": since})
+        return page["items"][-1] if page["items"] else None

@@ -76,6 +76,8 @@ class QuotaService(GemService):
             (f"api/v1/{ws}/projects", h.ProjectsAPI),
             (f"api/v1/{ws}/{pr}", h.ProjectAPI),
             ("api/v1/resolve", h.ResolveAPI),
+            ("api/v1/admin/workspaces", h.AdminWorkspacesAPI),
+            (f"api/v1/admin/{ws}", h.AdminWorkspaceAPI),
         ]
 
     def extra_settings(self):
@@ -122,6 +124,17 @@ class QuotaService(GemService):
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
         r.add("delete", wsid + "/projects/{project_id}", "Delete a project (refused while a server of it runs)",
               status=204, errors=(401, 403, 404, 409))
+        admin_ws = {**WORKSPACE, "properties": {**WORKSPACE["properties"],
+                                                "members": {"type": "array", "items": MEMBER},
+                                                "project_count": {"type": "integer"}}}
+        r.add("get", "/admin/workspaces", "Every workspace with its members (hub admins)",
+              response=page_of(admin_ws), errors=(400, 401, 403),
+              query={**PAGE, "search": {"type": "string", "maxLength": 63},
+                     "member": {"type": "array", "items": {"type": "string"}}})
+        r.add("get", "/admin" + wsid, "A workspace with its members and projects (hub admins)",
+              response={**admin_ws, "properties": {**admin_ws["properties"],
+                                                   "projects": {"type": "array", "items": PROJECT}}},
+              errors=(401, 403, 404))
         r.add("get", "/resolve", "Resolve a user's workspace/project references (the spawner's call): "
               "ids by id, names among the user's own workspaces; ids win",
               query={"user": {"type": "string"}, "workspace_id": {"type": "integer", "minimum": 0},

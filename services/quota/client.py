@@ -35,3 +35,19 @@ class QuotaClient(ServiceClient):
 
     async def create_project(self, ws_id: int, name: str, user: str | None = None) -> dict:
         return await self._call("POST", f"workspaces/{ws_id}/projects", {"user": user}, {"name": name})
+
+    # -- hub admins (the hub's admin console acts for the admin with the service's token) --
+    async def every_workspace(self, user: str | None = None, search: str = "", members: list[str] | None = None,
+                              offset: int = 0, limit: int = 20) -> dict:
+        """A page of every workspace with its members: {"items": [...], "_pagination": {...}}."""
+        return await self._call("GET", "admin/workspaces", {
+            "user": user, "search": search or None, "member": list(members or []) or None,
+            "offset": offset, "limit": limit})
+
+    async def workspace_for_admin(self, ws_id: int, user: str | None = None) -> dict:
+        """One workspace with its members and projects, whoever's it is."""
+        return await self._call("GET", f"admin/workspaces/{int(ws_id)}", {"user": user})
+
+    async def update_workspace(self, ws_id: int, changes: dict, user: str | None = None) -> dict:
+        """PATCH a workspace (name; hub admins: allowed_presets, custom_spec, max_runtime_minutes)."""
+        return await self._call("PATCH", f"workspaces/{int(ws_id)}", {"user": user}, changes)

@@ -10,7 +10,16 @@ from . import domain, presets
 from .hubapi import spawn_background
 from .unixgroups import WorkspaceGroups
 from .models import Membership, Workspace
-from .workspaces import Workspaces, member_json, preset_limits_json, project_json, workspace_json
+from .workspaces import (
+    Workspaces,
+    admin_workspace_json,
+    member_json,
+    preset_limits_json,
+    project_json,
+    workspace_json,
+)
+
+MAX_MEMBER_FILTER = 200  # ?member= names in one admin listing (a page of the console's users)
 
 
 class QuotaMixin:
@@ -233,6 +242,44 @@ class ProjectAPI(QuotaAPIHandler):
         store.delete_project(ws.id, p.id)
         self.set_status(204)
         self.finish()
+
+
+class AdminWorkspacesAPI(QuotaAPIHandler):
+    """Every workspace with its members (hub admins: the hub's admin console reads it).
+    ``?search=`` matches a part of a workspace's or a member's name, ``?member=NAME``
+    (repeatable) keeps the workspaces those users belong to."""
+
+    async def get(self):
+        offset, limit = self.page_args()
+        store = self.workspaces()
+        await self.require_hub_admin(store.actor)
+        search = (self.get_query_argument("search", "") or "").strip()
+        if len(search) > domain.MAX_NAME:
+            raise BadRequest(f"search is at most {domain.MAX_NAME} characters (got {len(search)})")
+        members = tuple(dict.fromkeys(m.strip() for m in self.get_query_arguments("member") if m.strip()))
+        if len(members) > MAX_MEMBER_FILTER:
+            raise BadRequest(f"name at most {MAX_MEMBER_FILTER} members at once (got {len(members)})")
+        rows, total = store.every(search, members, offset, limit)
+        ids = [ws.id for ws in rows]
+        people, projects = store.members_of(ids), store.project_counts(ids)
+        items = [admin_workspace_json(ws, people[ws.id], projects[ws.id]) for ws in rows]
+        self.write_json(self.paginated(items, offset, limit, total))
+
+    async def require_hub_admin(self, actor: str) -> None:
+        if not await self.settings["hub_api"].is_admin(actor):
+            raise Forbidden("only hub administrators may list every workspace")
+
+
+class AdminWorkspaceAPI(AdminWorkspacesAPI):
+    """One workspace with its members and projects, for hub admins (no membership needed)."""
+
+    async def get(self, ws_id):
+        store = self.workspaces()
+        await self.require_hub_admin(store.actor)
+        ws, _ = store.view(int(ws_id), hub_admin=True)
+        item = admin_workspace_json(ws, store.members(ws), store.projects(ws, 0, 0)[1])
+        item["projects"] = [project_json(p) for p in store.projects(ws, 0, 10_000)[0]]
+        self.write_json(item)
 
 
 class ResolveAPI(QuotaAPIHandler):

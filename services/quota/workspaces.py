@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,12 @@ def project_json(p: Project) -> dict:
 
 def member_json(m: Membership) -> dict:
     return {"username": m.username, "role": m.role, "created": iso(m.created)}
+
+
+def admin_workspace_json(ws: Workspace, members: list[Membership], project_count: int) -> dict:
+    """A workspace as hub admins see it: no role of theirs, its members and project count."""
+    return {**workspace_json(ws, None), "members": [member_json(m) for m in members],
+            "project_count": project_count}
 
 
 class Workspaces:
@@ -87,6 +93,34 @@ class Workspaces:
             .order_by(Workspace.personal_owner.is_(None), Workspace.id).offset(offset).limit(limit)
         ).all()
         return [(ws, role) for ws, role in rows], total
+
+    def every(self, search: str = "", members: tuple[str, ...] = (), offset: int = 0,
+              limit: int = 200) -> tuple[list[Workspace], int]:
+        """Every workspace, for hub admins (the caller checked): ``search`` matches a part of
+        its name or of a member's name; ``members`` keeps those one of them belongs to."""
+        q = select(Workspace)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            q = q.where(or_(Workspace.name.ilike(pattern, escape="\\"), Workspace.id.in_(
+                select(Membership.workspace_id).where(Membership.username.ilike(pattern, escape="\\")))))
+        if members:
+            q = q.where(Workspace.id.in_(
+                select(Membership.workspace_id).where(Membership.username.in_(members))))
+        total = self.db.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = list(self.db.scalars(q.order_by(Workspace.id).offset(offset).limit(limit)))
+        return rows, total
+
+    def members_of(self, ids: list[int]) -> dict[int, list[Membership]]:
+        """Members of several workspaces in one query."""
+        out: dict[int, list[Membership]] = {i: [] for i in ids}
+        for m in self.db.scalars(select(Membership).where(Membership.workspace_id.in_(ids)).order_by(Membership.id)):
+            out[m.workspace_id].append(m)
+        return out
+
+    def project_counts(self, ids: list[int]) -> dict[int, int]:
+        rows = self.db.execute(select(Project.workspace_id, func.count()).where(Project.workspace_id.in_(ids))
+                               .group_by(Project.workspace_id)).all()
+        return {i: 0 for i in ids} | {ws_id: n for ws_id, n in rows}
 
     def members(self, ws: Workspace) -> list[Membership]:
         return list(self.db.scalars(

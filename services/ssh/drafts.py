@@ -9,7 +9,10 @@ Confinement: every client path is mapped into the draft and each component on th
 checked not to be a link (the draft can hold none: links cannot be made here, uploads and
 extraction refuse them), so nothing outside can be named. Files are written by the
 gateway's own user, like the data service's browser uploads, so publishing and extraction
-treat both alike; modes and owners sent by the client are ignored (no setuid files).
+treat both alike; modes and owners sent by the client are ignored (no setuid files). No
+account can reach a draft on disk (the state directory is root's), so nothing but this
+code and the data service ever writes there, and neither makes links: the checked path is
+the path used.
 
 While the session is open it holds a shared lock on the draft's lock file; publishing takes
 the same lock exclusively and is refused while any session holds it, so a published
@@ -43,8 +46,10 @@ if TYPE_CHECKING:
     from .gateway import GatewayServer
 
 _DRAFT_LOGIN = re.compile(r"(dataset|model)-([0-9]{1,12})-([0-9]{1,9})")
-DIR_MODE = 0o755
-FILE_MODE = 0o644
+# private to the services, like everything in the state directory (published versions are
+# made world-readable (0555/0444) by the data service, for the read-only mounts)
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Callable
 
 import asyncssh
 
-from .target import SHELL, TargetError
+from gemhub.spawner.local.record import RuntimeRecord
+
+from .target import SHELL, TargetError, open_pty
 
 if TYPE_CHECKING:
     from .gateway import Gateway, GatewayServer
@@ -177,10 +179,10 @@ class EnvironmentSession(asyncssh.SSHServerSession):
     async def _run(self) -> None:
         chan = self.chan
         try:
-            env = await self.server.environment(lambda text: chan.write_stderr(text.encode()))
-            argv, cwd, variables = self.gateway.plan(env, self.argv, chan, self.term,
+            record = await self.server.environment(lambda text: chan.write_stderr(text.encode()))
+            argv, cwd, variables = self.gateway.plan(record, self.argv, chan, self.term,
                                                      tty=self.term is not None and self.kind != "sftp")
-            status = await self._spawn_and_pump(argv, cwd, variables)
+            status = await self._spawn_and_pump(argv, cwd, variables, record)
         except TargetError as e:
             chan.write_stderr((e.message.rstrip() + "\r\n").encode())
             chan.exit(1)
@@ -198,13 +200,14 @@ class EnvironmentSession(asyncssh.SSHServerSession):
             name = signal.Signals(-status).name[3:]
             chan.exit_with_signal(name, False, "")
 
-    async def _spawn_and_pump(self, argv: list[str], cwd: str | None, env: dict[str, str]) -> int:
+    async def _spawn_and_pump(self, argv: list[str], cwd: str | None, env: dict[str, str],
+                              record: RuntimeRecord) -> int:
         loop = asyncio.get_running_loop()
         chan = self.chan
         common = dict(cwd=cwd, env=env, umask=0o002, close_fds=True)
         outputs: list[tuple[io.FileIO, Callable[[bytes], None]]] = []
         if self.term is not None and self.kind != "sftp":
-            master, slave = os.openpty()
+            master, slave = open_pty(record)
             self._set_winsize(slave)
             try:
                 self.proc = await asyncio.create_subprocess_exec(

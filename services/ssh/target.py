@@ -18,9 +18,11 @@ runtime record (gemhub.spawner.local.record):
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,8 @@ CLIENT_ENV_PREFIXES = ("LC_",)
 CLIENT_ENV_NAMES = ("LANG", "LANGUAGE", "COLORTERM")
 # The environment of the root part of the chain: fixed, whatever the client or server says.
 ROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): (un)lock a pty's peer
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41): open a pty's peer from its master (Linux 4.13)
 
 
 class TargetError(Exception):
@@ -160,3 +164,22 @@ def command_argv(record: RuntimeRecord, argv: list[str], env: dict[str, str], to
     if tty:
         chain = [tools.setsid, "--ctty", *chain]
     return chain, cwd, spawn_env
+
+
+def open_pty(record: RuntimeRecord) -> tuple[int, int]:
+    """(master, slave) of a pseudo-terminal for a session. In a sandbox it comes from the
+    sandbox's own devpts (its /dev/pts, reached through its root-owned init), so that
+    ``tty``, screen and tmux find their terminal there; the slave belongs to the account,
+    as sshd makes it."""
+    if record.namespace != "sandbox":
+        return os.openpty()
+    master = os.open(f"/proc/{record.ns_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        os.fchown(slave, record.uid, record.gid)
+        os.fchmod(slave, 0o620)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave

@@ -1,20 +1,18 @@
 """Device metrics: utilisation, memory, temperature, power and per-process memory.
 
-Real NVIDIA devices are read through NVML (nvidia-ml-py, imported on the first sample);
-simulated devices get synthetic values that move smoothly over time and are labelled
-``simulated="true"`` wherever they are exported. :func:`prometheus_collector` exposes
-them under dcgm-exporter's metric and label names, so dashboards built for DCGM work.
+Real NVIDIA devices are read through NVML (nvidia-ml-py, imported on the first sample).
+A simulated device has no sensors: its sample carries what is known (model, memory size,
+that it is simulated) and ``None`` for every reading, never a made-up load.
+:func:`prometheus_collector` exposes the readings under dcgm-exporter's metric and label
+names, so dashboards built for DCGM work; a reading nobody measured is not exported.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import socket
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from gemhub.spawner.accelerators.inventory import Device, DeviceInventory
 
@@ -29,11 +27,12 @@ class DeviceSample:
     uuid: str
     model: str
     simulated: bool
-    utilization_percent: float
-    memory_used_mib: int
+    # None: not measured (a simulated device has nothing to measure)
+    utilization_percent: float | None
+    memory_used_mib: int | None
     memory_total_mib: int
-    temperature_c: float
-    power_w: float
+    temperature_c: float | None
+    power_w: float | None
     processes: tuple[tuple[int, int], ...]  # (pid, used MiB) where the driver reports it
     node: str = ""
 
@@ -46,33 +45,24 @@ class DeviceSample:
                 "processes": [{"pid": p, "used_mib": m} for p, m in self.processes]}
 
 
-def synthetic_sample(device: Device, now: float) -> DeviceSample:
-    """A plausible, repeatable reading for a simulated device at time ``now``.
-
-    Each device has its own phase (from a hash of its id) so a dashboard shows distinct
-    curves; the same device at the same second always reads the same.
-    """
-    phase = int(hashlib.sha256(device.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF * 2 * math.pi
-    wave = (math.sin(int(now) / 60.0 + phase) + 1) / 2          # 0..1, one cycle ~6 min
-    util = round(10 + 80 * wave, 1)
-    used = int(device.memory_mib * (0.1 + 0.6 * wave))
+def simulated_sample(device: Device) -> DeviceSample:
+    """What is known of a simulated device: no utilisation, memory use, temperature or
+    power, because nothing measures them (a figure shown there would be invented)."""
     return DeviceSample(
         device_id=device.id, index=device.index, uuid=device.uuid, model=device.model,
-        simulated=True, utilization_percent=util, memory_used_mib=used,
-        memory_total_mib=device.memory_mib, temperature_c=round(35 + util * 0.4, 1),
-        power_w=round(60 + util * 3, 1), processes=(), node=device.node)
+        simulated=True, utilization_percent=None, memory_used_mib=None,
+        memory_total_mib=device.memory_mib, temperature_c=None, power_w=None, processes=(),
+        node=device.node)
 
 
 class GpuSampler:
-    """Samples every device of an inventory: NVML for real NVIDIA devices, synthetic for
-    simulated ones. Devices of other vendors are skipped (their exporters are listed in
-    the registry's ``metrics`` entries)."""
+    """Samples every device of an inventory: NVML for real NVIDIA devices; simulated ones
+    report no readings (:func:`simulated_sample`). Devices of other vendors are skipped
+    (their exporters are listed in the registry's ``metrics`` entries)."""
 
-    def __init__(self, inventory: DeviceInventory, nvml: Any = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, inventory: DeviceInventory, nvml: Any = None):
         self.inventory = inventory
         self._nvml = nvml
-        self.clock = clock
 
     def nvml(self) -> Any:
         if self._nvml is None:
@@ -83,8 +73,7 @@ class GpuSampler:
 
     def sample(self) -> list[DeviceSample]:
         devices = self.inventory.devices()
-        now = self.clock()
-        out = [synthetic_sample(d, now) for d in devices if d.simulated]
+        out = [simulated_sample(d) for d in devices if d.simulated]
         real = [d for d in devices if not d.simulated and d.vendor == "nvidia"]
         if real:
             out.extend(self._nvml_samples(real))
@@ -126,7 +115,7 @@ DCGM_METRICS = (
     ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda s: s.utilization_percent),
     ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", lambda s: s.memory_used_mib),
     ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).",
-     lambda s: s.memory_total_mib - s.memory_used_mib),
+     lambda s: None if s.memory_used_mib is None else s.memory_total_mib - s.memory_used_mib),
     ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda s: s.temperature_c),
     ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda s: s.power_w),
 )
@@ -152,18 +141,25 @@ class DeviceCollector:
             log.exception("sampling accelerators for Prometheus failed")
             samples = []
         families = [(GaugeMetricFamily(name, doc, labels=LABELS), value) for name, doc, value in DCGM_METRICS]
+        total = GaugeMetricFamily("gemhub_accelerator_memory_total_mib",
+                                  "Device memory (MiB); simulated=\"true\" devices report no readings.",
+                                  labels=LABELS)
         procs = GaugeMetricFamily("gemhub_accelerator_process_memory_used_mib",
                                   "Device memory used by one process (MiB), where NVML reports it.",
                                   labels=(*LABELS, "pid"))
         for s in samples:
             labels = [str(s.index), s.uuid, s.device_id, s.model,
                       s.node if s.simulated else self.hostname, "true" if s.simulated else "false"]
+            total.add_metric(labels, float(s.memory_total_mib))
             for family, value in families:
-                family.add_metric(labels, float(value(s)))
+                reading = value(s)
+                if reading is not None:  # not measured: no series rather than a made-up value
+                    family.add_metric(labels, float(reading))
             for pid, used in s.processes:
                 procs.add_metric([*labels, str(pid)], float(used))
         for family, _ in families:
             yield family
+        yield total
         yield procs
 
 

@@ -29,6 +29,7 @@ from gemhub.spawner.local.mps import SANDBOX_PIPE_DIR, MpsError
 from gemhub.spawner.local.sandbox import Allotment, Bind
 from gemhub.spawner.presets import PresetError, choose_accelerator
 from gemhub.spawner.request import RequestedOptions, RequestError
+from gemhub.spawner.summary import AcceleratorLabels
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,10 @@ class AcceleratorMixin(HasTraits):
             what = "this accelerator spec" if requested.accelerator else f"preset {preset.name}"
             raise RequestError(f"{what} cannot run on this platform: {reason}")
         return request
+
+    def accelerator_labels(self):
+        """The spawn page's words for accelerators ("1 × RTX4090 (24 GiB each) · simulated")."""
+        return AcceleratorLabels(self.catalog, self.devices)
 
     def form_accelerators(self, catalog) -> dict[str, Any]:
         """render_form's accelerator arguments: labels, presets that can never run, admin."""

@@ -214,6 +214,9 @@ class LocalDevices:
         """What the request gets, for people: device model and memory (simulated labelled)."""
         if request.none:
             return "no accelerator"
+        # The inventory is read lazily: resolve it now, or the first page rendered after the
+        # hub starts would miss the "simulated" label.
+        self.inventory()
         found = self.registry.find_model(request.model) if request.model else None
         info = found[1] if found else None
         vendor = self.registry.find_vendor(request.vendor) if request.vendor else None

@@ -92,6 +92,13 @@ def test_dataset_from_upload_to_read_only_mount(hub, artifacts, tmp_path):
         row(page, "cats").wait_for()
         page.goto(page.url)  # back to the draft's root
         page.wait_for_selector("#draft-tools:not([hidden])")
+        # publishing is irreversible: the page asks first; declining changes nothing
+        asked = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.click("#publish")
+        assert asked and "read-only forever" in asked[0], asked
+        assert page.locator("#versions tr[data-version='1'][data-state='draft']").count() == 1
+        page.once("dialog", lambda d: d.accept())
         page.click("#publish")
         page.wait_for_selector("#versions tr[data-version='1'][data-state='published']")
         page.screenshot(path=str(shots / "04-published.png"))

@@ -65,12 +65,13 @@ def test_day_one_in_the_browser(hub, artifacts):
         page.fill("#project-name", project)
         page.click("#create-project")
         page.wait_for_selector(f"#projects >> text={project}")
+        project_id = int(page.get_attribute(f"#projects tr[data-project-name='{project}']", "data-project-id"))
         page.screenshot(path=str(shots / "02-workspace-and-project.png"))
 
         # Spawn page: workspace, project, preset.
         page.goto(f"{hub.url}/hub/spawn")
-        page.select_option("select[name=workspace]", label=ws)
-        page.select_option("select[name=project]", label=project)
+        page.select_option("select[name=workspace_id]", label=ws)
+        page.select_option("select[name=project_id]", label=project)
         page.check("input[name=preset][value=S1]")
         page.screenshot(path=str(shots / "03-spawn-form.png"))
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
@@ -94,12 +95,12 @@ def test_day_one_in_the_browser(hub, artifacts):
 
         # Stop and start again from the hub's home page: the code stays.
         page.goto(f"{hub.url}/hub/home")
-        page.click("#stop")
-        page.wait_for_selector("#start", timeout=60_000)
+        page.click("tr.gemhub-server[data-server-name=''] .gemhub-stop")
+        page.wait_for_selector("tr.gemhub-server[data-server-name=''] .gemhub-start", timeout=60_000)
         hub.wait_stopped(name)
         page.goto(f"{hub.url}/hub/spawn")
-        page.select_option("select[name=workspace]", label=ws)
-        page.select_option("select[name=project]", label=project)
+        page.select_option("select[name=workspace_id]", label=ws)
+        page.select_option("select[name=project_id]", label=project)
         page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
         page.wait_for_url(f"**/user/{name}/lab**", timeout=90_000)
         page.wait_for_selector(".jp-DirListing-item[title*='kept.txt'], .jp-DirListing-itemText:has-text('kept.txt')")
@@ -108,4 +109,4 @@ def test_day_one_in_the_browser(hub, artifacts):
 
         model = hub.api("GET", f"/users/{name}").json()
         options = model["servers"][""]["user_options"]
-        assert options["project"] == project, json.dumps(model)
+        assert options["project_id"] == project_id, json.dumps(model)  # servers keep ids, not names

@@ -44,16 +44,21 @@ def test_admin_limits_a_workspace_from_its_page(hub, artifacts):
         assert page.is_checked("#limits-all-presets") and page.is_disabled("#limits-preset-S1")
         page.screenshot(path=str(shots / "01-admin-form.png"), full_page=True)
 
-        # bad input: the service's message, and nothing changes
+        # bad input: the form itself refuses it (min 1), in words, and nothing changes
         page.fill("#limits-minutes", "-5")
         page.uncheck("#limits-all-presets")
         page.uncheck("#limits-preset-S1")
         page.click("#save-limits")
-        page.wait_for_selector("#error.shown")
-        assert "between 1 and 525600" in page.inner_text("#error")
+        assert page.eval_on_selector("#limits-minutes", "e => e.validity.rangeUnderflow")
+        assert "minutes after it starts" in page.inner_text("#limits-form")
+        assert "max_runtime_minutes" not in page.inner_text("#limits-form")
         page.screenshot(path=str(shots / "02-bad-minutes.png"), full_page=True)
         after = hub.request("GET", f"{QUOTA}/workspaces/{ws['id']}", token=token).json()
         assert after == before
+        # the service still refuses what a script sends, naming the limit in words
+        r = hub.request("PATCH", f"{QUOTA}/workspaces/{ws['id']}", token=hub.admin_token,
+                        json={"max_runtime_minutes": -5})
+        assert r.status_code == 400 and "run-time limit" in r.json()["message"], r.text
 
         # only B1, no custom specs, 30 minutes
         page.goto(ws_page)

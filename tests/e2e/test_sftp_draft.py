@@ -106,7 +106,8 @@ def test_sftp_and_scp_put_files_over_the_web_cap_into_the_draft(shub, alice, dat
         assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == want, path
     # files are the service's, with ordinary modes: the client's modes are not taken over
     on_disk = shub.state_dir / "datasets" / str(dataset) / "drafts" / "1" / "big.bin"
-    assert on_disk.stat().st_uid == 0 and on_disk.stat().st_mode & 0o7777 == 0o644
+    # like a browser upload: the service's own, private to it (the state directory is root's)
+    assert on_disk.stat().st_uid == 0 and on_disk.stat().st_mode & 0o7777 == 0o600
 
     # the draft is re-measured when the session closes: its size and the storage counters
     deadline = time.monotonic() + 20
@@ -130,7 +131,7 @@ def test_the_draft_is_all_a_session_can_reach(shub, alice, dataset, tmp_path):
     draft = shub.state_dir / "datasets" / str(dataset) / "drafts" / "1"
     assert (draft / "escape").read_text() == "x"  # `../..` from the top is the top
     assert not (draft.parent / "escape").exists() and not (draft / "root-link").exists()
-    assert (draft / "escape").stat().st_mode & 0o7777 == 0o644
+    assert (draft / "escape").stat().st_mode & 0o7777 == 0o600  # the client's mode is not taken
     data(alice, "POST", f"/assets/{dataset}/versions/1/files", json={"op": "delete", "path": "escape"})
 
 

@@ -215,8 +215,9 @@ def test_extract_over_http_refuses_bad_archives_and_publish_freezes(dhub, tmp_pa
     assert call(dhub, token, "GET", files).json()["items"] == before
     assert not any(dhub.state_dir.rglob("escaped.txt"))
     r = call(dhub, token, "POST", files, json={"op": "extract", "path": "good.zip"})
-    assert r.status_code == 200 and r.json()["folder"] == "good" and r.json()["files"] == 2, r.text
-    r = call(dhub, token, "POST", files, json={"op": "rename", "path": "good", "name": "imgs"})
+    # every member sits in images/: extracted as that folder, not good/images/
+    assert r.status_code == 200 and r.json()["folder"] == "images" and r.json()["files"] == 2, r.text
+    r = call(dhub, token, "POST", files, json={"op": "rename", "path": "images", "name": "imgs"})
     assert r.status_code == 200, r.text
     r = call(dhub, token, "POST", files, json={"op": "delete", "path": "slip.zip"})
     assert r.json()["version"]["file_count"] == 3  # good.zip + 2 extracted
@@ -225,7 +226,7 @@ def test_extract_over_http_refuses_bad_archives_and_publish_freezes(dhub, tmp_pa
     assert r.status_code == 409 and "can never change" in r.json()["message"]
     r = call(dhub, token, "DELETE", f"/assets/{a['id']}")
     assert r.status_code == 409 and "make it private instead" in r.json()["message"]
-    listing = call(dhub, token, "GET", files, params={"path": "imgs/images"}).json()
+    listing = call(dhub, token, "GET", files, params={"path": "imgs"}).json()
     assert [i["name"] for i in listing["items"]] == ["1.txt", "2.txt"] and listing["state"] == "published"
     published = dhub.state_dir / "datasets" / str(a["id"]) / "1"
     assert oct(published.stat().st_mode & 0o777) == "0o555"

@@ -1,6 +1,7 @@
 """Idle culling through the real hub: the idle-culler service stops a server nobody uses
 after the (test-shortened) timeout, a server holding accelerators after the shorter
-accelerator timeout, and then its devices are free again."""
+accelerator timeout, and then its devices are free again: per server, so a named server
+holding a GPU goes while its owner's default server stays."""
 
 from __future__ import annotations
 
@@ -64,18 +65,21 @@ def test_idle_server_is_stopped_after_the_timeout(cullhub):
 def test_server_holding_accelerators_goes_first_and_frees_its_device(cullhub):
     def holders():
         nodes = cullhub.api("GET", "/gemhub/devices").json()["nodes"]
-        return {d["id"]: [h["user"] for h in d["holders"]] for n in nodes for d in n["devices"]}
+        return {d["id"]: [f"{h['user']}/{h['server']}" for h in d["holders"]] for n in nodes for d in n["devices"]}
 
-    gpu_user, _, started = start(cullhub, "gpu", preset="G1")
-    cpu_user, _, _ = start(cullhub, "cpu", preset="B1")
-    assert holders() == {"local/0": [gpu_user]}
+    # one user: the default server without a device, the named server "gpu" with one
+    user, token, _ = start(cullhub, "gpu", preset="B1")
+    r = cullhub.request("POST", f"/hub/api/users/{user}/servers/gpu", token=token, json={"preset": "G1"})
+    assert r.status_code in (201, 202), r.text
+    cullhub.wait_server(user, "gpu")
+    started = time.monotonic()
+    assert holders() == {"local/0": [f"{user}/gpu"]}
 
-    cullhub.wait_stopped(gpu_user, timeout=ACCEL_TIMEOUT + 6 * EVERY)
+    cullhub.wait_stopped(user, "gpu", timeout=ACCEL_TIMEOUT + 6 * EVERY)
     assert time.monotonic() - started < TIMEOUT  # the shorter timeout, not the general one
-    assert running(cullhub, cpu_user)
-    assert f"stopping {gpu_user}/: idle while holding accelerators" in cullhub.log_tail(800)
+    assert running(cullhub, user)  # its default server stays
+    assert f"stopping {user}/gpu: idle while holding accelerators" in cullhub.log_tail(800)
     deadline = time.monotonic() + 15  # the post-stop hook releases it
     while holders() != {"local/0": []} and time.monotonic() < deadline:
         time.sleep(0.5)
     assert holders() == {"local/0": []}  # released: the next spawn may have it
-

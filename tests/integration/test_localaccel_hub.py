@@ -261,7 +261,10 @@ def test_admin_device_page_api_maintenance_and_metrics(hub, users):
     admin = login(hub, "admin", hub.admin_password)
     page = admin.get("/hub/gemhub/devices")
     assert page.status_code == 200, page.text
-    assert 'href="/hub/gemhub/devices">Devices</a>' in admin.get("/hub/home").text
+    # reached from the nav bar's Console: its Devices tab shows the same inventory
+    assert 'id="gemhub-nav-console" href="/hub/gemhub/admin"' in admin.get("/hub/home").text
+    tab = admin.get("/hub/gemhub/admin/devices")
+    assert tab.status_code == 200 and re.search(r'data-device="local/1" data-status="online"', tab.text)
     assert "simulated devices: no real hardware is bound" in page.text
     assert re.search(r'data-device="local/1" data-status="online"', page.text)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
@@ -283,9 +286,12 @@ def test_admin_device_page_api_maintenance_and_metrics(hub, users):
     hub.wait_server(name)
     r = hub.api("GET", "/gemhub/metrics")
     assert r.status_code == 200, r.text
-    util = [line for line in r.text.splitlines() if line.startswith("DCGM_FI_DEV_GPU_UTIL{")]
-    assert len(util) == 3 and all('simulated="true"' in line for line in util), r.text
-    assert any('modelName="RTX4090"' in line for line in util)
+    known = [line for line in r.text.splitlines() if line.startswith("gemhub_accelerator_memory_total_mib{")]
+    assert len(known) == 3 and all('simulated="true"' in line for line in known), r.text
+    assert any('modelName="RTX4090"' in line for line in known)
+    # simulated devices have no sensors: no utilisation or memory-use series is made up
+    load = ("DCGM_FI_DEV_GPU_UTIL{", "DCGM_FI_DEV_FB_USED{")
+    assert not [line for line in r.text.splitlines() if line.startswith(load)], r.text
     stop(hub, name)
 
 

@@ -221,10 +221,14 @@ def test_resolve_for_the_spawner(hub):
                                       "allowed_presets": None, "custom_spec": False,
                                       "max_runtime_minutes": None},
                         "project": {"id": pid, "name": "exp"}}
-    r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid), "project": str(pid)})
+    r = call(hub, "GET", "resolve", service_token, params={"user": name, "workspace_id": wid, "project_id": pid})
     assert r.json()["project"]["id"] == pid
+    # ids are ids and names are names: an id in the name field is looked up as a name
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": str(wid)}), 404)
     other, _ = new_user(hub, "qr")
-    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 403)
+    # names only among the user's own workspaces; another's by id is refused
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 404)
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace_id": wid}), 403)
     assert_error(call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": "no-such-ws"}), 404)
     assert_error(call(hub, "GET", "resolve", service_token), 400, "user")
     # a user's own token cannot resolve for somebody else

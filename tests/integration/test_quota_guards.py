@@ -100,7 +100,7 @@ def test_no_deleting_what_a_running_server_uses(hub):
     r = call(hub, "POST", f"workspaces/{wid}/projects", tok, json={"name": "idle"})
     idle = r.json()["id"]
 
-    _start(hub, name, tok, {"workspace": str(wid), "project": "busy"})
+    _start(hub, name, tok, {"workspace_id": wid, "project": "busy"})
     try:
         opts = hub.api("GET", f"/users/{name}").json()["servers"][""]["user_options"]
         assert (opts.get("workspace_id"), opts.get("project_id")) == (wid, busy), opts

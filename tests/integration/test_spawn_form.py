@@ -65,27 +65,28 @@ def test_form_lists_choices_and_starts_the_chosen_server(hub, person):
     page = c.get("/hub/spawn")
     assert page.status_code == 200, page.text
     html = page.text
-    assert re.search(r'<select[^>]*name="workspace"', html)
-    assert re.search(r'<select[^>]*name="project"', html)
+    assert re.search(r'<select[^>]*name="workspace_id"', html)
+    assert re.search(r'<select[^>]*name="project_id"', html)
     assert re.search(r'<input[^>]*type="radio" name="preset"[^>]*value="B1"[^>]*checked', html)
     assert re.search(r'<input[^>]*type="radio" name="preset"[^>]*value="S1"', html)
     assert "Manage workspaces" in html and 'href="/services/quota/"' in html
-    ws, project = _selected(html, "workspace"), _selected(html, "project")
-    assert ws in (name, f"{name}-personal") and project == "default"
+    ws, project = _selected(html, "workspace_id"), _selected(html, "project_id")
+    assert ws.isdigit() and project.isdigit()  # ids: the form never sends names
+    assert re.search(rf'<option value="{ws}" data-name="{name}(-personal)?" selected>', html)
     # the spawn form carries its _xsrf token in its action URL
     action = htmllib.unescape(re.search(r'<form[^>]*action="([^"]+)"', html).group(1))
 
     # a bad choice comes back as the form with the message, never a traceback
-    r = c.post(action, data={"workspace": ws, "project": project, "preset": "XL"})
+    r = c.post(action, data={"workspace_id": ws, "project_id": project, "preset": "XL"})
     assert r.status_code == 400, r.text
     assert "unknown preset" in r.text and "Traceback" not in r.text
-    assert 'name="workspace"' in r.text  # the form again
+    assert 'name="workspace_id"' in r.text  # the form again
 
-    r = c.post(action, data={"workspace": ws, "project": project, "preset": "S1"})
+    r = c.post(action, data={"workspace_id": ws, "project_id": project, "preset": "S1"})
     assert r.status_code == 302, r.text
     server = hub.wait_server(name)
     opts = server["user_options"]
-    assert opts["preset"] == "S1" and isinstance(opts["workspace_id"], int)
+    assert opts["preset"] == "S1" and opts["workspace_id"] == int(ws) and opts["project_id"] == int(project)
 
     # the Lab news pop-up is off (labconfig/default_setting_overrides.json)
     token = hub.api("POST", f"/users/{name}/tokens", json={"note": "t"}).json()["token"]

@@ -1,5 +1,5 @@
-"""GPU metrics: NVML sampling (through the pynvml-shaped fake), labelled synthetic values
-for simulated devices, and the Prometheus exposition under dcgm-exporter's names."""
+"""GPU metrics: NVML sampling (through the pynvml-shaped fake), simulated devices without
+invented readings, and the Prometheus exposition under dcgm-exporter's names."""
 
 import math
 
@@ -25,18 +25,14 @@ def test_nvml_samples_with_per_process_memory():
     assert math.isnan(rtx.power_w) and rtx.processes == ()
 
 
-def test_simulated_devices_get_repeatable_labelled_values():
+def test_simulated_devices_report_what_is_known_and_no_readings():
     inv = SimulatedInventory.from_config([{"model": "A100-80G", "count": 2}])
-    t = [1_700_000_000.0]
-    sampler = GpuSampler(inv, clock=lambda: t[0])
-    first = sampler.sample()
-    assert first == sampler.sample()  # same second, same reading
-    assert all(s.simulated for s in first)
-    assert first[0].utilization_percent != first[1].utilization_percent  # distinct curves
-    for s in first:
-        assert 10 <= s.utilization_percent <= 90 and 0 < s.memory_used_mib < s.memory_total_mib
-    t[0] += 120
-    assert sampler.sample() != first  # values move over time
+    samples = GpuSampler(inv).sample()
+    assert [s.device_id for s in samples] == ["local/0", "local/1"]
+    for s in samples:
+        assert s.simulated and s.model == "A100-80G" and s.memory_total_mib == 81920
+        assert (s.utilization_percent, s.memory_used_mib, s.temperature_c, s.power_w) == (None,) * 4
+        assert s.processes == ()
 
 
 def scrape(collector):
@@ -65,8 +61,13 @@ def test_prometheus_exposition_uses_dcgm_names_and_labels():
 def test_simulated_metrics_are_marked_and_a_broken_source_does_not_break_scrapes():
     sim = GpuSampler(SimulatedInventory.from_config([{"model": "T4", "node": "sim-a"}]))
     families, _ = scrape(prometheus_collector(sim))
-    (sample,) = families["DCGM_FI_DEV_GPU_UTIL"]
+    (sample,) = families["gemhub_accelerator_memory_total_mib"]
     assert sample.labels["simulated"] == "true" and sample.labels["Hostname"] == "sim-a"
+    assert sample.value == 15360  # a T4, per the vendor registry
+    # nothing was measured, so no load series at all (not a zero either)
+    for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_GPU_TEMP",
+                 "DCGM_FI_DEV_POWER_USAGE"):
+        assert families[name] == [], name
 
     class Broken(DeviceInventory):
         def devices(self):

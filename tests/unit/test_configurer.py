@@ -81,11 +81,21 @@ def test_admin_token_becomes_an_admin_api_token():
         ({"presets": [{"name": "A"}, {"name": "A"}], "spawner": {"default_preset": "A"}}, "unique"),
         ({"spawner": {"runtime": "docker"}}, "spawner.runtime 'docker' is not one of"),
         ({"hub": []}, "hub must be a mapping"),
+        ({"spawner": {"named_servers_per_user": -1}}, "spawner.named_servers_per_user must be between 0"),
+        ({"spawner": {"named_servers_per_user": 101}}, "spawner.named_servers_per_user must be between 0"),
+        ({"spawner": {"named_servers_per_user": "3"}}, "spawner.named_servers_per_user must be a whole number"),
     ],
 )
 def test_bad_platform_files_are_refused_with_the_key(user, message):
     with pytest.raises(ConfigError, match=message):
         merge_platform(user, {})
+
+
+def test_named_servers_default_to_three_and_zero_turns_them_off():
+    hub = build_config(merge_platform({}, {}), INPUTS)["JupyterHub"]
+    assert (hub["allow_named_servers"], hub["named_server_limit_per_user"]) == (True, 3)
+    hub = build_config(merge_platform({"spawner": {"named_servers_per_user": 0}}, {}), INPUTS)["JupyterHub"]
+    assert hub["allow_named_servers"] is False
 
 
 def test_oauth_selects_the_oauthenticator_class():

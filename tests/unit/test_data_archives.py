@@ -157,11 +157,38 @@ def test_zip_and_tar_gz_extract_into_their_own_folders(place, tmp_path):
     r2 = archives.extract(t, draft)
     assert (r1.folder, r1.files, r1.bytes) == ("images", 2, 8)
     assert (draft / "images" / "cats" / "1.txt").read_bytes() == b"meow"
-    assert r2.folder == "labels" and (draft / "labels" / "labels" / "train.csv").read_text() == "a,b\n1,2\n"
+    # every member in one top folder: extracted as that folder, not labels/labels/
+    assert r2.folder == "labels" and (draft / "labels" / "train.csv").read_text() == "a,b\n1,2\n"
     again = archives.extract(z, draft)
     assert again.folder == "images-2"
     assert sorted(p.name for p in draft.iterdir()) == ["images", "images-2", "keep.txt", "labels"]
     assert oct((draft / "images" / "cats" / "1.txt").stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_zip_of_one_folder_extracts_as_that_folder(place, tmp_path):
+    draft, _ = place
+    z = make_zip(tmp_path / "download (1).zip", [("sample/", b""), ("sample/a.txt", b"A"), ("sample/sub/b.txt", b"B")])
+    r = archives.extract(z, draft)
+    assert (r.folder, r.files) == ("sample", 2)
+    assert (draft / "sample" / "a.txt").read_bytes() == b"A"
+    assert (draft / "sample" / "sub" / "b.txt").read_bytes() == b"B"
+    assert not (draft / "sample" / "sample").exists()
+    assert archives.extract(z, draft).folder == "sample-2"  # taken: the usual suffix
+    named = archives.extract(z, draft, folder="mine")  # a name the person chose holds the contents
+    assert (draft / "mine" / "a.txt").exists()
+    # a lone file, or several top entries, still get a folder named after the archive
+    lone = make_zip(tmp_path / "one.zip", [("only.txt", b"x")])
+    assert archives.extract(lone, draft).folder == "one" and (draft / "one" / "only.txt").exists()
+    assert named.folder == "mine"
+
+
+@pytest.mark.parametrize("names, top", [
+    (["a/", "a/x"], "a"), (["a/x", "a/y/z"], "a"), (["a/"], "a"), (["a"], None), (["a/x", "b/x"], None),
+    (["a/x", "b"], None), ([], None),
+])
+def test_single_top_folder(names, top):
+    planned = [(n.rstrip("/").split("/"), Entry(n, "dir" if n.endswith("/") else "file")) for n in names]
+    assert archives.single_top_folder(planned) == top
 
 
 def test_check_entries_rules_are_pure():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import types
 from dataclasses import dataclass, field
 
 import pytest
@@ -84,11 +85,13 @@ def test_unsampled_device_keeps_limits_and_sampler_failure_is_reported():
     assert "NVML_ERROR_GPU_IS_LOST" in body["error"] and body["devices"][0]["memory_limit_mib"] == 40960
 
 
-def test_simulated_slice_gets_synthetic_figures_from_the_accelerator_sampler():
+def test_simulated_slice_shows_its_limits_and_no_invented_load():
     s = gpu.parse_slice(slice_json(simulated=True))
     body = gpu.report(s, gpu.default_sampler(s), gpu.own_processes)
     (d,) = body["devices"]
-    assert d["simulated"] and 0 <= d["utilization_percent"] <= 100 and 0 <= d["memory_used_mib"] <= 40960
+    assert d["simulated"] and body["error"] is None
+    assert (d["memory_limit_mib"], d["memory_total_mib"], d["compute_percent"]) == (40960, 81920, 50)
+    assert (d["utilization_percent"], d["memory_used_mib"], d["temperature_c"], d["power_w"]) == (None,) * 4
 
 
 def test_limits():
@@ -193,9 +196,32 @@ def test_platform_config_for_lab_and_culling():
     assert out["LocalGemSpawner"]["lab_mirrors"] == cfg["lab"]
 
 
-def test_simulated_fraction_shows_its_share_of_the_synthetic_load():
+def test_an_unmeasured_reading_stays_unmeasured_on_a_fraction():
     s = gpu.parse_slice(slice_json(simulated=True))
-    sample = Sample("node-a/0", "GPU-1", memory_used_mib=60000)
-    sample.simulated = True
+    sample = Sample("node-a/0", "GPU-1", memory_used_mib=None)
     (f,) = gpu.figures(s, [sample], own_pids=set())
-    assert f.memory_used_mib == 30000
+    assert f.memory_used_mib is None
+
+
+def test_tensorboard_font_urls_become_relative_to_the_page():
+    import gzip
+
+    from tornado.httputil import HTTPHeaders
+
+    from gemhub.lab.tensorboard import relative_fonts
+
+    page = b"<style>src: local('Roboto'), url(/font-roboto/x.woff2) format('woff2');</style>"
+
+    def response(body, **headers):
+        return types.SimpleNamespace(body=body, headers=HTTPHeaders({"Content-Type": "text/html; charset=utf-8",
+                                                                      **headers}))
+
+    plain = response(page)
+    relative_fonts(plain)
+    assert b"url(font-roboto/x.woff2)" in plain.body and b"url(/font-roboto/" not in plain.body
+    zipped = response(gzip.compress(page), **{"Content-Encoding": "gzip"})
+    relative_fonts(zipped)
+    assert b"url(font-roboto/x.woff2)" in zipped.body and "Content-Encoding" not in zipped.headers
+    other = response(b"url(/font-roboto/x)", **{"Content-Type": "text/css"})
+    relative_fonts(other)
+    assert other.body == b"url(/font-roboto/x)"  # only pages are touched

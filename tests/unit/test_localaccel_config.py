@@ -20,9 +20,13 @@ def test_defaults_reach_spawner_quota_and_device_pages():
     assert [a for a in quota if a.startswith("--QuotaService.preset_names=")] == [
         f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]
     handlers = {h[0]: h for h in c["JupyterHub"]["extra_handlers"]}
-    assert set(handlers) == {r"/gemhub/devices", r"/api/gemhub/devices", r"/api/gemhub/metrics"}
+    console = r"/gemhub/admin/?(?:([^/]+)(?:/(.*))?)?"
+    assert set(handlers) == {console, r"/gemhub/devices", r"/api/gemhub/devices", r"/api/gemhub/metrics"}
     assert handlers[r"/gemhub/devices"][1] == "gemhub.hub_config.devices.DevicesPage"
     assert handlers[r"/gemhub/devices"][2] == {"state_dir": "/state", "accelerators": acc}
+    assert handlers[console][1] == "gemhub.hub_config.console.handlers.ConsolePage"
+    assert handlers[console][2] == {"state_dir": "/state", "accelerators": acc, "presets": cfg["presets"],
+                                    "default_preset": "B1", "runtime": "local"}
 
 
 def test_vendor_overrides_are_free_form_and_reach_preset_parsing():

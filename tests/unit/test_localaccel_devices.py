@@ -126,6 +126,11 @@ async def test_maintenance_is_persisted_and_blocks_new_allocations(devs, tmp_pat
     assert saved == {"devices": [], "nodes": ["edge"]}
 
 
+def test_describe_labels_simulated_devices_before_anything_else_read_the_inventory(tmp_path):
+    fresh = LocalDevices(CONFIG, str(tmp_path))  # as on the first spawn page after a hub start
+    assert fresh.describe(parse("1(A100-80G)")) == "1 × A100-80G (80 GiB each) · simulated"
+
+
 def test_never_fits_and_describe(devs):
     assert "A100-80G" in devs.never_fits(parse("2(A100-80G)"))
     assert devs.never_fits(parse("1(910B)")) is None and devs.never_fits(parse("0")) is None

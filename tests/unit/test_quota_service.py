@@ -228,3 +228,34 @@ async def test_pagination(q):
     assert len(r["items"]) == 2 and r["_pagination"]["total"] == 4 and r["_pagination"]["next"]["offset"] == 2
     r = await q.call("GET", "api/v1/workspaces", alice, params={"limit": "x"})
     assert r.status_code == 400
+
+
+async def test_hub_admins_list_every_workspace_with_members_search_and_paging(q):
+    alice, bob, root = q.user("alice"), q.user("bob"), q.user("root")
+    q.hub.admins.add("root")
+    team = (await q.call("POST", "api/v1/workspaces", alice, json={"name": "team_a"})).json()
+    await q.call("POST", f"api/v1/workspaces/{team['id']}/members", alice, json={"username": "bob"})
+    await q.call("GET", "api/v1/workspaces", bob)  # bob's personal workspace
+    # not a hub admin: refused, whatever the membership
+    r = await q.call("GET", "api/v1/admin/workspaces", alice)
+    assert r.status_code == 403 and "hub administrators" in r.json()["message"]
+    r = await q.call("GET", "api/v1/admin/workspaces", root)
+    names = {w["name"]: w for w in r.json()["items"]}
+    assert {"alice", "team_a", "bob", "root"} <= set(names)
+    assert [(m["username"], m["role"]) for m in names["team_a"]["members"]] == [("alice", "owner"), ("bob", "member")]
+    assert names["team_a"]["role"] is None and names["team_a"]["project_count"] == 1
+    # search: a part of a workspace's name or of a member's; "_" is a character, not a wildcard
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params={"search": "M_A"})
+    assert [w["name"] for w in r.json()["items"]] == ["team_a"]
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params={"search": "bo"})
+    assert sorted(w["name"] for w in r.json()["items"]) == ["bob", "team_a"]
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params=[("member", "bob"), ("member", "nobody")])
+    assert sorted(w["name"] for w in r.json()["items"]) == ["bob", "team_a"]
+    r = (await q.call("GET", "api/v1/admin/workspaces", root, params={"limit": 1, "offset": 1})).json()
+    assert len(r["items"]) == 1 and r["_pagination"]["total"] == 4 and r["_pagination"]["next"]["offset"] == 2
+    # the internal caller acting for a hub admin (the hub's console), one workspace in full
+    r = await q.call("GET", f"api/v1/admin/workspaces/{team['id']}", "service-token", params={"user": "root"})
+    assert r.status_code == 200 and [p["name"] for p in r.json()["projects"]] == ["default"]
+    assert (await q.call("GET", "api/v1/admin/workspaces/999", root)).status_code == 404
+    r = await q.call("GET", "api/v1/admin/workspaces", root, params={"search": "x" * 64})
+    assert r.status_code == 400 and "at most 63" in r.json()["message"]

@@ -86,9 +86,9 @@ def test_new_files_get_ordinary_modes_and_valid_names(server, draft):
     server.close(f)
     server.setstat(b"/data.bin", asyncssh.SFTPAttrs(permissions=0o4755, mtime=1_000_000, atime=1_000_000))
     st = (draft / "data.bin").stat()
-    assert st.st_mode & 0o7777 == 0o644 and st.st_mtime == 1_000_000
+    assert st.st_mode & 0o7777 == 0o600 and st.st_mtime == 1_000_000
     server.mkdir(b"/sub", asyncssh.SFTPAttrs(permissions=0o777))
-    assert (draft / "sub").stat().st_mode & 0o7777 == 0o755
+    assert (draft / "sub").stat().st_mode & 0o7777 == 0o700
     with pytest.raises(asyncssh.SFTPPermissionDenied, match="at most 64"):
         server.open(b"/" + b"n" * 65, asyncssh.FXF_WRITE | asyncssh.FXF_CREAT, asyncssh.SFTPAttrs())
     with pytest.raises(asyncssh.SFTPPermissionDenied, match="at most 64"):

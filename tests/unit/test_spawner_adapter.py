@@ -51,7 +51,8 @@ async def test_defaults_are_resolved_and_persisted():
     sp, orm, calls = make_spawner()
     await sp._run_apply_user_options({})
     assert calls == [("alice", None, None, None, None)]
-    assert sp.user_options == orm.user_options == {"workspace_id": 3, "project_id": 8, "preset": "B1"}
+    assert sp.user_options == orm.user_options == {"workspace_id": 3, "project_id": 8, "preset": "B1",
+                                                   "profile": "B1"}  # the admin panel's Profile column
     assert sp.workload.env()["MEM_LIMIT"] == str(2 * 1024**3)
 
 

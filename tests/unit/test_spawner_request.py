@@ -1,7 +1,8 @@
 import pytest
 
 from gemhub.spawner.presets import Catalog
-from gemhub.spawner.request import Ref, RequestError, RequestedOptions, build_request, parse_options
+from gemhub.spawner.request import (
+    Ref, RequestError, RequestedOptions, build_request, check_server_name, parse_options)
 
 CAT = Catalog.from_config([{"name": "B1", "cpu": 1, "memory": "2G"},
                            {"name": "S1", "cpu": 0.5, "memory": "512M"}], "B1")
@@ -59,7 +60,27 @@ def test_build_request_and_env():
     assert build_request("a", RequestedOptions(), RESOLVED, CAT).env()["CPU_LIMIT"] == "1"
     # only ids are stored: a later start cannot be redirected by a workspace named like an id
     assert req.persisted_options({"workspace": "1", "project": "2"}) == {
-        "workspace_id": 4, "project_id": 9, "preset": "S1"}
+        "workspace_id": 4, "project_id": 9, "preset": "S1", "profile": "S1"}
+
+
+def test_profile_is_the_preset_under_the_admin_panels_name():
+    assert parse_options({"profile": "S1"}, CAT).preset == "S1"
+    assert parse_options({"profile": "S1", "preset": "S1"}, CAT).preset == "S1"
+    with pytest.raises(RequestError, match="disagree"):
+        parse_options({"profile": "B1", "preset": "S1"}, CAT)
+    with pytest.raises(RequestError, match="profile must be a preset name"):
+        parse_options({"profile": 3}, CAT)
+
+
+@pytest.mark.parametrize("name", ["dataset-3-1", "model-12-7"])
+def test_reserved_server_names_are_refused(name):
+    with pytest.raises(RequestError, match="reserved"):
+        check_server_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "gpu", "default", "dataset-3", "my-model-1-2"])
+def test_other_server_names_are_fine(name):
+    check_server_name(name)
 
 
 def test_build_request_rejects_bad_answers():

@@ -23,9 +23,19 @@ export function temperature(value: number | null): string {
   return value === null ? '–' : `${Math.round(value)} °C`;
 }
 
+// Memory against the slice's limit; with nothing measured (a simulated device) only the cap.
+export function memory(d: IDeviceFigures): string {
+  return d.memory_used_mib === null
+    ? `${gib(d.memory_limit_mib)} cap`
+    : `${gib(d.memory_used_mib)} / ${gib(d.memory_limit_mib)}`;
+}
+
 export function deviceLine(d: IDeviceFigures): string {
   const label = d.simulated ? ' (simulated)' : '';
-  return `${d.model}${label} · ${gib(d.memory_used_mib)} / ${gib(d.memory_limit_mib)} · ${percent(d.utilization_percent)} · ${temperature(d.temperature_c)}`;
+  if (d.simulated) {
+    return `${d.model}${label} · ${memory(d)}`;
+  }
+  return `${d.model}${label} · ${memory(d)} · ${percent(d.utilization_percent)} · ${temperature(d.temperature_c)}`;
 }
 
 export function summary(slice: IGpuSlice | null): string {
@@ -37,5 +47,8 @@ export function summary(slice: IGpuSlice | null): string {
   }
   const d = slice.devices[0];
   const more = slice.devices.length > 1 ? ` +${slice.devices.length - 1}` : '';
-  return `${d.model}${more}${d.simulated ? ' (simulated)' : ''} · ${gib(d.memory_used_mib)} / ${gib(d.memory_limit_mib)} · ${percent(d.utilization_percent)}`;
+  if (d.simulated) {
+    return `${d.model}${more} (simulated) · ${memory(d)}`;
+  }
+  return `${d.model}${more} · ${memory(d)} · ${percent(d.utilization_percent)}`;
 }

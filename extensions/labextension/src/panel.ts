@@ -2,7 +2,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { IDeviceFigures, IGpuSlice, IRuntime } from './api';
-import { duration, gib, percent, summary, temperature } from './format';
+import { duration, memory, percent, summary, temperature } from './format';
 
 export interface IState {
   slice: IGpuSlice | null;
@@ -36,9 +36,11 @@ function deviceCard(d: IDeviceFigures): HTMLElement {
   }
   card.appendChild(title);
   const table = el('table', 'gemhub-gpu-figures');
-  row(table, 'Memory', `${gib(d.memory_used_mib)} / ${gib(d.memory_limit_mib)}`, 'memory');
-  row(table, 'Utilisation', percent(d.utilization_percent), 'utilization');
-  row(table, 'Temperature', temperature(d.temperature_c), 'temperature');
+  row(table, 'Memory', memory(d), 'memory');
+  if (!d.simulated) {
+    row(table, 'Utilisation', percent(d.utilization_percent), 'utilization');
+    row(table, 'Temperature', temperature(d.temperature_c), 'temperature');
+  }
   if (d.compute_percent < 100) {
     row(table, 'Compute share', `${d.compute_percent}%`, 'compute');
   }
@@ -46,6 +48,16 @@ function deviceCard(d: IDeviceFigures): HTMLElement {
     row(table, 'MIG profile', d.mig_profile, 'mig');
   }
   card.appendChild(table);
+  if (d.simulated) {
+    // Nothing measures a simulated device: say so instead of showing made-up load.
+    card.appendChild(
+      el(
+        'div',
+        'gemhub-gpu-note',
+        'Simulated device: the allocation and memory cap are real limits, but there is no hardware to read utilisation, memory use or temperature from.'
+      )
+    );
+  }
   return card;
 }
 
