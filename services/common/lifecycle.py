@@ -149,9 +149,13 @@ def claimed_names(state_dir: str | os.PathLike) -> list[str]:
 
 
 def report_failure(state_dir: str | os.PathLike, name: str, reason: str) -> None:
-    """Leave the one-line reason of a failed start for ``make run`` to print."""
-    path = run_dir(state_dir) / f"{name}.failed"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Leave the one-line reason of a failed start for ``make run`` to print (best effort:
+    a state directory that cannot be written must not hide the reason from the log)."""
+    try:
+        path = run_dir(state_dir) / f"{name}.failed"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
     with os.fdopen(fd, "w") as f:
         f.write(reason.strip().splitlines()[0] if reason.strip() else "failed to start")
         f.write("\n")
