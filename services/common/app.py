@@ -19,7 +19,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 from pathlib import Path
 
 import jinja2

@@ -4,9 +4,7 @@ the one line `make run` prints, database-restart handling, backup discovery, bou
 from __future__ import annotations
 
 import asyncio
-import grp
 import os
-import pwd
 import signal
 import socket
 import subprocess
