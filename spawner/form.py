@@ -12,6 +12,7 @@ import json
 from html import escape
 from typing import Any, Iterable, Mapping
 
+from gemhub.services.common.params import as_id, echo
 from gemhub.spawner.presets import Catalog, format_memory
 from gemhub.spawner.request import RequestError
 
@@ -308,9 +309,9 @@ def asset_choices_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
             if not text:
                 continue
             ident, _, version = text.partition(":")
-            if not ident.isdigit() or not version.isdigit():
-                raise RequestError(f"{field}: {text!r} is not an '<id>:<version>' choice")
-            choice = {"id": int(ident), "version": int(version)}
+            choice = {"id": as_id(ident), "version": as_id(version)}
+            if choice["id"] is None or choice["version"] is None:
+                raise RequestError(f"{field}: {echo(text)} is not an '<id>:<version>' choice")
             if any(c["id"] == choice["id"] for c in chosen):
                 raise RequestError(f"{field}: the same one is chosen twice")
             chosen.append(choice)

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 from gemhub.spawner.accelerators import AcceleratorRequest, SpecError, VendorRegistry, default_registry
 from gemhub.spawner.accelerators import format as format_spec
 from gemhub.spawner.accelerators import parse as parse_spec
+from gemhub.services.common.params import echo
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(iB|i|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -169,7 +170,7 @@ class Catalog:
         if name is None:
             return self._by_name[self.default]
         if not isinstance(name, str) or name not in self._by_name:
-            raise UnknownPreset(f"unknown preset {name!r} (choose one of {', '.join(self.names())})")
+            raise UnknownPreset(f"unknown preset {echo(name)} (choose one of {', '.join(self.names())})")
         return self._by_name[name]
 
 

@@ -15,10 +15,12 @@ an HTTP 400 with the message.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gemhub.services.common.params import INT64_MAX, echo
 from gemhub.spawner.layout import ASSET_DIRS, DATA_SLOTS, PRETRAIN_SLOTS
 from gemhub.spawner.presets import Catalog, Preset, PresetError
 
@@ -26,8 +28,8 @@ from gemhub.spawner.presets import Catalog, Preset, PresetError
 # column reads user_options.profile, KubeSpawner's word for a preset).
 OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator",
                "datasets", "models", "profile")
-MAX_ID = 2**63 - 1  # ids are BIGINT in every service's database
 MAX_SPEC = 200  # characters of a custom accelerator spec
+MAX_OPTIONS_BYTES = 64 * 1024  # user_options (as JSON) beyond this are refused, never echoed
 MAX_MOUNTS = 3
 
 
@@ -47,10 +49,10 @@ class Ref:
     @classmethod
     def from_dict(cls, d: Any, what: str) -> "Ref":
         if not isinstance(d, Mapping) or "id" not in d or "name" not in d:
-            raise RequestError(f"{what} reference is incomplete: {d!r}")
+            raise RequestError(f"{what} reference is incomplete: {echo(d)}")
         ident = d["id"]
         if isinstance(ident, bool) or not isinstance(ident, int) or ident < 0:
-            raise RequestError(f"{what} id must be a whole number, not {ident!r}")
+            raise RequestError(f"{what} id must be a whole number, not {echo(ident)}")
         return cls(id=ident, name=str(d["name"]))
 
 
@@ -82,13 +84,13 @@ class DatasetMount:
     def __post_init__(self):
         slots = {"dataset": DATA_SLOTS, "model": PRETRAIN_SLOTS}.get(self.kind)
         if slots is None:
-            raise RequestError(f"mount kind must be 'dataset' or 'model', not {self.kind!r}")
+            raise RequestError(f"mount kind must be 'dataset' or 'model', not {echo(self.kind)}")
         if self.slot not in slots:
-            raise RequestError(f"a {self.kind} mounts on {', '.join(slots)}, not {self.slot!r}")
+            raise RequestError(f"a {self.kind} mounts on {', '.join(slots)}, not {echo(self.slot)}")
         for what, value, least in (("id", self.id, 0), ("version", self.version, 1)):
             # both become path components (bind mount source, volume subPath)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise RequestError(f"{self.kind} {what} must be a whole number from {least}, not {value!r}")
+                raise RequestError(f"{self.kind} {what} must be a whole number from {least}, not {echo(value)}")
 
     @property
     def sub_path(self) -> str:
@@ -139,8 +141,8 @@ def _cpu_text(cpu: float) -> str:
 def _ref_id(value: Any, key: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
-        raise RequestError(f"{key} must be a whole number (an id), not {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise RequestError(f"{key} must be a whole number (an id), not {echo(value)}")
     return value
 
 
@@ -150,19 +152,13 @@ def _ref_name(value: Any, key: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         raise RequestError(f"{key} takes a name; give an id as {key}_id")
     if not isinstance(value, str):
-        raise RequestError(f"{key} must be a name, not {_shown(value)}")
+        raise RequestError(f"{key} must be a name, not {echo(value)}")
     text = value.strip()
     if not text:
         return None
     if len(text) >= 64 or "/" in text:
-        raise RequestError(f"{key} {_shown(value)} is not a valid name (1-63 characters, no '/')")
+        raise RequestError(f"{key} {echo(value)} is not a valid name (1-63 characters, no '/')")
     return text
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """A value for a message: repr, cut short (never echo a megabyte back)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> RequestedOptions:
@@ -171,6 +167,9 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
         options = {}
     if not isinstance(options, Mapping):
         raise RequestError("user_options must be a JSON object")
+    size = len(json.dumps(options, default=str))
+    if size > MAX_OPTIONS_BYTES:
+        raise RequestError(f"user_options are too large ({size} bytes; at most {MAX_OPTIONS_BYTES})")
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise RequestError(
@@ -193,7 +192,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     if preset is None:
         preset = profile
     elif profile is not None and profile != preset:
-        raise RequestError(f"profile {profile!r} and preset {preset!r} disagree: send the preset only")
+        raise RequestError(f"profile {echo(profile)} and preset {echo(preset)} disagree: send the preset only")
     try:
         catalog.get(preset)
     except PresetError as e:
@@ -201,7 +200,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     accelerator = options.get("accelerator")
     if accelerator is not None:
         if not isinstance(accelerator, (str, int)) or isinstance(accelerator, bool):
-            raise RequestError(f"accelerator must be a spec text like '0.5(A100-80G)', not {accelerator!r}")
+            raise RequestError(f"accelerator must be a spec text like '0.5(A100-80G)', not {echo(accelerator)}")
         accelerator = str(accelerator).strip() or None
         if accelerator is not None and len(accelerator) > MAX_SPEC:
             raise RequestError(f"accelerator spec is longer than {MAX_SPEC} characters")
@@ -213,7 +212,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
 
 def _preset_name(value: Any, key: str) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise RequestError(f"{key} must be a preset name, not {value!r}")
+        raise RequestError(f"{key} must be a preset name, not {echo(value)}")
     return value.strip() or None if isinstance(value, str) else None
 
 
@@ -240,23 +239,23 @@ def _choices(value: Any, key: str) -> tuple[dict, ...]:
     out = []
     for item in value:
         if not isinstance(item, Mapping):
-            raise RequestError(f"each of {key} must be an object with a name or an id, not {item!r}")
+            raise RequestError(f"each of {key} must be an object with a name or an id, not {echo(item)}")
         extra = sorted(set(item) - {"id", "name", "version"})
         if extra:
             raise RequestError(f"unknown key(s) {', '.join(extra)} in {key} (known: id, name, version)")
         choice: dict = {}
         ident, name, version = item.get("id"), item.get("name"), item.get("version")
         if ident is not None:
-            if isinstance(ident, bool) or not isinstance(ident, int) or ident < 0:
-                raise RequestError(f"{key} id must be a whole number, not {ident!r}")
+            if isinstance(ident, bool) or not isinstance(ident, int) or not 0 <= ident <= INT64_MAX:
+                raise RequestError(f"{key} id must be a whole number from 0 to {INT64_MAX}, not {echo(ident)}")
             choice["id"] = ident
         elif isinstance(name, str) and name.strip() and len(name.strip()) <= 64 and "/" not in name:
             choice["name"] = name.strip()
         else:
-            raise RequestError(f"each of {key} needs an id or a name (1-64 characters, no '/'), not {item!r}")
+            raise RequestError(f"each of {key} needs an id or a name (1-64 characters, no '/'), not {echo(item)}")
         if version is not None:
-            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-                raise RequestError(f"{key} version must be a whole number from 1, not {version!r}")
+            if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= INT64_MAX:
+                raise RequestError(f"{key} version must be a whole number from 1 to {INT64_MAX}, not {echo(version)}")
             choice["version"] = version
         out.append(choice)
     return tuple(out)
@@ -273,7 +272,7 @@ def assign_slots(resolved: list[Mapping[str, Any]]) -> tuple[DatasetMount, ...]:
     for m in resolved:
         kind = m.get("kind")
         if kind not in slots:
-            raise RequestError(f"unexpected mount kind {kind!r}")
+            raise RequestError(f"unexpected mount kind {echo(kind)}")
         if not slots[kind]:
             raise RequestError(f"at most {MAX_MOUNTS} {kind}s can be mounted")
         out.append(DatasetMount(slot=slots[kind].pop(0), kind=kind, id=int(m["id"]), version=int(m["version"]),
@@ -285,7 +284,7 @@ def build_request(user: str, requested: RequestedOptions, resolved: Mapping[str,
                   catalog: Catalog, mounts: tuple[DatasetMount, ...] = ()) -> WorkloadRequest:
     """Combine validated options with the quota service's resolve answer."""
     if not isinstance(resolved, Mapping):
-        raise RequestError(f"unexpected resolve answer {resolved!r}")
+        raise RequestError(f"unexpected resolve answer {echo(resolved)}")
     try:
         preset = catalog.get(requested.preset)
     except PresetError as e:

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import lifecycle, metrics
 from .auth import OAuthCallbackHandler, make_hub_auth
-from .db import make_engine, make_sessionmaker, run_migrations
+from .db import Database, make_engine, make_sessionmaker, run_migrations
 from .handlers import HealthHandler, NotFoundHandler, OpenAPIHandler
 from .lifecycle import StartFailure, die_with_parent
 from .openapi import OpenAPIRegistry
@@ -129,6 +129,11 @@ class GemService(Application):
         "deployed on their own, e.g. Kubernetes replicas."
     ).tag(config=True)
 
+    max_body_bytes = Integer(
+        2**20, help="Largest JSON request body the API accepts (bytes); bigger ones answer 413. "
+        "Upload chunks have their own limit (the file's size)."
+    ).tag(config=True)
+
     aliases = {"port": "GemService.port", "db-url": "GemService.db_url", "state-dir": "GemService.state_dir"}
 
     # -- to override -------------------------------------------------------------------
@@ -149,6 +154,7 @@ class GemService(Application):
         if self.migrations_dir is not None:
             run_migrations(self.engine, self.migrations_dir)
         self.sessionmaker = make_sessionmaker(self.engine, self.audit_model)
+        self.database = Database(self.sessionmaker)
 
     def extra_settings(self) -> dict:
         return {}
@@ -186,7 +192,8 @@ class GemService(Application):
             service_base_url=base,
             api_base_url=url_path_join(base, "api/v1"),
             hub_prefix=self.hub_prefix,
-            sessionmaker=self.sessionmaker,
+            database=self.database,
+            max_body_bytes=self.max_body_bytes,
             jinja_env=jinja_env,
             openapi=self.openapi(),
             cookie_secret=self.cookie_secret,
@@ -230,6 +237,7 @@ class GemService(Application):
                 await asyncio.wait_for(server.close_all_connections(), 5)
             except asyncio.TimeoutError:
                 self.log.warning("connections still open at exit")
+            self.database.close()
             self.engine.dispose()
             self.log.info("%s service stopped", self.service_name)
 

@@ -40,6 +40,10 @@ class Conflict(ServiceError):
     status = 409
 
 
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
 class Unavailable(ServiceError):
     """A dependency (the hub API) could not answer; nothing was changed."""
 

@@ -1,17 +1,27 @@
-"""Base tornado handlers: JSON API errors in one place, HTML pages, health and OpenAPI."""
+"""Base tornado handlers: JSON API errors in one place, HTML pages, health and OpenAPI.
+
+Handlers reach the database only through ``await self.run_db(fn, ...)`` (see
+:mod:`gemhub.services.common.db`: a short session in a worker thread, never across an
+await) and parse every number a client sends with :mod:`gemhub.services.common.params`.
+API request bodies are read as they arrive and capped (``GemService.max_body_bytes``): a
+bigger body is drained without being kept and answered 413.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from tornado import web
 
+from . import params
 from .auth import HubIdentityMixin
-from .errors import BadRequest, NotFound, ServiceError
+from .errors import BadRequest, NotFound, PayloadTooLarge, ServiceError
 
-MAX_LIMIT = 200
+T = TypeVar("T")
+MAX_LIMIT = params.MAX_LIMIT
 
 
 def _error_of(status: int, exc_info) -> tuple[int, str]:
@@ -26,16 +36,14 @@ def _error_of(status: int, exc_info) -> tuple[int, str]:
 
 
 class BaseHandler(HubIdentityMixin, web.RequestHandler):
-    @property
-    def db(self):
-        """A session for this request (closed in :meth:`on_finish`)."""
-        if not hasattr(self, "_db"):
-            self._db = self.settings["sessionmaker"]()
-        return self._db
+    async def run_db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """``fn(session, *args, **kw)`` in the database's worker threads (a session of its own,
+        closed before this returns)."""
+        return await self.settings["database"].run(fn, *args, **kw)
 
-    def on_finish(self):
-        if hasattr(self, "_db"):
-            self._db.close()
+    def id_arg(self, value: str, what: str) -> int:
+        """An id from the path (``workspaces/<id>``): 1..2**63-1, ASCII digits, else 400."""
+        return params.id_arg(value, what)
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, ServiceError):
@@ -50,8 +58,27 @@ class BaseHandler(HubIdentityMixin, web.RequestHandler):
         return status, message
 
 
+@web.stream_request_body
 class APIHandler(BaseHandler):
     """JSON in, JSON out; every error is ``{"status": N, "message": "..."}``."""
+
+    _body_size = 0
+    _body_chunks: list[bytes] | None = None
+
+    def data_received(self, chunk: bytes) -> None:
+        # kept up to the cap; past it only counted (the client still gets its 413 answer)
+        if self._body_chunks is None:
+            self._body_chunks = []
+        self._body_size += len(chunk)
+        if self._body_size <= self.settings["max_body_bytes"]:
+            self._body_chunks.append(chunk)
+
+    def body(self) -> bytes:
+        """The request body (413 when it is larger than the service accepts)."""
+        cap = self.settings["max_body_bytes"]
+        if self._body_size > cap:
+            raise PayloadTooLarge(f"the request body is too large ({self._body_size} bytes; at most {cap})")
+        return b"".join(self._body_chunks or ())
 
     def set_default_headers(self):
         self.set_header("Content-Type", "application/json")
@@ -66,35 +93,25 @@ class APIHandler(BaseHandler):
         self.set_status(status)
         self.finish(json.dumps(data, default=str))
 
-    def json_body(self) -> dict:
-        """The request body as a JSON object; anything else is a 400."""
-        if not self.request.body:
+    def json_body(self, default: dict | None = None) -> dict:
+        """The request body as a JSON object; anything else is a 400 (an empty body is
+        ``default`` when one is given)."""
+        raw = self.body()
+        if not raw.strip():
+            if default is not None:
+                return default
             raise BadRequest("a JSON object body is required")
         try:
-            data = json.loads(self.request.body)
+            data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            raise BadRequest(f"the body is not valid JSON: {e}") from None
+            raise BadRequest(f"the body is not valid JSON: {params.echo(str(e), 200)}") from None
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object")
         return data
 
     def page_args(self) -> tuple[int, int]:
         """(offset, limit) from the query, validated the JupyterHub way."""
-        values = []
-        for name, default in (("offset", 0), ("limit", MAX_LIMIT)):
-            raw = self.get_query_argument(name, None)
-            if raw is None or raw == "":
-                values.append(default)
-                continue
-            try:
-                value = int(raw)
-            except ValueError:
-                raise BadRequest(f"{name} must be an integer, not {raw!r}") from None
-            if value < 0:
-                raise BadRequest(f"{name} must not be negative")
-            values.append(value)
-        offset, limit = values
-        return offset, min(limit or MAX_LIMIT, MAX_LIMIT)
+        return params.page(self.get_query_argument("offset", None), self.get_query_argument("limit", None))
 
     def paginated(self, items: list, offset: int, limit: int, total: int) -> dict:
         nxt = None
@@ -133,9 +150,8 @@ class PageHandler(BaseHandler):
 
 
 class HealthHandler(web.RequestHandler):
-    def get(self):
-        with self.settings["sessionmaker"]() as session:
-            session.execute(text("SELECT 1"))
+    async def get(self):
+        await self.settings["database"].run(lambda session: session.execute(text("SELECT 1")))
         self.set_header("Content-Type", "application/json")
         self.finish({"status": "ok", "service": self.settings["service_name"]})
 

@@ -1,4 +1,12 @@
-"""A small registry of a service's REST operations, rendered as an OpenAPI 3 document."""
+"""A small registry of a service's REST operations, rendered as an OpenAPI 3.1 document
+(JSON Schema 2020-12: a value that may be null is ``{"type": ["string", "null"]}``).
+
+Every answer an operation can give is documented: its success status, the errors every
+API handler can answer (:data:`COMMON_ERRORS`: a malformed number or body, no or a wrong
+identity, not found, the hub unreachable), 413 where it takes a body, and the operation's
+own (``errors=(409,)``). The schemathesis test (tests/integration/test_fuzz_services.py)
+fails on any status a document does not list.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,29 @@ import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from .params import INT64_MAX
+
+OPENAPI_VERSION = "3.1.0"
+# 400 bad number/body, 401 no identity, 403 not allowed (e.g. acting for another user),
+# 404 not found (or not yours), 503 the hub could not say who the caller is.
+COMMON_ERRORS = (400, 401, 403, 404, 503)
+ID = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+COUNT = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+PAGE = {"offset": COUNT, "limit": COUNT}
+
+
+def nullable(schema: dict) -> dict:
+    """``schema`` that also allows null (OpenAPI 3.1 / JSON Schema type lists)."""
+    out = copy.deepcopy(schema)
+    kind = out.get("type")
+    if isinstance(kind, str):
+        out["type"] = [kind, "null"]
+    elif isinstance(kind, list) and "null" not in kind:
+        out["type"] = [*kind, "null"]
+    if "enum" in out and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]
+    return out
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -22,8 +53,10 @@ class Operation:
     request: dict | None = None
     response: dict | None = None
     status: int = 200
-    errors: tuple[int, ...] = (400, 401, 403, 404)
+    errors: tuple[int, ...] = ()  # beyond COMMON_ERRORS (and 413 for a body), e.g. (409,)
     query: dict[str, dict] = field(default_factory=dict)
+    # path parameters are ids (``*_id``, ``number``) or strings unless named here
+    path_params: dict[str, dict] = field(default_factory=dict)
 
 
 class OpenAPIRegistry:
@@ -44,7 +77,8 @@ class OpenAPIRegistry:
         for op in self.operations:
             params = [
                 {"name": n, "in": "path", "required": True,
-                 "schema": {"type": "integer"} if n.endswith("_id") else {"type": "string"}}
+                 "schema": copy.deepcopy(op.path_params.get(n) or (
+                     ID if n.endswith("_id") or n == "number" else {"type": "string", "minLength": 1}))}
                 for n in re.findall(r"{(\w+)}", op.path)
             ]
             params += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in op.query.items()]
@@ -53,7 +87,8 @@ class OpenAPIRegistry:
                 if op.response is None
                 else {"description": "success", "content": {"application/json": {"schema": op.response}}}
             }
-            for code in op.errors:
+            codes = set(COMMON_ERRORS) | set(op.errors) | ({413} if op.request is not None else set())
+            for code in sorted(codes):
                 responses[str(code)] = {
                     "description": "error",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -67,7 +102,7 @@ class OpenAPIRegistry:
                                         "content": {"application/json": {"schema": copy.deepcopy(op.request)}}}
             paths.setdefault(op.path, {})[op.method] = entry
         return {
-            "openapi": "3.0.3",
+            "openapi": OPENAPI_VERSION,
             "info": {"title": self.title, "version": self.version},
             "servers": [{"url": server_url}],
             "components": {

@@ -20,6 +20,8 @@ from . import accounting
 from . import handlers as h
 from . import upload_handlers as uh
 from .archives import Limits
+from .draftlock import DraftLocks
+from .recovery import recover
 from .models import AuditEvent, Upload
 from .openapi_spec import describe
 from .uploads import UploadStore
@@ -79,7 +81,8 @@ class DataService(GemService):
         config=True)
 
     def api_handlers(self):
-        a, n = r"assets/(\d+)", r"versions/(\d+)"
+        # ids are parsed (and bounded) by the handlers: any segment reaches them
+        a, n = r"assets/([^/]+)", r"versions/([^/]+)"
         return [
             ("", h.IndexPage),
             (a, h.AssetPage),
@@ -100,6 +103,11 @@ class DataService(GemService):
             ("api/v1/storage/samples", h.StorageSamplesAPI),
         ]
 
+    def init_db(self):
+        super().init_db()
+        # before any request: finish or undo what a crash left between folders and rows
+        self.database.call(recover, self.state_dir)
+
     @property
     def upload_store(self) -> UploadStore:
         if not hasattr(self, "_upload_store"):
@@ -112,7 +120,8 @@ class DataService(GemService):
             "quota_url": self.quota_url,
             "quota_token": self.quota_token,
             "membership_cache": per_user_ttl(h.MEMBERSHIP_TTL),
-            "busy_drafts": {},
+            "membership_asking": {},
+            "draft_locks": DraftLocks(),
             "draft_writers": set(self.draft_writers),
             "sftp": {"port": self.sftp_port, "host": self.sftp_host},
             "upload_store": self.upload_store,

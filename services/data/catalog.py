@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event, utcnow
 from gemhub.services.common.errors import BadRequest, Conflict, NotFound
 from gemhub.spawner import layout
@@ -85,7 +86,7 @@ class Catalog:
         for w in self.workspaces:
             if str(w["id"]) == text:
                 return w
-        raise BadRequest(f"you are not a member of a workspace {text!r}")
+        raise BadRequest(f"you are not a member of a workspace {params.echo(text)}")
 
     def visible(self, kind: str | None = None, workspace: object = None, mountable: bool = False) -> list[Asset]:
         q = select(Asset).where(or_(Asset.visibility == "public", Asset.workspace_id.in_(list(self.roles))))
@@ -175,11 +176,15 @@ class Catalog:
         files.remove_tree(layout.asset_dir(self.state_dir, a.kind, a.id))
 
     def discard_draft(self, asset_id: int, number: int) -> None:
+        """Drop a draft: its row, then its folder (a crash in between leaves a folder without
+        a row, which recovery.py removes at the next start)."""
         a, v = self.draft(asset_id, number)
-        audit_event(self.db, self.actor, f"{a.kind}.discard", f"asset:{a.id}", version=v.number)
-        self.db.delete(v)
-        self.db.commit()
-        files.remove_tree(self.draft_dir(a, v))
+        draft = self.draft_dir(a, v)
+        with files.no_sftp_sessions(draft, "discard"):
+            audit_event(self.db, self.actor, f"{a.kind}.discard", f"asset:{a.id}", version=v.number)
+            self.db.delete(v)
+            self.db.commit()
+            files.remove_tree(draft)
 
     # -- versions ---------------------------------------------------------------------
     def _next_number(self, a: Asset) -> int:
@@ -246,12 +251,9 @@ class Catalog:
     def resolve(self, kind: str, choice: Any, prefer_ws: int | None) -> tuple[Asset, Version]:
         """A mount choice ({"id"|"name", "version"}) -> a visible asset's published version."""
         if not isinstance(choice, Mapping):
-            raise BadRequest(f"a {kind} choice must be an object with id or name and version, not {choice!r}")
+            raise BadRequest(f"a {kind} choice must be an object with id or name and version, not {params.echo(choice)}")
         if choice.get("id") is not None:
-            ident = choice["id"]
-            if isinstance(ident, bool) or not str(ident).isdigit():
-                raise BadRequest(f"{kind} id must be a whole number, not {ident!r}")
-            a = self.get(int(ident))
+            a = self.get(params.id_arg(choice["id"], f"{kind} id"))
             if a.kind != kind:
                 raise BadRequest(f"{a.name!r} (id {a.id}) is a {a.kind}, not a {kind}")
         elif choice.get("name") is not None:
@@ -273,9 +275,7 @@ class Catalog:
             if not published:
                 raise BadRequest(f"{kind} {a.name!r} has no published version yet")
             return a, published[-1]
-        if isinstance(wanted, bool) or not str(wanted).isdigit():
-            raise BadRequest(f"version must be a whole number, not {wanted!r}")
-        v = self.version(a, int(wanted))
+        v = self.version(a, params.id_arg(wanted, "version"))
         if v.state != "published":
             raise BadRequest(f"version {v.number} of {a.name!r} is a draft; only published versions mount")
         return a, v

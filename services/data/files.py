@@ -130,7 +130,9 @@ def make_draft(draft: Path) -> None:
         os.chmod(p, 0o755)
 
 
-def _read_only(path: Path) -> None:
+def finish_publish(path: Path) -> None:
+    """Make a published version's tree read-only for everyone (idempotent: recovery runs it
+    again on a folder a crash left half done)."""
     for dirpath, dirs, names in os.walk(path):
         for n in names:
             p = os.path.join(dirpath, n)
@@ -153,15 +155,15 @@ def lock_path(draft: Path) -> Path:
 
 
 @contextlib.contextmanager
-def no_sftp_sessions(draft: Path):
+def no_sftp_sessions(draft: Path, doing: str = "publish"):
     """Hold the draft's lock exclusively: Conflict while an SFTP session has it open, which
-    could otherwise go on writing into the version after it is published."""
+    could otherwise go on writing into the version after it is published (or discarded)."""
     fd = os.open(lock_path(draft), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Conflict("an SFTP session into this draft is open; close it, then publish") from None
+            raise Conflict(f"an SFTP session into this draft is open; close it, then {doing}") from None
         yield
     finally:
         os.close(fd)
@@ -180,7 +182,7 @@ def publish(draft: Path, final: Path) -> None:
     if final.exists():
         raise Conflict(f"version folder {final.name} already exists")
     os.rename(draft, final)
-    _read_only(final)
+    finish_publish(final)
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from gemhub.services.common.params import echo
 from gemhub.services.common.errors import BadRequest
 
 MAX_NAME = 64
@@ -28,7 +29,7 @@ class InvalidName(BadRequest):
 def check_file_name(name: object, what: str = "file name") -> str:
     """A single path component: 1-64 characters, no ``/``, no NUL, not ``.`` or ``..``."""
     if not isinstance(name, str):
-        raise InvalidName(f"{what} must be a string, not {name!r}")
+        raise InvalidName(f"{what} must be a string, not {echo(name)}")
     if name == "":
         raise InvalidName(f"{what} must not be empty")
     if len(name) > MAX_NAME:
@@ -45,7 +46,7 @@ def check_file_name(name: object, what: str = "file name") -> str:
 def split_path(path: object, what: str = "path", allow_root: bool = False) -> list[str]:
     """A relative path inside a draft as its checked components (leading/trailing ``/`` ignored)."""
     if not isinstance(path, str):
-        raise InvalidName(f"{what} must be a string, not {path!r}")
+        raise InvalidName(f"{what} must be a string, not {echo(path)}")
     stripped = path.strip("/")
     if not stripped:
         if allow_root:
@@ -65,13 +66,13 @@ def check_asset_name(name: object, kind: str = "dataset") -> str:
 
 def check_kind(kind: object) -> str:
     if kind not in KINDS:
-        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {echo(kind)}")
     return kind  # type: ignore[return-value]
 
 
 def check_visibility(value: object) -> str:
     if value not in VISIBILITIES:
-        raise BadRequest(f"visibility must be one of {', '.join(VISIBILITIES)}, not {value!r}")
+        raise BadRequest(f"visibility must be one of {', '.join(VISIBILITIES)}, not {echo(value)}")
     return value  # type: ignore[return-value]
 
 
@@ -79,7 +80,7 @@ def check_description(value: object) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise BadRequest(f"description must be a string, not {value!r}")
+        raise BadRequest(f"description must be a string, not {echo(value)}")
     if len(value) > MAX_DESCRIPTION:
         raise BadRequest(f"description is {len(value)} characters long (at most {MAX_DESCRIPTION})")
     return value
@@ -91,13 +92,13 @@ def check_tags(value: object) -> list[str]:
     if isinstance(value, str):
         value = [t for t in (s.strip() for s in value.split(",")) if t]
     if not isinstance(value, list):
-        raise BadRequest(f"tags must be a list of strings, not {value!r}")
+        raise BadRequest(f"tags must be a list of strings, not {echo(value)}")
     if len(value) > MAX_TAGS:
         raise BadRequest(f"at most {MAX_TAGS} tags, not {len(value)}")
     out: list[str] = []
     for tag in value:
         if not isinstance(tag, str) or not _TAG.match(tag):
-            raise BadRequest(f"tag {tag!r} must be 1-{MAX_TAG} letters, digits or . _ + -")
+            raise BadRequest(f"tag {echo(tag)} must be 1-{MAX_TAG} letters, digits or . _ + -")
         if tag not in out:
             out.append(tag)
     return out

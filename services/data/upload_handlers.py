@@ -16,10 +16,12 @@ import uuid
 
 from tornado import web
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import BadRequest, Conflict, NotFound
 
 from . import files
+from .catalog import Catalog
 from .handlers import DataAPIHandler
 from .models import Upload, Version
 from .names import split_path
@@ -37,58 +39,71 @@ class UploadMixin:
     def store(self):
         return self.settings["upload_store"]
 
-    async def upload(self, uid: str, action: str = "edit") -> tuple[Upload, Version]:
-        u = self.db.get(Upload, uid)
-        if u is None:
-            raise NotFound(f"no upload {uid}")
-        v = self.db.get(Version, u.version_id)
-        cat = await self.catalog()
-        cat.get(v.asset_id, action)
-        return u, v
+    async def upload(self, uid: str, action: str = "edit") -> dict:
+        """The upload (``upload_json`` with its asset id and version number) if the actor
+        may ``action`` its dataset/model; 404 otherwise."""
+
+        def find(cat: Catalog) -> dict:
+            u = cat.db.get(Upload, uid)
+            if u is None:
+                raise NotFound(f"no upload {uid}")
+            v = cat.db.get(Version, u.version_id)
+            cat.get(v.asset_id, action)
+            return {**upload_json(u, 0), "asset_id": v.asset_id, "number": v.number}
+
+        return await self.in_catalog(find)
 
 
 class UploadsAPI(UploadMixin, DataAPIHandler):
     async def post(self, asset_id, number):
+        asset_id, number = self.asset_arg(asset_id), self.version_arg(number)
         body = self.json_body()
-        cat = await self.catalog()
-        a, v = cat.draft(int(asset_id), int(number))
         limits = self.settings["upload_limits"]
         items = body.get("files")
         if not isinstance(items, list) or not items:
             raise BadRequest('send {"files": [{"path": ..., "size": ..., "sha256": ...}, ...]}')
         if len(items) > limits["max_batch_files"]:
             raise BadRequest(f"{len(items)} files in one batch: at most {limits['max_batch_files']}")
-        root = cat.draft_dir(a, v)
-        batch = uuid.uuid4().hex
+        wanted = []
         seen: set[str] = set()
-        made = []
         for item in items:
             if not isinstance(item, dict):
                 raise BadRequest("each file must be an object with path, size and sha256")
             path = "/".join(split_path(item.get("path"), "file path"))
-            size, digest = item.get("size"), str(item.get("sha256", "")).lower()
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise BadRequest(f"{path!r}: size must be a whole number of bytes")
+            size = params.whole(item.get("size"), f"size of {params.echo(path)} (bytes)")
+            digest = item.get("sha256")
             if size > limits["max_file_bytes"]:
                 raise BadRequest(f"{path!r} is {size} bytes: web uploads take at most {limits['max_file_bytes']}"
                                  " bytes a file; use SFTP for bigger files")
-            if not _SHA256.match(digest):
+            if not isinstance(digest, str) or not _SHA256.match(digest.lower()):
                 raise BadRequest(f"{path!r}: sha256 must be 64 hexadecimal characters")
             if path in seen:
                 raise BadRequest(f"{path!r} appears twice in the batch")
             seen.add(path)
-            if (root / path).exists():
-                raise Conflict(f"{path!r} already exists in the draft; delete or rename it first")
-            made.append(Upload(id=uuid.uuid4().hex, version_id=v.id, batch=batch, path=path, size=size,
-                               sha256=digest, state="open", created_by=cat.actor))
-        for u in made:
-            self.db.add(u)
-            self.store.create(u.id)
-        audit_event(self.db, cat.actor, f"{a.kind}.upload.start", f"asset:{a.id}", version=v.number,
-                    batch=batch, files=len(made))
-        self.db.commit()
-        self.write_json({"batch": batch, "chunk_bytes": limits["chunk_bytes"],
-                         "uploads": [upload_json(u, 0) for u in made]}, 201)
+            wanted.append((path, size, digest.lower()))
+        batch = uuid.uuid4().hex
+        store = self.store
+
+        def start(cat: Catalog) -> list[dict]:
+            a, v = cat.draft(asset_id, number)
+            root = cat.draft_dir(a, v)
+            made = []
+            for path, size, digest in wanted:
+                if (root / path).exists():
+                    raise Conflict(f"{path!r} already exists in the draft; delete or rename it first")
+                made.append(Upload(id=uuid.uuid4().hex, version_id=v.id, batch=batch, path=path, size=size,
+                                   sha256=digest, state="open", created_by=cat.actor))
+            for u in made:
+                cat.db.add(u)
+                store.create(u.id)
+            audit_event(cat.db, cat.actor, f"{a.kind}.upload.start", f"asset:{a.id}", version=v.number,
+                        batch=batch, files=len(made))
+            cat.db.commit()
+            return [upload_json(u, 0) for u in made]
+
+        with self.draft_lock(asset_id, "being changed"):
+            made = await self.in_catalog(start)
+        self.write_json({"batch": batch, "chunk_bytes": limits["chunk_bytes"], "uploads": made}, 201)
 
 
 @web.stream_request_body
@@ -100,16 +115,16 @@ class UploadAPI(UploadMixin, DataAPIHandler):
         if self.request.method != "PUT":
             return
         uid = self.path_args[0]
-        u, _ = await self.upload(uid)
-        if u.state != "open":
+        u = await self.upload(uid)
+        if u["state"] != "open":
             raise Conflict("this upload is complete already")
-        offset = self.int_arg(self.get_query_argument("offset", "0") or "0", "offset")
+        offset = params.whole(self.get_query_argument("offset", None) or "0", "offset")
         length = self.request.headers.get("Content-Length")
         if length is None:
             raise BadRequest("send Content-Length with each chunk")
-        length = self.int_arg(length, "Content-Length")
+        length = params.whole(length, "Content-Length")
         self.request.connection.set_max_body_size(max(length, 1))
-        self.writer = self.store.writer(uid, offset, length, u.size)
+        self.writer = self.store.writer(uid, offset, length, u["size"])
         self._upload = u
 
     def data_received(self, chunk: bytes) -> None:
@@ -121,57 +136,68 @@ class UploadAPI(UploadMixin, DataAPIHandler):
             self.writer.abort()
             self.writer = None
 
+    def _answer(self, u: dict, offset: int) -> dict:
+        return {k: u[k] for k in ("id", "path", "size", "sha256", "state", "batch")} | {"offset": offset}
+
     async def put(self, uid):
         writer, self.writer = self.writer, None
         offset = await self.in_thread(writer.commit)
         self.set_header("Upload-Offset", str(offset))
-        self.write_json(upload_json(self._upload, offset))
+        self.write_json(self._answer(self._upload, offset))
+
+    async def _received(self, uid: str) -> tuple[dict, int]:
+        u = await self.upload(uid, "see")
+        offset = u["size"] if u["state"] == "complete" else await self.in_thread(self.store.received, uid)
+        return u, offset
 
     async def get(self, uid):
-        u, _ = await self.upload(uid, "see")
-        offset = u.size if u.state == "complete" else self.store.received(uid)
+        u, offset = await self._received(uid)
         self.set_header("Upload-Offset", str(offset))
-        self.write_json(upload_json(u, offset))
+        self.write_json(self._answer(u, offset))
 
     async def head(self, uid):
-        u, _ = await self.upload(uid, "see")
-        offset = u.size if u.state == "complete" else self.store.received(uid)
+        u, offset = await self._received(uid)
         self.set_header("Upload-Offset", str(offset))
-        self.set_header("Upload-Length", str(u.size))
+        self.set_header("Upload-Length", str(u["size"]))
         self.finish()
 
 
 class UploadCompleteAPI(UploadMixin, DataAPIHandler):
     async def post(self, uid):
-        u, v = await self.upload(uid)
-        cat = await self.catalog()
-        if u.state == "complete":  # a retried completion answers the same
-            self.write_json(upload_json(u, u.size))
+        u = await self.upload(uid)
+        if u["state"] == "complete":  # a retried completion answers the same
+            self.write_json({**u, "offset": u["size"]})
             return
-        a, v = cat.draft(v.asset_id, v.number)
         if uid in self.store.completing:
             raise Conflict("this upload is being completed by another request")
         self.store.completing.add(uid)
         try:
-            with self.draft_busy(a.id, v.number, "being changed"):
-                await self._complete(cat, a, v, u)
+            with self.draft_lock(u["asset_id"], "being changed"):
+                result = await self.in_catalog(self._complete, u, files_work=True)
         finally:
             self.store.completing.discard(uid)
+        self.write_json(result)
 
-    async def _complete(self, cat, a, v, u):
-        uid = u.id
+    def _complete(self, cat: Catalog, info: dict) -> dict:
+        """Verify size and checksum, move the file into the draft, count it (blocking)."""
+        uid = info["id"]
+        a, v = cat.draft(info["asset_id"], info["number"])
+        u = cat.db.get(Upload, uid)
+        if u is None:
+            raise NotFound(f"no upload {uid}")
+        if u.state == "complete":
+            return {**upload_json(u, u.size)}
         received = self.store.received(uid)
         if received != u.size:
             raise Conflict(f"{received} of {u.size} bytes received; send the rest from offset {received}")
-        digest = await self.in_thread(self.store.sha256, uid, u.size)
+        digest = self.store.sha256(uid, u.size)
         if digest != u.sha256:
             self.store.reset(uid)
             raise BadRequest(f"checksum mismatch for {u.path!r}: got sha256 {digest}, expected {u.sha256};"
                              " the upload was reset, send the file again")
         root = cat.draft_dir(a, v)
-        parts = u.path.split("/")
         folder = root
-        for part in parts[:-1]:
+        for part in u.path.split("/")[:-1]:
             folder = folder / part
             if not folder.exists():
                 folder.mkdir(mode=0o755)
@@ -181,9 +207,8 @@ class UploadCompleteAPI(UploadMixin, DataAPIHandler):
         self.store.move_into(uid, target)
         u.state = "complete"
         cat.count(v, files.Usage(1, u.size))
-        audit_event(self.db, cat.actor, f"{a.kind}.upload.complete", f"asset:{a.id}", version=v.number,
+        audit_event(cat.db, cat.actor, f"{a.kind}.upload.complete", f"asset:{a.id}", version=v.number,
                     path=u.path, size=u.size)
-        self.db.commit()
-        self.write_json({**upload_json(u, u.size), "version": {"number": v.number, "size_bytes": v.size_bytes,
-                                                               "file_count": v.file_count}})
-
+        cat.db.commit()
+        return {**upload_json(u, u.size), "version": {"number": v.number, "size_bytes": v.size_bytes,
+                                                      "file_count": v.file_count}}

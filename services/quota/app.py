@@ -8,7 +8,7 @@ from traitlets import Any, List, Unicode, default
 
 from gemhub.services.common.app import GemService
 from gemhub.services.common.caches import SeenNames
-from gemhub.services.common.openapi import OpenAPIRegistry
+from gemhub.services.common.openapi import ID, PAGE, OpenAPIRegistry, nullable
 
 from . import handlers as h
 from .hubapi import HubAPI
@@ -18,19 +18,18 @@ from .unixgroups import WorkspaceGroups
 HERE = Path(__file__).resolve().parent
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^/]*$"}
-WORKSPACE = {"type": "object", "properties": {
-    "id": {"type": "integer"}, "name": {"type": "string"}, "personal": {"type": "boolean"},
-    "role": {"type": "string", "enum": ["owner", "admin", "member"]}, "created": {"type": "string"},
+ROLE = {"type": "string", "enum": ["owner", "admin", "member"]}
+WORKSPACE = {"type": "object", "required": ["id", "name", "role"], "properties": {
+    "id": ID, "name": {"type": "string"}, "personal": {"type": "boolean"},
+    # null: a hub admin who is not a member (setting the workspace's limits)
+    "role": nullable(ROLE), "created": {"type": "string"},
     "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600},
     "allowed_presets": {"type": ["array", "null"], "items": {"type": "string"}},
     "custom_spec": {"type": "boolean"}}}
 PROJECT = {"type": "object", "properties": {
-    "id": {"type": "integer"}, "name": {"type": "string"}, "workspace_id": {"type": "integer"},
-    "created": {"type": "string"}}}
+    "id": ID, "name": {"type": "string"}, "workspace_id": ID, "created": {"type": "string"}}}
 MEMBER = {"type": "object", "properties": {
-    "username": {"type": "string"}, "role": {"type": "string"}, "created": {"type": "string"}}}
-ROLE = {"type": "string", "enum": ["owner", "admin", "member"]}
-PAGE = {"offset": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 0}}
+    "username": {"type": "string"}, "role": ROLE, "created": {"type": "string"}}}
 
 
 def page_of(schema: dict) -> dict:
@@ -65,7 +64,8 @@ class QuotaService(GemService):
         return HubAPI(log=self.log)
 
     def api_handlers(self):
-        ws, pr = r"workspaces/(\d+)", r"projects/(\d+)"
+        # ids are parsed (and bounded) by the handlers: any segment reaches them
+        ws, pr = r"workspaces/([^/]+)", r"projects/([^/]+)"
         return [
             ("", h.IndexPage),
             (ws, h.WorkspacePage),
@@ -92,56 +92,51 @@ class QuotaService(GemService):
               query={**PAGE, "include_projects": {"type": "boolean"}})
         r.add("post", "/workspaces", "Create a workspace (the caller becomes its owner)", status=201,
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}},
-              response=WORKSPACE, errors=(400, 401, 409))
+              response=WORKSPACE, errors=(409,))
         r.add("get", wsid, "A workspace", response=WORKSPACE)
         r.add("patch", wsid, "Rename a workspace; hub admins also set allowed_presets (null = all), "
               "custom_spec and max_runtime_minutes (null = no limit)",
-              response=WORKSPACE, errors=(400, 401, 403, 404, 409),
+              response=WORKSPACE, errors=(409,),
               request={"type": "object", "properties": {
                   "name": NAME, "allowed_presets": {"type": ["array", "null"], "items": {"type": "string"}},
                   "custom_spec": {"type": "boolean"},
                   "max_runtime_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": 525600}}})
         r.add("delete", wsid, "Delete a workspace (refused while a server of it runs)", status=204,
-              errors=(401, 403, 404, 409))
+              errors=(409,))
         r.add("get", f"{wsid}/members", "Members of a workspace", response=page_of(MEMBER))
-        r.add("post", f"{wsid}/members", "Invite a user", status=201, response=MEMBER,
-              errors=(400, 401, 403, 404, 409),
+        r.add("post", f"{wsid}/members", "Invite a user", status=201, response=MEMBER, errors=(409,),
               request={"type": "object", "required": ["username"],
                        "properties": {"username": {"type": "string", "minLength": 1}, "role": ROLE}})
         r.add("get", wsid + "/members/{username}", "A member", response=MEMBER)
-        r.add("patch", wsid + "/members/{username}", "Change a member's role", response=MEMBER,
-              errors=(400, 401, 403, 404, 409),
+        r.add("patch", wsid + "/members/{username}", "Change a member's role", response=MEMBER, errors=(409,),
               request={"type": "object", "required": ["role"], "properties": {"role": ROLE}})
         r.add("delete", wsid + "/members/{username}", "Remove a member: their servers in the workspace "
-              "stop and their account leaves its unix group", status=204, errors=(401, 403, 404, 409, 503))
+              "stop and their account leaves its unix group", status=204, errors=(409,))
         r.add("get", f"{wsid}/projects", "Projects of a workspace", response=page_of(PROJECT), query=PAGE)
-        r.add("post", f"{wsid}/projects", "Create a project", status=201, response=PROJECT,
-              errors=(400, 401, 403, 404, 409),
+        r.add("post", f"{wsid}/projects", "Create a project", status=201, response=PROJECT, errors=(409,),
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
         r.add("get", wsid + "/projects/{project_id}", "A project", response=PROJECT)
-        r.add("patch", wsid + "/projects/{project_id}", "Rename a project", response=PROJECT,
-              errors=(400, 401, 403, 404, 409),
+        r.add("patch", wsid + "/projects/{project_id}", "Rename a project", response=PROJECT, errors=(409,),
               request={"type": "object", "required": ["name"], "properties": {"name": NAME}})
         r.add("delete", wsid + "/projects/{project_id}", "Delete a project (refused while a server of it runs)",
-              status=204, errors=(401, 403, 404, 409))
+              status=204, errors=(409,))
         admin_ws = {**WORKSPACE, "properties": {**WORKSPACE["properties"],
                                                 "members": {"type": "array", "items": MEMBER},
                                                 "project_count": {"type": "integer"}}}
         r.add("get", "/admin/workspaces", "Every workspace with its members (hub admins)",
-              response=page_of(admin_ws), errors=(400, 401, 403),
+              response=page_of(admin_ws),
               query={**PAGE, "search": {"type": "string", "maxLength": 63},
                      "member": {"type": "array", "items": {"type": "string"}}})
         r.add("get", "/admin" + wsid, "A workspace with its members and projects (hub admins)",
               response={**admin_ws, "properties": {**admin_ws["properties"],
-                                                   "projects": {"type": "array", "items": PROJECT}}},
-              errors=(401, 403, 404))
+                                                   "projects": {"type": "array", "items": PROJECT}}})
         r.add("get", "/resolve", "Resolve a user's workspace/project references (the spawner's call): "
               "ids by id, names among the user's own workspaces; ids win",
-              query={"user": {"type": "string"}, "workspace_id": {"type": "integer", "minimum": 0},
-                     "project_id": {"type": "integer", "minimum": 0},
+              query={"user": {"type": "string"}, "workspace_id": ID, "project_id": ID,
                      "workspace": {"type": "string"}, "project": {"type": "string"}},
-              response={"type": "object", "properties": {"workspace": {"type": "object"},
-                                                         "project": {"type": "object"}}})
+              response={"type": "object", "required": ["workspace", "project"], "properties": {
+                  "workspace": {"type": "object", "properties": {"id": ID, "name": {"type": "string"}}},
+                  "project": {"type": "object", "properties": {"id": ID, "name": {"type": "string"}}}}})
         return r
 
 

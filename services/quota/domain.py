@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from gemhub.services.common.errors import BadRequest, Conflict, Forbidden
+from gemhub.services.common.params import echo
 
 MAX_NAME = 63
 _CONTROL = ("Cc", "Cf", "Cs", "Co", "Cn")  # unicode categories refused in names
@@ -59,7 +60,7 @@ def validate_name(value: object, what: str = "name") -> str:
 
 def validate_role(value: object) -> str:
     if value not in ROLES:
-        raise BadRequest(f"role must be one of {', '.join(ROLES)} (got {value!r})")
+        raise BadRequest(f"role must be one of {', '.join(ROLES)} (got {echo(value)})")
     return value  # type: ignore[return-value]
 
 
@@ -68,7 +69,7 @@ def validate_username(value: object) -> str:
         raise BadRequest("username must be a non-empty string")
     name = value.strip()
     if "/" in name or len(name) > 255:
-        raise BadRequest(f"{name!r} is not a valid user name")
+        raise BadRequest(f"{echo(name)} is not a valid user name")
     return name
 
 

@@ -1,15 +1,24 @@
-"""HTTP adapters of the quota service (thin: rules live in domain.py/workspaces.py)."""
+"""HTTP adapters of the quota service (thin: rules live in domain.py/workspaces.py).
+
+Every handler follows the services' rules (services/common/db.py, params.py): path ids are
+parsed by ``id_arg``, database work runs in ``in_store`` (a worker thread, a session of
+its own, plain data out) and the hub is awaited between database calls, never inside one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from gemhub.lab import limits as runtime_limits
+from gemhub.services.common import params
 from gemhub.services.common.errors import BadRequest, Conflict, Forbidden
 from gemhub.services.common.handlers import APIHandler, PageHandler
 
 from . import domain, presets
 from .hubapi import spawn_background
-from .unixgroups import WorkspaceGroups
 from .models import Membership, Workspace
+from .unixgroups import WorkspaceGroups
 from .workspaces import (
     Workspaces,
     admin_workspace_json,
@@ -25,32 +34,41 @@ MAX_MEMBER_FILTER = 200  # ?member= names in one admin listing (a page of the co
 class QuotaMixin:
     """Shared by API and page handlers: the acting user's view of the workspaces."""
 
-    def workspaces(self) -> Workspaces:
-        if not hasattr(self, "_workspaces"):
-            actor = self.acting_user()
-            ws = Workspaces(self.db, actor, self.settings["state_dir"])
-            seen = self.settings["seen_users"]
-            if actor not in seen:
-                personal = ws.ensure_personal()
-                seen.add(actor)
-                self.sync_group(personal.id)
-            self._workspaces = ws
-        return self._workspaces
+    async def in_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(store, *args)`` with the actor's :class:`Workspaces` in a worker thread; the
+        first request of a user also makes their personal workspace."""
+        actor = self.acting_user()
+        state_dir = self.settings["state_dir"]
+        seen = self.settings["seen_users"]
+        first = actor not in seen
+
+        def work(session):
+            store = Workspaces(session, actor, state_dir)
+            personal = store.ensure_personal().id if first else None
+            return personal, fn(store, *args)
+
+        personal, result = await self.run_db(work)
+        if first:
+            seen.add(actor)
+            self.sync_group(personal)
+        return result
 
     def sync_group(self, ws_id: int) -> None:
         """Mirror the workspace's members into hub group ws-<id>, in the background."""
         hub = self.settings["hub_api"]
-        sessionmaker = self.settings["sessionmaker"]
+        database = self.settings["database"]
 
-        def members():
-            with sessionmaker() as s:
-                if s.get(Workspace, ws_id) is None:
-                    return None
-                return [m.username for m in s.query(Membership).filter_by(workspace_id=ws_id)]
+        def read(s):
+            if s.get(Workspace, ws_id) is None:
+                return None
+            return [m.username for m in s.query(Membership).filter_by(workspace_id=ws_id)]
+
+        async def members():
+            return await database.run(read)
 
         spawn_background(hub.sync_group(ws_id, members))
 
-    def unix_groups(self) -> "WorkspaceGroups":
+    def unix_groups(self) -> WorkspaceGroups:
         return self.settings["unix_groups"]
 
     async def revoke_access(self, ws_id: int, username: str) -> None:
@@ -74,72 +92,75 @@ class QuotaMixin:
 
 
 class QuotaAPIHandler(QuotaMixin, APIHandler):
-    def truthy(self, name: str) -> bool:
-        return (self.get_query_argument(name, "") or "").lower() in ("1", "true", "yes")
-
-    def id_argument(self, name: str) -> int | None:
-        """An id from the query: ASCII digits that fit a BIGINT, else a 400."""
-        raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
-            return None
-        if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**63 - 1:
-            raise BadRequest(f"{name} must be a whole number (an id), not {raw[:40]!r}")
-        return int(raw)
+    def flag(self, name: str) -> bool:
+        return params.flag(self.get_query_argument(name, None), name)
 
 
 class WorkspacesAPI(QuotaAPIHandler):
     async def get(self):
         offset, limit = self.page_args()
-        store = self.workspaces()
-        rows, total = store.mine(offset, limit)
-        items = []
-        for ws, role in rows:
-            item = workspace_json(ws, role)
-            if self.truthy("include_projects"):
-                item["projects"] = [project_json(p) for p in store.projects(ws)[0]]
-            items.append(item)
+        with_projects = self.flag("include_projects")
+
+        def page(store: Workspaces):
+            rows, total = store.mine(offset, limit)
+            items = []
+            for ws, role in rows:
+                item = workspace_json(ws, role)
+                if with_projects:
+                    item["projects"] = [project_json(p) for p in store.projects(ws)[0]]
+                items.append(item)
+            return items, total
+
+        items, total = await self.in_store(page)
         self.write_json(self.paginated(items, offset, limit, total))
 
     async def post(self):
         body = self.json_body()
-        ws = self.workspaces().create(body.get("name"))
-        self.sync_group(ws.id)
-        self.write_json(workspace_json(ws, domain.OWNER), 201)
+        ws = await self.in_store(lambda store: workspace_json(store.create(body.get("name")), domain.OWNER))
+        self.sync_group(ws["id"])
+        self.write_json(ws, 201)
 
 
 class WorkspaceAPI(QuotaAPIHandler):
     async def get(self, ws_id):
-        ws, role = self.workspaces().get(int(ws_id))
-        self.write_json(workspace_json(ws, role))
+        ws_id = self.id_arg(ws_id, "workspace id")
+        self.write_json(await self.in_store(lambda store: workspace_json(*store.get(ws_id))))
 
     async def patch(self, ws_id):
+        ws_id = self.id_arg(ws_id, "workspace id")
         body = self.json_body()
         limits = {k: body[k] for k in ("allowed_presets", "custom_spec") if k in body}
         if "name" not in body and not limits and "max_runtime_minutes" not in body:
             raise BadRequest("nothing to change: send name, allowed_presets, custom_spec or max_runtime_minutes")
-        store = self.workspaces()
-        minutes = await self.runtime_limit(body, store.actor)
+        actor = self.acting_user()
+        known = tuple(self.settings["preset_names"])
+        # checked before anything changes, so a refused request changes nothing
+        hub_admin = False
+        if limits or "max_runtime_minutes" in body:
+            hub_admin = await self.settings["hub_api"].is_admin(actor)
+        minutes = self.runtime_limit(body, hub_admin) if "max_runtime_minutes" in body else None
         if limits:
-            # checked before anything changes, so a refused request changes nothing
-            presets.require_hub_admin(await self.settings["hub_api"].is_admin(store.actor))
-            known = tuple(self.settings["preset_names"])
+            presets.require_hub_admin(hub_admin)
             if "allowed_presets" in limits:
                 presets.validate_allowed_presets(limits["allowed_presets"], known)
             if "custom_spec" in limits:
                 presets.validate_custom_spec(limits["custom_spec"])
-        ws = store.rename(int(ws_id), body["name"]) if "name" in body else None
-        if limits:
-            ws = store.set_preset_limits(int(ws_id), known_presets=known, **limits)
-        if "max_runtime_minutes" in body:
-            ws = store.set_runtime_limit(int(ws_id), minutes)
-        self.write_json(workspace_json(ws, store.role_in(ws)))
 
-    async def runtime_limit(self, body: dict, actor: str) -> int | None:
-        """The run-time limit in ``body`` (checked before anything changes). Hub admins set
-        it (seed 001), not workspace owners: it bounds what a workspace may use."""
-        if "max_runtime_minutes" not in body:
-            return None
-        if not await self.settings["hub_api"].is_admin(actor):
+        def change(store: Workspaces):
+            ws = store.rename(ws_id, body["name"]) if "name" in body else None
+            if limits:
+                ws = store.set_preset_limits(ws_id, known_presets=known, **limits)
+            if "max_runtime_minutes" in body:
+                ws = store.set_runtime_limit(ws_id, minutes)
+            return workspace_json(ws, store.role_in(ws))
+
+        self.write_json(await self.in_store(change))
+
+    @staticmethod
+    def runtime_limit(body: dict, hub_admin: bool) -> int | None:
+        """The run-time limit in ``body``. Hub admins set it (seed 001), not workspace
+        owners: it bounds what a workspace may use."""
+        if not hub_admin:
             raise Forbidden("only hub administrators may set a workspace's run-time limit")
         try:
             return runtime_limits.check_minutes(body["max_runtime_minutes"])
@@ -147,99 +168,117 @@ class WorkspaceAPI(QuotaAPIHandler):
             raise BadRequest(str(e)) from None
 
     async def delete(self, ws_id):
-        store = self.workspaces()
-        ws, _ = store.get(int(ws_id), domain.DELETE)
-        if ws.personal:
-            raise Conflict("a personal workspace cannot be deleted")
-        await self.refuse_if_running(ws.id)
-        store.delete(ws.id)
-        self.sync_group(int(ws_id))
-        await self.unix_groups().remove_workspace(ws.id)
+        ws_id = self.id_arg(ws_id, "workspace id")
+
+        def check(store: Workspaces):
+            ws, _ = store.get(ws_id, domain.DELETE)
+            if ws.personal:
+                raise Conflict("a personal workspace cannot be deleted")
+
+        await self.in_store(check)
+        await self.refuse_if_running(ws_id)
+        await self.in_store(lambda store: store.delete(ws_id))
+        self.sync_group(ws_id)
+        await self.unix_groups().remove_workspace(ws_id)
         self.set_status(204)
         self.finish()
 
 
 class MembersAPI(QuotaAPIHandler):
     async def get(self, ws_id):
-        store = self.workspaces()
-        ws, _ = store.get(int(ws_id))
-        items = [member_json(m) for m in store.members(ws)]
+        ws_id = self.id_arg(ws_id, "workspace id")
+        items = await self.in_store(lambda store: [member_json(m) for m in store.members(store.get(ws_id)[0])])
         self.write_json(self.paginated(items, 0, len(items) or 1, len(items)))
 
     async def post(self, ws_id):
+        ws_id = self.id_arg(ws_id, "workspace id")
         body = self.json_body()
-        store = self.workspaces()
-        ws, role = store.get(int(ws_id))
         username = domain.validate_username(body.get("username"))
         new_role = domain.validate_role(body.get("role", domain.MEMBER))
-        domain.check_member_change(store.actor, role, username, None, new_role, 2)
-        if store.role_in(ws, username) is None and not await self.settings["hub_api"].user_exists(username):
-            raise BadRequest(f"there is no user named {username!r}")
-        m = store.add_member(ws.id, username, new_role)
-        self.sync_group(ws.id)
-        self.write_json(member_json(m), 201)
+
+        def check(store: Workspaces) -> bool:
+            ws, role = store.get(ws_id)
+            domain.check_member_change(store.actor, role, username, None, new_role, 2)
+            return store.role_in(ws, username) is not None
+
+        # the hub is asked between two database calls, never while holding a session
+        already = await self.in_store(check)
+        if not already and not await self.settings["hub_api"].user_exists(username):
+            raise BadRequest(f"there is no user named {params.echo(username)}")
+        m = await self.in_store(lambda store: member_json(store.add_member(ws_id, username, new_role)))
+        self.sync_group(ws_id)
+        self.write_json(m, 201)
 
 
 class MemberAPI(QuotaAPIHandler):
     async def get(self, ws_id, username):
-        store = self.workspaces()
-        ws, _ = store.get(int(ws_id))
-        self.write_json(member_json(store.member(ws, username)))
+        ws_id = self.id_arg(ws_id, "workspace id")
+        self.write_json(await self.in_store(lambda store: member_json(store.member(store.get(ws_id)[0], username))))
 
     async def patch(self, ws_id, username):
+        ws_id = self.id_arg(ws_id, "workspace id")
         body = self.json_body()
         if "role" not in body:
             raise BadRequest("nothing to change: send {\"role\": ...}")
-        m = self.workspaces().change_member(int(ws_id), username, body["role"])
-        self.write_json(member_json(m))
+        m = await self.in_store(lambda store: member_json(store.change_member(ws_id, username, body["role"])))
+        self.write_json(m)
 
     async def delete(self, ws_id, username):
         """Remove a member: their servers in this workspace stop and they leave its unix
         group first, so a removed member keeps no access (from a running server, a terminal
         or an SSH session) to the workspace's files."""
-        store = self.workspaces()
-        store.check_remove_member(int(ws_id), username)
-        self.db.rollback()  # no database connection is held while the hub is asked
-        await self.revoke_access(int(ws_id), username)
-        store.remove_member(int(ws_id), username)
-        self.sync_group(int(ws_id))
+        ws_id = self.id_arg(ws_id, "workspace id")
+        await self.in_store(lambda store: store.check_remove_member(ws_id, username) and None)
+        # the hub is asked between two database calls, never while holding a session
+        await self.revoke_access(ws_id, username)
+        await self.in_store(lambda store: store.remove_member(ws_id, username))
+        self.sync_group(ws_id)
         self.set_status(204)
         self.finish()
 
 
 class ProjectsAPI(QuotaAPIHandler):
     async def get(self, ws_id):
+        ws_id = self.id_arg(ws_id, "workspace id")
         offset, limit = self.page_args()
-        store = self.workspaces()
-        ws, _ = store.get(int(ws_id))
-        items, total = store.projects(ws, offset, limit)
-        self.write_json(self.paginated([project_json(p) for p in items], offset, limit, total))
+
+        def page(store: Workspaces):
+            items, total = store.projects(store.get(ws_id)[0], offset, limit)
+            return [project_json(p) for p in items], total
+
+        items, total = await self.in_store(page)
+        self.write_json(self.paginated(items, offset, limit, total))
 
     async def post(self, ws_id):
+        ws_id = self.id_arg(ws_id, "workspace id")
         body = self.json_body()
-        p = self.workspaces().create_project(int(ws_id), body.get("name"))
-        self.write_json(project_json(p), 201)
+        p = await self.in_store(lambda store: project_json(store.create_project(ws_id, body.get("name"))))
+        self.write_json(p, 201)
 
 
 class ProjectAPI(QuotaAPIHandler):
     async def get(self, ws_id, project_id):
-        store = self.workspaces()
-        ws, _ = store.get(int(ws_id))
-        self.write_json(project_json(store.project_by_id(ws, int(project_id))))
+        ws_id = self.id_arg(ws_id, "workspace id")
+        project_id = self.id_arg(project_id, "project id")
+        self.write_json(await self.in_store(
+            lambda store: project_json(store.project_by_id(store.get(ws_id)[0], project_id))))
 
     async def patch(self, ws_id, project_id):
+        ws_id = self.id_arg(ws_id, "workspace id")
+        project_id = self.id_arg(project_id, "project id")
         body = self.json_body()
         if "name" not in body:
             raise BadRequest("nothing to change: send {\"name\": ...}")
-        p = self.workspaces().rename_project(int(ws_id), int(project_id), body["name"])
-        self.write_json(project_json(p))
+        p = await self.in_store(lambda store: project_json(store.rename_project(ws_id, project_id, body["name"])))
+        self.write_json(p)
 
     async def delete(self, ws_id, project_id):
-        store = self.workspaces()
-        ws, _ = store.get(int(ws_id), domain.MANAGE_PROJECTS)
-        p = store.project_by_id(ws, int(project_id))
-        await self.refuse_if_running(ws.id, p.id)
-        store.delete_project(ws.id, p.id)
+        ws_id = self.id_arg(ws_id, "workspace id")
+        project_id = self.id_arg(project_id, "project id")
+        await self.in_store(
+            lambda store: store.project_by_id(store.get(ws_id, domain.MANAGE_PROJECTS)[0], project_id) and None)
+        await self.refuse_if_running(ws_id, project_id)
+        await self.in_store(lambda store: store.delete_project(ws_id, project_id))
         self.set_status(204)
         self.finish()
 
@@ -251,18 +290,21 @@ class AdminWorkspacesAPI(QuotaAPIHandler):
 
     async def get(self):
         offset, limit = self.page_args()
-        store = self.workspaces()
-        await self.require_hub_admin(store.actor)
+        await self.require_hub_admin(self.acting_user())
         search = (self.get_query_argument("search", "") or "").strip()
         if len(search) > domain.MAX_NAME:
             raise BadRequest(f"search is at most {domain.MAX_NAME} characters (got {len(search)})")
         members = tuple(dict.fromkeys(m.strip() for m in self.get_query_arguments("member") if m.strip()))
         if len(members) > MAX_MEMBER_FILTER:
             raise BadRequest(f"name at most {MAX_MEMBER_FILTER} members at once (got {len(members)})")
-        rows, total = store.every(search, members, offset, limit)
-        ids = [ws.id for ws in rows]
-        people, projects = store.members_of(ids), store.project_counts(ids)
-        items = [admin_workspace_json(ws, people[ws.id], projects[ws.id]) for ws in rows]
+
+        def page(store: Workspaces):
+            rows, total = store.every(search, members, offset, limit)
+            ids = [ws.id for ws in rows]
+            people, projects = store.members_of(ids), store.project_counts(ids)
+            return [admin_workspace_json(ws, people[ws.id], projects[ws.id]) for ws in rows], total
+
+        items, total = await self.in_store(page)
         self.write_json(self.paginated(items, offset, limit, total))
 
     async def require_hub_admin(self, actor: str) -> None:
@@ -274,12 +316,16 @@ class AdminWorkspaceAPI(AdminWorkspacesAPI):
     """One workspace with its members and projects, for hub admins (no membership needed)."""
 
     async def get(self, ws_id):
-        store = self.workspaces()
-        await self.require_hub_admin(store.actor)
-        ws, _ = store.view(int(ws_id), hub_admin=True)
-        item = admin_workspace_json(ws, store.members(ws), store.projects(ws, 0, 0)[1])
-        item["projects"] = [project_json(p) for p in store.projects(ws, 0, 10_000)[0]]
-        self.write_json(item)
+        ws_id = self.id_arg(ws_id, "workspace id")
+        await self.require_hub_admin(self.acting_user())
+
+        def one(store: Workspaces):
+            ws, _ = store.view(ws_id, hub_admin=True)
+            item = admin_workspace_json(ws, store.members(ws), store.projects(ws, 0, 0)[1])
+            item["projects"] = [project_json(p) for p in store.projects(ws, 0, 10_000)[0]]
+            return item
+
+        self.write_json(await self.in_store(one))
 
 
 class ResolveAPI(QuotaAPIHandler):
@@ -288,25 +334,27 @@ class ResolveAPI(QuotaAPIHandler):
     name, and nothing given means the personal workspace / project "default"."""
 
     async def get(self):
-        store = self.workspaces()
-        ws_id = self.id_argument("workspace_id")
-        pr_id = self.id_argument("project_id")
-        ws_name = (self.get_query_argument("workspace", "") or "").strip()
-        pr_name = (self.get_query_argument("project", "") or "").strip()
-        if ws_id is not None:
-            ws, _ = store.get(ws_id)
-        elif ws_name:
-            ws, _ = store.find_mine(ws_name)
-        else:
-            ws = store.ensure_personal()
-        if pr_id is not None:
-            p = store.project_by_id(ws, pr_id)
-        else:
-            p = store.project_by_name(ws, pr_name or domain.DEFAULT_PROJECT)
-        self.write_json({"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
-                                       "max_runtime_minutes": ws.max_runtime_minutes,
-                                       **preset_limits_json(ws)},
-                         "project": {"id": p.id, "name": p.name}})
+        ws_id = params.optional(self.get_query_argument("workspace_id", None), "workspace_id")
+        pr_id = params.optional(self.get_query_argument("project_id", None), "project_id")
+        ws_name = params.ref(self.get_query_argument("workspace", None), "workspace")
+        pr_name = params.ref(self.get_query_argument("project", None), "project")
+
+        def resolve(store: Workspaces):
+            if ws_id is not None:
+                ws, _ = store.get(ws_id)
+            elif ws_name:
+                ws, _ = store.find_mine(ws_name)
+            else:
+                ws = store.ensure_personal()
+            if pr_id is not None:
+                p = store.project_by_id(ws, pr_id)
+            else:
+                p = store.project_by_name(ws, pr_name or domain.DEFAULT_PROJECT)
+            return {"workspace": {"id": ws.id, "name": ws.name, "personal": ws.personal,
+                                  "max_runtime_minutes": ws.max_runtime_minutes, **preset_limits_json(ws)},
+                    "project": {"id": p.id, "name": p.name}}
+
+        self.write_json(await self.in_store(resolve))
 
 
 # -- HTML pages ------------------------------------------------------------------------
@@ -318,35 +366,44 @@ class IndexPage(QuotaPage):
     async def get(self):
         if await self.login_or_user() is None:
             return
-        store = self.workspaces()
-        rows, _ = store.mine(0, 10_000)
-        items = []
-        for ws, role in rows:
-            item = workspace_json(ws, role)
-            item["project_count"] = store.projects(ws, 0, 0)[1]
-            items.append(item)
-        self.finish(self.render_page("index.html", workspaces=items, actor=store.actor))
+
+        def listing(store: Workspaces):
+            rows, _ = store.mine(0, 10_000)
+            items = []
+            for ws, role in rows:
+                item = workspace_json(ws, role)
+                item["project_count"] = store.projects(ws, 0, 0)[1]
+                items.append(item)
+            return items
+
+        items = await self.in_store(listing)
+        self.finish(self.render_page("index.html", workspaces=items, actor=self.acting_user()))
 
 
 class WorkspacePage(QuotaPage):
     async def get(self, ws_id):
         if await self.login_or_user() is None:
             return
-        store = self.workspaces()
+        ws_id = self.id_arg(ws_id, "workspace id")
+        actor = self.acting_user()
         # asked of the hub on every view: admin rights can be granted or revoked at any time
-        hub_admin = await self.settings["hub_api"].is_admin(store.actor)
-        ws, role = store.view(int(ws_id), hub_admin)
-        perms = domain.PERMISSIONS.get(role, frozenset())
+        hub_admin = await self.settings["hub_api"].is_admin(actor)
+
+        def view(store: Workspaces):
+            ws, role = store.view(ws_id, hub_admin)
+            return {"ws": workspace_json(ws, role), "role": role,
+                    "projects": [project_json(p) for p in store.projects(ws, 0, 10_000)[0]],
+                    "members": [member_json(m) for m in store.members(ws)]}
+
+        page = await self.in_store(view)
+        perms = domain.PERMISSIONS.get(page["role"], frozenset())
         self.finish(self.render_page(
             "workspace.html",
-            ws=workspace_json(ws, role),
-            role=role,
             hub_admin=hub_admin,
             preset_names=list(self.settings["preset_names"]),
             can={p: p in perms for p in (domain.RENAME, domain.DELETE, domain.MANAGE_MEMBERS,
                                          domain.MANAGE_PROJECTS, domain.CREATE_PROJECT)},
-            projects=[project_json(p) for p in store.projects(ws, 0, 10_000)[0]],
-            members=[member_json(m) for m in store.members(ws)],
             roles=domain.ROLES,
-            actor=store.actor,
+            actor=actor,
+            **page,
         ))

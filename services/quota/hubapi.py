@@ -106,8 +106,9 @@ class HubAPI:
             stopped.append(sname)
         return stopped
 
-    async def sync_group(self, ws_id: int, members: Callable[[], list[str] | None]) -> None:
-        """Make group ws-<id> hold exactly ``members()`` (None: the workspace is gone: delete it).
+    async def sync_group(self, ws_id: int, members: Callable[[], Awaitable[list[str] | None]]) -> None:
+        """Make group ws-<id> hold exactly ``await members()`` (None: the workspace is gone:
+        delete it).
 
         ``members`` is read inside a per-workspace lock so concurrent syncs apply in order.
         Best effort: errors are logged, never raised.
@@ -116,7 +117,7 @@ class HubAPI:
         name = quote(group_name(ws_id), safe="")
         async with lock:
             try:
-                wanted = members()
+                wanted = await members()
                 if wanted is None:
                     r = await self._request("DELETE", f"/groups/{name}")
                     if r.status_code not in (204, 404):
@@ -157,3 +158,9 @@ def spawn_background(coro: Awaitable) -> None:
 
 
 _background: set[asyncio.Task] = set()
+
+
+async def wait_background() -> None:
+    """Wait for every background task started so far (tests; nothing else needs to)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)

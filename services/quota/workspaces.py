@@ -11,6 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event
 from gemhub.services.common.errors import Conflict, NotFound
 
@@ -66,14 +67,16 @@ class Workspaces:
                                           Membership.username == (username or self.actor))
         )
 
-    def get(self, ws_id: int, action: str = domain.VIEW) -> tuple[Workspace, str]:
-        """The workspace and the actor's role in it: 404 if none, 403 if not allowed."""
+    def get(self, ws_id: int, action: str = domain.VIEW, label: str | None = None) -> tuple[Workspace, str]:
+        """The workspace and the actor's role in it: 404 if none *or not a member* (the same
+        answer, so ids and names of other workspaces are not revealed), 403 if the actor's
+        role does not allow ``action``. ``label`` names it in that 404 (default: the id)."""
         ws = self.db.get(Workspace, ws_id)
-        if ws is None:
-            raise NotFound(f"workspace {ws_id} does not exist")
-        role = self.role_in(ws)
+        role = self.role_in(ws) if ws is not None else None
+        if role is None:
+            raise NotFound(f"workspace {label or ws_id} does not exist")
         domain.require(role, action, ws.name)
-        return ws, role  # type: ignore[return-value]
+        return ws, role
 
     def view(self, ws_id: int, hub_admin: bool) -> tuple[Workspace, str | None]:
         """The workspace and the actor's role for its page: a hub admin who is not a member
@@ -130,7 +133,7 @@ class Workspaces:
         m = self.db.scalar(select(Membership).where(Membership.workspace_id == ws.id,
                                                     Membership.username == username))
         if m is None:
-            raise NotFound(f"{username!r} is not a member of workspace {ws.name!r}")
+            raise NotFound(f"{params.echo(username)} is not a member of workspace {ws.name!r}")
         return m
 
     def projects(self, ws: Workspace, offset: int = 0, limit: int = 200) -> tuple[list[Project], int]:
@@ -144,7 +147,7 @@ class Workspaces:
         ws = self.db.scalar(select(Workspace).join(Membership, Membership.workspace_id == Workspace.id)
                             .where(Workspace.name == name, Membership.username == self.actor))
         if ws is None:
-            raise NotFound(f"you are not a member of a workspace named {name!r}")
+            raise NotFound(f"you are not a member of a workspace named {params.echo(name)}")
         return self.get(ws.id, action)
 
     def project_by_id(self, ws: Workspace, project_id: int) -> Project:
@@ -156,7 +159,7 @@ class Workspaces:
     def project_by_name(self, ws: Workspace, name: str) -> Project:
         p = self.db.scalar(select(Project).where(Project.workspace_id == ws.id, Project.name == name))
         if p is None:
-            raise NotFound(f"workspace {ws.name!r} has no project named {name!r}")
+            raise NotFound(f"workspace {ws.name!r} has no project named {params.echo(name)}")
         return p
 
     # -- the personal workspace --------------------------------------------------------

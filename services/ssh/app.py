@@ -12,7 +12,7 @@ from traitlets import Float, Bool, Integer, Unicode, default
 
 from gemhub.services.common import lifecycle
 from gemhub.services.common.app import GemService, StartFailure
-from gemhub.services.common.openapi import OpenAPIRegistry
+from gemhub.services.common.openapi import OpenAPIRegistry, nullable
 from gemhub.services.data.client import DataClient
 
 from . import handlers as h
@@ -26,10 +26,10 @@ HERE = Path(__file__).resolve().parent
 KEY = {"type": "object", "properties": {
     "id": {"type": "integer"}, "name": {"type": "string"}, "algorithm": {"type": "string"},
     "fingerprint": {"type": "string"}, "public_key": {"type": "string"}, "created": {"type": "string"},
-    "last_used": {"type": "string", "nullable": True}}}
+    "last_used": nullable({"type": "string"})}}
 STATUS = {"type": "object", "properties": {
     "has_password": {"type": "boolean"}, "locked": {"type": "boolean"},
-    "locked_until": {"type": "string", "nullable": True}, "failures": {"type": "integer"},
+    "locked_until": nullable({"type": "string"}), "failures": {"type": "integer"},
     "attempts_left": {"type": "integer"}, "connection": {"type": "object"}}}
 
 
@@ -92,7 +92,7 @@ class SSHService(GemService):
         return [
             ("", h.IndexPage),
             ("api/v1/keys", h.KeysAPI),
-            (r"api/v1/keys/(\d+)", h.KeyAPI),
+            (r"api/v1/keys/([^/]+)", h.KeyAPI),
             ("api/v1/password", h.PasswordAPI),
             ("api/v1/status", h.StatusAPI),
         ]
@@ -107,14 +107,14 @@ class SSHService(GemService):
               response={"type": "object", "properties": {"items": {"type": "array", "items": KEY},
                                                          "_pagination": {"type": "object"}}})
         r.add("post", "/keys", "Register a public key (OpenSSH one-line form)", status=201, response=KEY,
-              errors=(400, 401, 409),
+              errors=(409,),
               request={"type": "object", "required": ["public_key"],
                        "properties": {"public_key": {"type": "string"}, "name": {"type": "string"}}})
-        r.add("delete", "/keys/{key_id}", "Delete one of the caller's keys", status=204, errors=(401, 404))
-        r.add("put", "/password", "Set the caller's SSH password", response=STATUS, errors=(400, 401),
+        r.add("delete", "/keys/{key_id}", "Delete one of the caller's keys", status=204)
+        r.add("put", "/password", "Set the caller's SSH password", response=STATUS,
               request={"type": "object", "required": ["password"],
                        "properties": {"password": {"type": "string", "minLength": 8}}})
-        r.add("delete", "/password", "Remove the caller's SSH password", status=204, errors=(401,))
+        r.add("delete", "/password", "Remove the caller's SSH password", status=204)
         r.add("get", "/status", "Lockout state and connection details of the caller", response=STATUS)
         return r
 
@@ -124,6 +124,7 @@ class SSHService(GemService):
         gateway = Gateway(
             credentials=self.credentials(), hub=HubClient(log=self.log), state_dir=self.state_dir,
             hub_url=self.hub_url, start_stopped=self.start_stopped, log=self.log, data=data,
+            database=self.database,
             draft_recheck_seconds=self.draft_recheck_seconds,
         )
         host_key = await asyncio.get_running_loop().run_in_executor(None, load_host_key, Path(self.host_key_file))

@@ -248,8 +248,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
     assert target is not None
 
     def refused(message: str) -> asyncssh.ChannelOpenError:
-        gateway.credentials.record_event(user, "draft.refused", draft=target.label, reason=message,
-                                         source=server.source)
+        gateway.record(user, "draft.refused", draft=target.label, reason=message, source=server.source)
         return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, message)
 
     if gateway.data is None:
@@ -266,7 +265,7 @@ async def open_draft_session(server: "GatewayServer") -> DraftSession:
         gateway.log.exception("SFTP login of %s into %s failed", user, target.label)
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                         "gemhub: internal error in the SSH gateway") from None
-    gateway.credentials.record_event(user, "session.draft", draft=target.label, source=server.source)
+    gateway.record(user, "session.draft", draft=target.label, source=server.source)
     watch = asyncio.ensure_future(_watch_access(server, target))
 
     def closed() -> None:
@@ -291,8 +290,8 @@ async def _watch_access(server: "GatewayServer", target: DraftTarget) -> None:
         except DataError as e:
             if e.status is not None and 400 <= e.status < 500:
                 gateway.log.info("closing %s's SFTP session into %s: %s", server.user, target.label, e.message)
-                gateway.credentials.record_event(server.user, "draft.revoked", draft=target.label,
-                                                 reason=e.message, source=server.source)
+                gateway.record(server.user, "draft.revoked", draft=target.label, reason=e.message,
+                               source=server.source)
                 server.conn.close()
                 return
             # the data service is unreachable right now: keep the session, ask again later

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncssh
 import psutil
 
+from gemhub.services.common.db import Database
 from gemhub.services.common.errors import Unavailable
 from gemhub.services.data.client import DataClient
 from gemhub.spawner.local.record import RuntimeRecord, read_record, record_path
@@ -38,9 +39,10 @@ START_WAIT = 120.0
 
 class Gateway:
     def __init__(self, *, credentials: Credentials, hub: HubClient, state_dir: str, hub_url: str,
-                 start_stopped: bool, log: logging.Logger, tools: Tools | None = None,
+                 start_stopped: bool, log: logging.Logger, database: Database, tools: Tools | None = None,
                  data: DataClient | None = None, draft_recheck_seconds: float = 15.0):
         self.credentials = credentials
+        self.database = database
         self.hub = hub
         self.data = data  # the data service, for SFTP into drafts (None: not offered)
         self.draft_recheck_seconds = draft_recheck_seconds
@@ -58,6 +60,15 @@ class Gateway:
         task = asyncio.ensure_future(coro)
         self._background.add(task)  # keep a reference until it is done
         task.add_done_callback(self._background.discard)
+
+    def db(self, fn, *args, **kw):
+        """Await a :class:`Credentials` call: it runs in the database's threads, never on the
+        event loop that serves every other connection."""
+        return self.database.offload(fn, *args, **kw)
+
+    def record(self, user: str, action: str, **detail) -> None:
+        """An audit event, written in the background (callers from asyncssh's sync callbacks)."""
+        self.in_background(self.db(self.credentials.record_event, user, action, **detail))
 
     # -- the environment of a login -------------------------------------------------------
     async def environment(self, user: str, server: str, notify=None) -> RuntimeRecord:
@@ -106,7 +117,7 @@ class Gateway:
     # -- activity: an open SSH session keeps the server from being culled as idle ---------
     def session_opened(self, server: "GatewayServer", kind: str) -> None:
         key = (server.user, server.server)
-        self.credentials.record_event(server.user, f"session.{kind}", server=server.server, source=server.source)
+        self.record(server.user, f"session.{kind}", server=server.server, source=server.source)
         self._open[key] = self._open.get(key, 0) + 1
         self.in_background(self.hub.activity(*key))
         if self._activity_task is None or self._activity_task.done():
@@ -177,7 +188,7 @@ class GatewayServer(asyncssh.SSHServer):
             self.conn.send_auth_banner(e.message + "\n")
             self.user = ""
             return True
-        until = self.gateway.credentials.locked_until(self.user)
+        until = await self.gateway.db(self.gateway.credentials.locked_until, self.user)
         if until is not None:
             self._banner_locked(until)
         return True
@@ -199,29 +210,34 @@ class GatewayServer(asyncssh.SSHServer):
     def password_auth_supported(self):
         return True
 
-    def validate_public_key(self, username, key):
+    async def validate_public_key(self, username, key):
         if not self.user or username != self.login:
             return False
-        creds = self.gateway.credentials
-        if creds.locked_until(self.user) is not None:
+        creds, db = self.gateway.credentials, self.gateway.db
+        if await db(creds.locked_until, self.user) is not None:
             return False
         fingerprint = fingerprint_of(key)
-        if not creds.key_owner_matches(self.user, fingerprint):
+        if not await db(creds.key_owner_matches, self.user, fingerprint):
             return False
         self._key_fingerprint = fingerprint  # the key whose signature asyncssh checks next
         return True
 
     def auth_completed(self):
         if self._key_fingerprint is not None and self._password_ok is False:
-            self.gateway.credentials.key_used(self.user, self._key_fingerprint, self.source)
-            self.gateway.credentials.login_succeeded(self.user)
+            user, fingerprint, source, creds = self.user, self._key_fingerprint, self.source, self.gateway.credentials
+
+            def used():
+                creds.key_used(user, fingerprint, source)
+                creds.login_succeeded(user)
+
+            self.gateway.in_background(self.gateway.db(used))
         self.gateway.log.info("%s logged in from %s", self.login, self.source)
 
     async def validate_password(self, username, password):
         if not self.user or username != self.login:
             return False
-        creds = self.gateway.credentials
-        claim = creds.claim_password_check(self.user)
+        creds, db = self.gateway.credentials, self.gateway.db
+        claim = await db(creds.claim_password_check, self.user)
         if claim.hashed is None:
             if claim.refusal == "locked":
                 self._banner_locked(claim.locked_until)
@@ -230,7 +246,7 @@ class GatewayServer(asyncssh.SSHServer):
         try:
             ok = await asyncio.get_running_loop().run_in_executor(None, password_matches, password, claim.hashed)
         finally:
-            locked = creds.password_checked(self.user, ok, self.source)
+            locked = await db(creds.password_checked, self.user, ok, self.source)
         self._password_ok = ok
         if locked is not None:
             self._banner_locked(locked)
@@ -265,8 +281,8 @@ class GatewayServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None
         address = await asyncio.get_running_loop().run_in_executor(
             None, self.gateway.owned_listener, record, dest_port, LOOPBACK[dest_host])
-        self.gateway.credentials.record_event(self.user, "forward", server=self.server, port=dest_port,
-                                              allowed=address is not None, source=self.source)
+        self.gateway.record(self.user, "forward", server=self.server, port=dest_port,
+                            allowed=address is not None, source=self.source)
         if address is None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             f"nothing of your environment listens on port {dest_port}")

@@ -102,7 +102,8 @@ def test_isolation_between_workspaces(hub):
         ("PATCH", f"workspaces/{wid}/projects/{pid}", {"name": "x"}),
         ("DELETE", f"workspaces/{wid}/projects/{pid}", None),
     ):
-        assert_error(call(hub, method, path, a, json=body), 403, "not a member")
+        # the same 404 as a workspace that does not exist: ids of others are not revealed
+        assert_error(call(hub, method, path, a, json=body), 404, f"workspace {wid} does not exist")
     # a project id of B's workspace through A's own workspace is not found
     own = personal(hub, a)["id"]
     assert_error(call(hub, "GET", f"workspaces/{own}/projects/{pid}", a), 404)
@@ -163,7 +164,7 @@ def test_roles_on_every_endpoint(hub):
     assert call(hub, "PATCH", f"workspaces/{wid}/members/{a_name}", o, json={"role": "admin"}).status_code == 200
     # a member leaves on their own
     assert call(hub, "DELETE", f"workspaces/{wid}/members/{m_name}", m).status_code == 204
-    assert_error(call(hub, "GET", f"workspaces/{wid}", m), 403)
+    assert_error(call(hub, "GET", f"workspaces/{wid}", m), 404)
     assert call(hub, "DELETE", f"workspaces/{wid}", o).status_code == 204
     assert_error(call(hub, "GET", f"workspaces/{wid}", o), 404)
 
@@ -228,7 +229,11 @@ def test_resolve_for_the_spawner(hub):
     other, _ = new_user(hub, "qr")
     # names only among the user's own workspaces; another's by id is refused
     assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace": wname}), 404)
-    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace_id": wid}), 403)
+    # not a member: the same 404 as for a workspace id that does not exist
+    missing = call(hub, "GET", "resolve", service_token, params={"user": other, "workspace_id": 2**62})
+    assert_error(missing, 404)
+    assert_error(call(hub, "GET", "resolve", service_token, params={"user": other, "workspace_id": wid}), 404,
+                 missing.json()["message"].replace(str(2**62), str(wid)))
     assert_error(call(hub, "GET", "resolve", service_token, params={"user": name, "workspace": "no-such-ws"}), 404)
     assert_error(call(hub, "GET", "resolve", service_token), 400, "user")
     # a user's own token cannot resolve for somebody else

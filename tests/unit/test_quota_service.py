@@ -92,7 +92,7 @@ async def test_workspace_lifecycle_and_roles(q):
     r = await q.call("POST", f"api/v1/workspaces/{wid}/members", owner, json={"username": "ghost"})
     assert r.status_code == 400 and "ghost" in r.json()["message"]
 
-    # outsider: 403 everywhere, unknown workspace 404
+    # outsider: 404 everywhere, like an unknown workspace (its existence is not revealed)
     for method, path, body in (
         ("GET", f"api/v1/workspaces/{wid}", None), ("PATCH", f"api/v1/workspaces/{wid}", {"name": "z"}),
         ("DELETE", f"api/v1/workspaces/{wid}", None), ("GET", f"api/v1/workspaces/{wid}/projects", None),
@@ -100,7 +100,7 @@ async def test_workspace_lifecycle_and_roles(q):
         ("GET", f"api/v1/workspaces/{wid}/members", None),
     ):
         r = await q.call(method, path, outsider, json=body)
-        assert r.status_code == 403, (method, path, r.text)
+        assert r.status_code == 404 and r.json()["message"] == f"workspace {wid} does not exist", (method, path, r.text)
     assert (await q.call("GET", "api/v1/workspaces/999999", owner)).status_code == 404
 
     # member: view, create projects; nothing else
@@ -162,7 +162,7 @@ async def test_member_can_leave(q):
     elsewhere = {"user": "m", "server": "gpu", "user_options": {"workspace_id": wid + 1000}}
     q.hub.servers += [{"user": "m", "server": "", "user_options": {"workspace_id": wid}}, elsewhere]
     assert (await q.call("DELETE", f"api/v1/workspaces/{wid}/members/m", member)).status_code == 204
-    assert (await q.call("GET", f"api/v1/workspaces/{wid}", member)).status_code == 403
+    assert (await q.call("GET", f"api/v1/workspaces/{wid}", member)).status_code == 404
     assert q.hub.servers == [elsewhere]  # the server in the workspace left is stopped, no other
 
 
@@ -182,8 +182,11 @@ async def test_resolve_internal_caller(q):
     bobs_id = (await q.call("GET", "api/v1/workspaces", bob)).json()["items"]
     bobs_id = next(w["id"] for w in bobs_id if w["name"] == "bobs")
     r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": bobs_id})
-    assert r.status_code == 403
-    for bad in ("²", "-1", "9" * 30, "1e3"):
+    missing = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": 2**62})
+    # not a member: the same answer as for a workspace that does not exist
+    assert r.status_code == missing.status_code == 404
+    assert r.json()["message"] == missing.json()["message"].replace(str(2**62), str(bobs_id))
+    for bad in ("²", "-1", "9" * 30, "1e3", str(2**63)):
         r = await q.call("GET", "api/v1/resolve", "service-token", params={"user": "alice", "workspace_id": bad})
         assert r.status_code == 400, bad
     assert (await q.call("GET", "api/v1/resolve", "service-token")).status_code == 400

@@ -13,6 +13,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from gemhub.services.quota.app import QuotaService
+from gemhub.services.quota.hubapi import wait_background
 
 PREFIX = "/services/quota/"
 ACCESS = "access:services!service=quota"
@@ -52,7 +53,7 @@ class FakeHub:
         return list(self.servers)
 
     async def sync_group(self, ws_id, members) -> None:
-        self.groups[f"ws-{ws_id}"] = members()
+        self.groups[f"ws-{ws_id}"] = await members()
 
     async def stop_servers(self, user: str, workspace_id: int) -> list[str]:
         mine = [s for s in self.servers if s["user"] == user
@@ -102,5 +103,5 @@ class QuotaUnderTest:
         if token:
             headers["Authorization"] = f"token {token}"
         r = await self.http.request(method, path, headers=headers, **kw)
-        await asyncio.sleep(0)  # let background group syncs run
+        await wait_background()  # let background group syncs run
         return r
