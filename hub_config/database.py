@@ -51,7 +51,10 @@ def release_read_transaction(session) -> None:
         session.commit()  # nothing to write: returns the connection (expire_on_commit is off)
     except SQLAlchemyError as e:
         log.warning("ending the hub's read transaction: %s", e)
-        session.rollback()
+        try:
+            session.rollback()
+        except SQLAlchemyError:
+            pass  # the connection is gone (invalidated); the next checkout makes a new one
 
 
 def log_request(handler) -> None:

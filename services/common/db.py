@@ -173,6 +173,21 @@ def _run_again_on_disconnect(state: ORMExecuteState):
     return result
 
 
+class RestartTolerantSession(Session):
+    """A session whose ``close()`` survives a connection the server ended after the work
+    was done (a restart between the last query and the end of the ``with`` block): the
+    rollback that close sends then fails, though nothing is left to roll back; the work's
+    result must not be turned into an error by it."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except DBAPIError as e:
+            if not is_disconnect(e):
+                raise
+            log.info("database connection lost while closing a session (nothing to roll back)")
+
+
 def survive_restarts(target: Session | sessionmaker) -> None:
     """Make a session (or every session of a factory) run a read again when the database
     restarted under it (:func:`_run_again_on_disconnect`)."""
@@ -183,9 +198,11 @@ def survive_restarts(target: Session | sessionmaker) -> None:
 
 def make_sessionmaker(engine: Engine, audit_model: type | None = None) -> sessionmaker:
     """Sessions bound to ``engine``; ``audit_model`` is the service's AuditEvent class."""
-    sessions = sessionmaker(engine, expire_on_commit=False, info={"audit_model": audit_model})
-    if engine.dialect.name != "sqlite":
-        survive_restarts(sessions)
+    if engine.dialect.name == "sqlite":
+        return sessionmaker(engine, expire_on_commit=False, info={"audit_model": audit_model})
+    sessions = sessionmaker(engine, class_=RestartTolerantSession, expire_on_commit=False,
+                            info={"audit_model": audit_model})
+    survive_restarts(sessions)
     return sessions
 
 

@@ -238,6 +238,29 @@ def test_a_read_whose_connection_died_runs_again_but_not_after_a_write():
     assert not db.has_written(session)
 
 
+def test_closing_a_session_whose_connection_died_is_not_an_error():
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    session = db.RestartTolerantSession(engine)
+    session.execute(select(Row)).all()
+
+    @event.listens_for(engine, "rollback")
+    def _dead(conn):
+        raise _lost_connection()
+
+    session.close()  # the read's result stands; the rollback had nothing to undo
+    broken = db.RestartTolerantSession(engine)
+    broken.execute(select(Row)).all()
+    event.remove(engine, "rollback", _dead)
+
+    @event.listens_for(engine, "rollback")
+    def _other(conn):
+        raise OperationalError("ROLLBACK", {}, Exception("disk I/O error"))
+
+    with pytest.raises(OperationalError):  # any other failure still shows
+        broken.close()
+
+
 def test_connect_errors_that_are_worth_waiting_for():
     assert db.is_transient(Exception("connection refused"))  # no SQLSTATE: the server is not there
     assert db.is_transient(SimpleNamespace(sqlstate="57P03"))  # starting up
