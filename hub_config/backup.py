@@ -7,9 +7,9 @@
   consistent snapshot (:mod:`.dumps`);
 - ``state.tar``: the state directory's files (GNU tar, owners by name, modes, ACLs and
   extended attributes): workspaces' code and output, datasets and models (published
-  versions and drafts), images, users' homes, and ``secrets/`` (the cookie secret, service
-  tokens, the admin's initial password, the SSH host key) — so logins, tokens and the
-  gateway's identity survive;
+  versions and drafts), images, users' homes, device maintenance marks, and ``secrets/``
+  (the cookie secret, service tokens, the admin's initial password, the SSH host key) — so
+  logins, tokens and the gateway's identity survive;
 - ``manifest.json`` last (a backup without it is incomplete): what was copied, the unix
   accounts and groups that own the files, sizes, time taken.
 
@@ -53,6 +53,7 @@ EXCLUDED = (
     "./uploads",          # unfinished uploads
     "./readonly",         # recreated at start
     "./mps",              # MPS daemons' pipes
+    "./devices/nodes",    # simulated device nodes, made again when needed
     "./users/*/servers",  # servers' runtime records
     "./users/*/gemini",   # the not-root stand-in for /gemini (links)
     "./images/run", "./images/tmp", "./images/cache",
