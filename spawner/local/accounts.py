@@ -108,9 +108,7 @@ class Accounts:
                 except KeyError:
                     if not await self._migrate(legacy, name, home):
                         log.info("creating unix account %s (home %s)", name, home)
-                        await self._run("useradd", "--home-dir", sandbox_home(name), "--no-create-home",
-                                        "--shell", "/bin/bash", "--user-group",
-                                        *(("--groups", ",".join(groups)) if groups else ()), name)
+                        await self._useradd(name, groups)
                     pw = pwd.getpwnam(name)
         if pw.pw_dir != sandbox_home(name):
             async with self._names(f"user:{name}"):
@@ -125,6 +123,20 @@ class Accounts:
         if st.st_mode & 0o7777 != 0o700:
             os.chmod(home, 0o700)
         return Account(name=name, uid=pw.pw_uid, gid=pw.pw_gid, home=str(home))
+
+    async def _useradd(self, name: str, groups: tuple[str, ...]) -> None:
+        argv = ["useradd", "--home-dir", sandbox_home(name), "--no-create-home", "--shell", "/bin/bash",
+                "--user-group", *(("--groups", ",".join(groups)) if groups else ()), name]
+        try:
+            await self._run(*argv)
+        except AccountError:
+            missing = [g for g in groups if not _group_exists(g)]
+            if not missing:
+                raise
+            # a group was deleted meanwhile (its workspace removed): make it again, once
+            for g in missing:
+                await self.ensure_group(g)
+            await self._run(*argv)
 
     async def _migrate(self, legacy: str | None, name: str, home: Path) -> bool:
         """Rename ``legacy`` to ``name`` if it is this user's account (its home was ``home``)."""
@@ -190,6 +202,14 @@ class Accounts:
         async with self._names(f"group:{group}"):
             await self._run("groupdel", group)
         return True
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def sandbox_home(name: str) -> str:

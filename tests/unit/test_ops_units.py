@@ -102,6 +102,25 @@ def test_new_users_are_set_up_in_parallel_and_once_each(system, tmp_path):
     assert len(acc._names) == 0  # no lock left behind
 
 
+def test_a_workspace_group_deleted_under_a_new_account_is_made_again(system, tmp_path):
+    acc = accounts.Accounts()
+    real_run = system.run
+
+    async def useradd_finds_no_group(*argv):
+        if argv[0] == "useradd" and "gemws-9" not in system.groups:
+            raise accounts.AccountError("useradd: group 'gemws-9' does not exist")
+        await real_run(*argv)
+
+    async def first_spawn():
+        await acc.ensure_group("gemws-9")
+        del system.groups["gemws-9"]  # the workspace was removed meanwhile
+        await acc.ensure_user("gem-v", tmp_path / "v", groups=("gemws-9",))
+
+    accounts._run = useradd_finds_no_group  # restored by the fixture's monkeypatch
+    asyncio.run(first_spawn())
+    assert "gem-v" in system.users and "gem-v" in system.groups["gemws-9"]
+
+
 def test_a_command_that_finds_the_files_locked_runs_again(monkeypatch):
     calls = []
 
