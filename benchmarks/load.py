@@ -126,9 +126,10 @@ async def _run_code(hub: Hub, name: str, token: str, c: httpx.AsyncClient) -> No
         "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
         "content": {"code": CODE, "silent": False, "store_history": False, "user_expressions": {},
                     "allow_stdin": False, "stop_on_error": True}}))
-    out, status = "", None
+    out, status, idle = "", None, False
     try:
-        while status is None:
+        # the reply (shell) may come before the output (iopub): done when the kernel is idle too
+        while status is None or not idle:
             raw = await ws.read_message()
             if raw is None:
                 raise RuntimeError("the kernel's websocket closed")
@@ -139,6 +140,8 @@ async def _run_code(hub: Hub, name: str, token: str, c: httpx.AsyncClient) -> No
                 out += msg["content"]["text"]
             elif msg["msg_type"] == "execute_reply":
                 status = msg["content"]["status"]
+            elif msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                idle = True
     finally:
         ws.close()
     if status != "ok" or EXPECTED not in out:
