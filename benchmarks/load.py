@@ -243,15 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 users, 1 round")
     ap.add_argument("--users", type=int, default=None, help="users arriving at once (default 30)")
     ap.add_argument("--rounds", type=int, default=None, help="bursts per hub, alternating (default 2)")
+    ap.add_argument("--hubs", default=f"{GEMHUB},{STOCK}",
+                    help="which hubs to run (default both; one alone shows it without the other's load)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (hub logs)")
     args = ap.parse_args(argv)
+    kinds = [k for k in (GEMHUB, STOCK) if k in args.hubs.split(",")]
+    if not kinds:
+        ap.error(f"--hubs names none of {GEMHUB}, {STOCK}")
     n = args.users or (3 if args.quick else 30)
     rounds = args.rounds or (1 if args.quick else 2)
 
     workdir = Path(tempfile.mkdtemp(prefix="gemhub-load-"))
     workdir.chmod(0o755)
     t0 = time.monotonic()
-    hubs: dict[str, Hub] = {GEMHUB: gemhub_hub(workdir / GEMHUB), STOCK: StockHub(workdir / STOCK)}
+    makers = {GEMHUB: gemhub_hub, STOCK: StockHub}
+    hubs: dict[str, Hub] = {kind: makers[kind](workdir / kind) for kind in kinds}
     made: list[str] = []
     results: dict[str, list[dict]] = {GEMHUB: [], STOCK: []}
     bursts: list[dict] = []
@@ -260,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         for h in hubs.values():
             h.start(timeout=180)
         _say(t0, "hubs started")
-        mem_before = memory(hubs[GEMHUB])
+        mem_before = memory(hubs[GEMHUB]) if GEMHUB in hubs else {}
         for rnd in range(rounds):
-            order = (GEMHUB, STOCK) if rnd % 2 == 0 else (STOCK, GEMHUB)
+            order = kinds if rnd % 2 == 0 else kinds[::-1]
             for kind in order:
                 names = [f"ld{uuid.uuid4().hex[:8]}" for _ in range(n)]
                 if kind == GEMHUB:
@@ -274,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                                "load": (load_start, os.getloadavg()[0])})
                 results[kind] += recs
                 _say(t0, f"round {rnd + 1} {kind}: {sum(r['ok'] for r in recs)}/{n} served")
-        mem_after = memory(hubs[GEMHUB])
+        mem_after = memory(hubs[GEMHUB]) if GEMHUB in hubs else {}
     finally:
         for kind, h in hubs.items():
             h.stop()
@@ -299,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{_p50(spawns) or '-':>11}{p95 if p95 is not None else 'fail':>8}"
               f"{_p50(kernels) or '-':>12}{k95 if k95 is not None else 'fail':>8}"
               f"{b['wall_s']:>8.1f}{b['load'][0]:>7.1f}->{b['load'][1]:<5.1f}")
-    for kind in (GEMHUB, STOCK):
+    for kind in kinds:
         errors = sorted({f"{r['stage']}: {r['error']}" for r in results[kind] if not r["ok"]})
         for e in errors[:5]:
             print(f"  {kind} failure: {e}")
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "ok_gemhub": sum(r["ok"] for r in results[GEMHUB]),
         "ok_stock": sum(r["ok"] for r in results[STOCK]),
-        "n": len(results[GEMHUB]),
+        "n": max(len(results[GEMHUB]), len(results[STOCK])),
         "users_at_once": n,
         "rounds": rounds,
         "spawn_p95_s": p95_with_failures(results[GEMHUB], "spawn_s"),
