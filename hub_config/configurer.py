@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gemhub.hub_config import database as hub_database
 from gemhub.hub_config import services
 from gemhub.hub_config.auth import authenticator_config
 from gemhub.lab import hubservice as lab
@@ -145,6 +146,12 @@ def merge_platform(user: Mapping[str, Any] | None, env: Mapping[str, str]) -> di
         merged["state_dir"] = env["GEMHUB_STATE_DIR"]
     if env.get("GEMHUB_DEFAULT_IMAGE"):
         merged["images"]["default"] = env["GEMHUB_DEFAULT_IMAGE"]
+    if env.get("GEMHUB_SSH_PORT"):
+        # several instances on one machine each need their own SSH gateway port
+        raw = env["GEMHUB_SSH_PORT"]
+        if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"GEMHUB_SSH_PORT must be a port number (1-65535), not {raw!r}")
+        merged["services"]["ssh"]["port"] = int(raw)
     _check(merged)
     return merged
 
@@ -373,6 +380,10 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             # pods reach the hub through this address (e.g. its Service's name)
             out["JupyterHub"]["hub_ip"] = "0.0.0.0"
             out["JupyterHub"]["hub_connect_ip"] = cfg["kubernetes"]["hub_connect_ip"]
+    if hub_database.db_kwargs(db_url):
+        # survive a PostgreSQL restart (gemhub.hub_config.database)
+        out["JupyterHub"]["db_kwargs"] = hub_database.db_kwargs(db_url)
+        out["JupyterHub"].setdefault("tornado_settings", {})["log_function"] = hub_database.log_request
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
     services.add_ssh_service(out, cfg, inputs)

@@ -24,13 +24,18 @@ def config_path(env: Mapping[str, str]) -> Path | None:
     return local if local.exists() else None
 
 
-def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configurer.Inputs]:
+def read(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The merged platform configuration (gemhub.yaml and GEMHUB_* overrides); touches nothing."""
     path = config_path(env)
     user: Any = {}
     if path is not None:
         with open(path) as f:
             user = yaml.safe_load(f) or {}
-    cfg = configurer.merge_platform(user, env)
+    return configurer.merge_platform(user, env)
+
+
+def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configurer.Inputs]:
+    cfg = read(env)
     root = state.prepare(cfg["state_dir"])
     ports = state.ports(root, ("hub", "proxy_api", *SERVICES))
     inputs = configurer.Inputs(

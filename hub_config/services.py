@@ -36,22 +36,34 @@ def service_url(inputs: Inputs, name: str) -> str:
     return f"http://127.0.0.1:{inputs.service_ports[name]}"
 
 
-def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str, **extra: Any) -> dict[str, Any]:
+# Seconds the hub waits for a service to answer at start (JupyterHub's default is 30): a
+# service waits up to 30 s for a database that is still starting, on a busy machine too.
+SERVICE_START_TIMEOUT = 60
+
+
+def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str,
+                  environment: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A hub-managed GemHub service: gemhub.services.<name>.app on its port, database and
-    the state folder, with its own token, shown on the hub's Services menu."""
+    the state folder, with its own token, shown on the hub's Services menu.
+
+    Secrets go in the environment, never on the command line (which ``ps`` and the hub's
+    log show): the database URL, which may hold a password, is ``GEMHUB_DATABASE_URL``;
+    JupyterHub gives the service's token as ``JUPYTERHUB_API_TOKEN``; ``environment`` adds
+    other ``GEMHUB_*`` variables. Only settings that are not secret are arguments."""
     return {
         "name": name,
         "display": True,
         "url": service_url(inputs, name),
         "api_token": inputs.service_tokens[name],
         "oauth_no_confirm": True,
+        "timeout": SERVICE_START_TIMEOUT,
         "command": [
             inputs.python, "-m", f"gemhub.services.{name}.app",
             f"--{app_class}.port={inputs.service_ports[name]}",
-            f"--{app_class}.db_url={db_url}",
             f"--{app_class}.state_dir={inputs.state_dir}",
             *args,
         ],
+        "environment": {"GEMHUB_DATABASE_URL": db_url, **(environment or {})},
         "cwd": inputs.repo_dir,
         **extra,
     }

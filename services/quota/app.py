@@ -7,6 +7,7 @@ from pathlib import Path
 from traitlets import Any, List, Unicode, default
 
 from gemhub.services.common.app import GemService
+from gemhub.services.common.caches import SeenNames
 from gemhub.services.common.openapi import ID, PAGE, OpenAPIRegistry, nullable
 
 from . import handlers as h
@@ -80,7 +81,7 @@ class QuotaService(GemService):
         ]
 
     def extra_settings(self):
-        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set(),
+        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": SeenNames(),
                 "preset_names": list(self.preset_names),
                 "unix_groups": WorkspaceGroups(self.unix_prefix, self.log)}
 

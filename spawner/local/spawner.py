@@ -203,10 +203,13 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             raise user_error(503, f"environments cannot be started on this host: {e}") from None
         name = names.unix_name(self.user.name, self.user_prefix)
         home = layout.user_home(state_dir, self.user.name)
+        group = names.workspace_group(request.workspace.id)
         try:
+            # the group first: a new account then joins it in its own useradd
+            await self._accounts.ensure_group(group)
             account = await self._accounts.ensure_user(
-                name, home, legacy=names.legacy_unix_name(self.user.name, self.user_prefix))
-            gid = await self._accounts.ensure_member(names.workspace_group(request.workspace.id), name)
+                name, home, legacy=names.legacy_unix_name(self.user.name, self.user_prefix), groups=(group,))
+            gid = await self._accounts.ensure_member(group, name)
         except accounts.AccountError as e:
             self.log.error("unix account for %s: %s", self._log_name, e)
             raise user_error(500, "could not prepare your unix account; ask an administrator") from None
