@@ -16,7 +16,8 @@ def test_the_image_service_entry_role_and_spawner_settings():
     assert entry["command"][2] == "gemhub.services.images.app"
     assert "--ImagesService.registry=registry.local:5000/team" in entry["command"]
     assert "--ImagesService.catalog_dir=/cat" in entry["command"]
-    assert "--ImagesService.db_url=sqlite:////state/db/images.sqlite" in entry["command"]
+    assert entry["environment"]["GEMHUB_DATABASE_URL"] == "sqlite:////state/db/images.sqlite"
+    assert not any("db_url" in a for a in entry["command"])  # secrets never on the command line
     # secrets never on the command line
     assert not any(INPUTS.service_tokens["quota"] in a for a in entry["command"])
     assert entry["environment"]["GEMHUB_QUOTA_TOKEN"] == INPUTS.service_tokens["quota"]
