@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install install-test run test test-unit clean help env-tools
+.PHONY: install install-test run test test-unit clean help env-tools image-tools
 
 help:
 	@echo "make run      install everything and start GemHub at http://127.0.0.1:8000"
@@ -67,7 +67,15 @@ env-tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux screen >/dev/null; \
 	  else echo "tmux/screen are missing: apt-get install tmux screen" >&2; fi; }
 
-run: install env-tools
+# Image builds (the images service): buildah in chroot isolation inside bubblewrap, the Debian
+# root from debootstrap.
+image-tools:
+	@command -v buildah >/dev/null && command -v bwrap >/dev/null && command -v debootstrap >/dev/null && command -v rsync >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends buildah bubblewrap debootstrap rsync >/dev/null; \
+	  else echo "buildah/bwrap/debootstrap are missing: images cannot be built" >&2; fi; }
+
+run: install env-tools image-tools
 	$(PY) -m gemhub.hub_config.run
 
 test: install-test

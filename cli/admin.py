@@ -1,8 +1,13 @@
-"""``gemhub admin``: the hub administrator's commands for accelerators.
+"""``gemhub admin``: the hub administrator's commands for accelerators, backups and restores.
 
     gemhub admin devices                      # nodes, devices, status, holders
     gemhub admin maintenance local/1 --on     # a device (or --node NAME) out of service
     gemhub admin limits 12 --presets B1,S1 --no-custom-spec   # what workspace 12 may use
+    gemhub admin backup /backups/2026-05-01   # on the hub's machine, as root, while it runs
+    gemhub admin restore /backups/2026-05-01  # onto a fresh state directory, hub stopped
+
+``backup`` and ``restore`` work on this machine's state directory and databases (the same
+gemhub.yaml, GEMHUB_CONFIG and GEMHUB_STATE_DIR as ``make run``), not through the API.
 
 Exit status: 0 done, 1 the hub or a service refused, 2 wrong usage.
 """
@@ -54,7 +59,7 @@ def _run(ctx: click.Context, call) -> Any:
 
 @click.group()
 def admin() -> None:
-    """Hub administrators: devices, maintenance, workspace preset limits."""
+    """Hub administrators: devices, maintenance, workspace preset limits, backups."""
 
 
 @admin.command("devices")
@@ -107,3 +112,43 @@ def limits(ctx: click.Context, workspace_id: int, presets: str | None, all_prese
     allowed = "all" if ws["allowed_presets"] is None else ", ".join(ws["allowed_presets"]) or "none"
     click.echo(f"workspace {ws['name']}: presets {allowed}; custom spec "
                f"{'allowed' if ws['custom_spec'] else 'not allowed'}")
+
+
+def _platform(state_dir: str | None) -> tuple[dict[str, Any], str]:
+    from gemhub.hub_config import configurer, platform
+
+    try:
+        cfg = platform.read()
+    except (configurer.ConfigError, OSError) as e:
+        raise click.ClickException(f"config: {e}") from None
+    return cfg, state_dir or cfg["state_dir"]
+
+
+@admin.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--state-dir", default=None, help="The state directory (default: as make run finds it).")
+def backup_command(dest: str, state_dir: str | None) -> None:
+    """Back up the platform into the new folder DEST while it runs: every database,
+    workspaces' files, datasets and models, images, users' homes, secrets."""
+    from gemhub.hub_config import backup, dumps
+
+    cfg, root = _platform(state_dir)
+    try:
+        backup.backup(cfg, root, dest, say=click.echo)
+    except (backup.BackupError, dumps.DumpError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@admin.command("restore")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--state-dir", default=None, help="The fresh state directory (default: as make run finds it).")
+def restore_command(source: str, state_dir: str | None) -> None:
+    """Restore the backup SOURCE onto a fresh state directory and empty databases; then
+    start GemHub (make run)."""
+    from gemhub.hub_config import backup, dumps
+
+    cfg, root = _platform(state_dir)
+    try:
+        backup.restore(cfg, root, source, say=click.echo)
+    except (backup.BackupError, dumps.DumpError) as e:
+        raise click.ClickException(str(e)) from None

@@ -4,7 +4,8 @@ Uploads follow the service's protocol: create (size + sha256) -> PUT chunks from
 received offset -> complete. The upload ids are remembered in a small state file, so an
 upload interrupted (Ctrl-C, a dropped network) resumes from the server's received offset
 the next time the same file is uploaded into the same draft: finished chunks are never
-sent again.
+sent again. Two chunks are in flight at once: the next one is sent while the server makes
+the one before durable.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +37,8 @@ def sha256_of(path: Path, buffer: int = 4 << 20) -> str:
 
 class DataApi(HubApi):
     prefix = API_PREFIX
+    PIPELINE = 2  # chunks in flight at once
+    PIECE = 1 << 20  # bytes read from the file at a time
 
     def __init__(self, hub_url: str, token: str, *, timeout: float = 120,
                  transport: httpx.BaseTransport | None = None, state_file: Path = STATE_FILE):
@@ -147,20 +153,58 @@ class DataApi(HubApi):
         return done
 
     def _send(self, local: Path, upload: dict, chunk: int, on_chunk) -> None:
-        offset = int(self._request("GET", f"uploads/{upload['id']}")["offset"])
+        """Send the file from the server's received offset, ``PIPELINE`` chunks in flight:
+        the next chunk goes as soon as the one before has been sent whole, while the server
+        makes that one durable, instead of waiting for its answer."""
+        uid, size = upload["id"], upload["size"]
+        offset = int(self._request("GET", f"uploads/{uid}")["offset"])
         failures = 0
-        with open(local, "rb") as f:
-            while offset < upload["size"]:
-                f.seek(offset)
-                data = f.read(chunk)
-                if on_chunk is not None:
-                    on_chunk(upload["path"], offset, len(data))
+        with ThreadPoolExecutor(self.PIPELINE, thread_name_prefix="gemhub-upload") as pool:
+            while offset < size:
+                inflight: deque[tuple[Future, threading.Event]] = deque()
+                start = offset
                 try:
-                    r = self._request("PUT", f"uploads/{upload['id']}", params={"offset": offset}, content=data,
-                                      headers={"Content-Type": "application/octet-stream"})
-                    offset, failures = int(r["offset"]), 0
+                    while start < size or inflight:
+                        if start < size and len(inflight) < self.PIPELINE:
+                            n = min(chunk, size - start)
+                            if on_chunk is not None:
+                                on_chunk(upload["path"], start, n)
+                            sent = threading.Event()
+                            inflight.append((pool.submit(self._put_chunk, local, uid, start, n, sent), sent))
+                            start += n
+                            sent.wait()  # the next one goes once this one is out whole (or failed)
+                            continue
+                        offset, failures = inflight.popleft()[0].result(), 0
                 except ApiError as e:
+                    for f, _ in inflight:  # an answer still to come may move the offset on
+                        try:
+                            f.result()
+                        except ApiError:
+                            pass
                     failures += 1
                     if e.status not in (0, 409, 502, 503) or failures > 3:
                         raise
-                    offset = int(self._request("GET", f"uploads/{upload['id']}")["offset"])
+                    offset = int(self._request("GET", f"uploads/{uid}")["offset"])
+
+    def _put_chunk(self, local: Path, uid: str, start: int, length: int, sent: threading.Event) -> int:
+        """PUT ``length`` bytes of the file from ``start``, read as they are sent (a chunk is
+        never held in memory whole); ``sent`` is set once they have all gone out."""
+
+        def body():
+            with open(local, "rb") as f:
+                f.seek(start)
+                left = length
+                while left:
+                    data = f.read(min(self.PIECE, left))
+                    if not data:
+                        raise ApiError(0, f"{local} became shorter while it was being uploaded")
+                    left -= len(data)
+                    yield data
+            sent.set()
+
+        try:
+            r = self._request("PUT", f"uploads/{uid}", params={"offset": start}, content=body(),
+                              headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)})
+        finally:
+            sent.set()
+        return int(r["offset"])

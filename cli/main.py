@@ -142,6 +142,9 @@ _data.register(main)
 from gemhub.cli import quota as _quota  # noqa: E402
 
 _quota.register(main)
+from gemhub.cli import images as _images  # noqa: E402
+
+_images.register(main)
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ Enabled in every environment (the runtime's jupyter_server_config.json). It serv
 panel's figures and the run-time countdown (handlers.py), sets ``TENSORBOARD_PROXY_URL`` so
 ``%tensorboard`` in a notebook works behind the hub's proxy, and makes terminals
 non-login shells that keep the environment's PATH. TensorBoard itself is a jupyter-server-proxy entry point (tensorboard.py).
+Static files are gzipped once per server, not on every load (compression.py).
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ def _link_jupyter_server_extension(serverapp):
 def _load_jupyter_server_extension(serverapp):
     from jupyter_server.utils import url_path_join
 
+    from . import compression
     from .handlers import GpuHandler, RuntimeHandler
 
     web_app = serverapp.web_app
+    if compression.install(web_app):
+        serverapp.log.info("gemhub.lab: static files are gzipped once and the result kept")
     base_url = web_app.settings["base_url"]
     try:
         stop_at = limits.parse_deadline(os.environ.get(limits.ENV_VAR))

@@ -15,6 +15,7 @@ jupyterhub-idle-culler; GemHub only decides *whether* a server goes, in
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import sys
 from typing import Any, Mapping
@@ -23,6 +24,7 @@ from jupyterhub_idle_culler import IdleCuller, utcnow
 from traitlets import Bool, Int, List, Unicode, default
 
 from gemhub.lab import limits
+from gemhub.services.common import lifecycle
 
 RUNTIME_LIMIT = "run-time limit reached"
 IDLE = "idle"
@@ -101,11 +103,29 @@ class GemCuller(IdleCuller):
     def _default_config_file(self):
         return ""  # everything comes on the command line from gemhub.yaml
 
+    state_dir = Unicode(
+        help="GemHub state directory (GEMHUB_STATE_DIR): where the culler claims to be the only one."
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return os.environ.get("GEMHUB_STATE_DIR", "")
+
     def start(self):
         # The hub stops services with SIGINT, then SIGTERM. A process started in the
         # background inherits an ignored SIGINT, which would leave the hub waiting.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sys.exit(0))
+        # One culler per hub, gone with it: a hub killed with -9 and restarted must not
+        # find the old one still stopping servers next to the new one.
+        lifecycle.die_with_parent(signal.SIGTERM)
+        if self.state_dir:
+            try:
+                self._claim = lifecycle.claim(self.state_dir, "idle-culler", "gemhub.lab.culling")
+            except lifecycle.StartFailure as e:
+                self.log.critical("idle culler cannot start: %s", e)
+                lifecycle.report_failure(self.state_dir, "idle-culler", str(e))
+                self.exit(1)
         super().start()
 
     def arbitrate(self, *, inactive, inactive_limit, server, **kwargs) -> bool:

@@ -54,7 +54,8 @@ def culler_service(cfg: Mapping[str, Any], python: str, state_dir: str) -> tuple
         f"--cull-idle={'True' if c['enabled'] else 'False'}", "--cull-users=False",
     ]
     command += [f"--accelerated-preset={name}" for name in accelerated_presets(cfg["presets"])]
-    service = {"name": "idle-culler", "command": command, "cwd": state_dir}
+    service = {"name": "idle-culler", "command": command, "cwd": state_dir,
+               "environment": {"GEMHUB_STATE_DIR": state_dir}}
     role = {
         "name": "gemhub-idle-culler",
         "services": ["idle-culler"],

@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gemhub.hub_config import database as hub_database
 from gemhub.hub_config import services
 from gemhub.hub_config.auth import authenticator_config
 from gemhub.lab import hubservice as lab
@@ -96,6 +97,11 @@ DEFAULTS: dict[str, Any] = {
         "hub_connect_ip": "",
     },
     "kueue": {"enabled": False},
+    "images": {
+        "default": "base", "allow_host": True, "autobuild": True, "registry": "", "registry_tls_verify": True,
+        "build_concurrency": 1, "build_timeout": 3600, "max_image_gb": 20.0, "max_context_gb": 2.0,
+        "storage_driver": "overlay", "cache_dir": "", "catalog_dir": "", "port": 0, "database_url": "",
+    },
     "lab": {"pip_index_url": "", "pip_trusted_host": "", "apt_mirror": ""},
     "culling": {"enabled": True, "timeout": 3600, "accelerator_timeout": 1800, "every": 300, "max_age": 0},
 }
@@ -142,6 +148,14 @@ def merge_platform(user: Mapping[str, Any] | None, env: Mapping[str, str]) -> di
             raise ConfigError(f"GEMHUB_PORT must be a port number, not {env['GEMHUB_PORT']!r}")
     if env.get("GEMHUB_STATE_DIR"):
         merged["state_dir"] = env["GEMHUB_STATE_DIR"]
+    if env.get("GEMHUB_DEFAULT_IMAGE"):
+        merged["images"]["default"] = env["GEMHUB_DEFAULT_IMAGE"]
+    if env.get("GEMHUB_SSH_PORT"):
+        # several instances on one machine each need their own SSH gateway port
+        raw = env["GEMHUB_SSH_PORT"]
+        if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"GEMHUB_SSH_PORT must be a port number (1-65535), not {raw!r}")
+        merged["services"]["ssh"]["port"] = int(raw)
     _check(merged)
     return merged
 
@@ -213,6 +227,10 @@ def _check(cfg: Mapping[str, Any]) -> None:
             f" ({', '.join(names)})"
         )
     _check_accelerators(cfg)
+    try:
+        services.check_images(cfg["images"])
+    except ValueError as e:
+        raise ConfigError(f"images.{e}") from None
 
 
 def _check_accelerators(cfg: Mapping[str, Any]) -> None:
@@ -278,7 +296,8 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     accel = cfg["accelerators"]
     out = {k: copy.deepcopy(gem_spawner[k])
            for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token",
-                     "lab_mirrors", "queue_timeout")}
+                     "lab_mirrors", "queue_timeout", "images_url", "images_token", "default_image",
+                     "allow_host_image")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})
@@ -310,6 +329,8 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "cookie_secret_file": f"{state}/secrets/jupyterhub_cookie_secret",
             "log_level": hub["log_level"],
             "cleanup_servers": True,
+            # gzip the hub's pages and API answers (the proxy passes them through as they are)
+            "tornado_settings": {"compress_response": True},
             # Named servers (alice+gpu over SSH): JupyterHub's own limit counts named ones only;
             # 0 turns them off rather than meaning "unlimited" as it does in JupyterHub.
             "allow_named_servers": cfg["spawner"]["named_servers_per_user"] > 0,
@@ -350,13 +371,21 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
     out["JupyterHub"]["services"].append(culler)
     out["JupyterHub"]["load_roles"].append(culler_role)
     services.add_data_service(out, cfg, inputs, quota_url, base_url)
+    services.add_images_service(out, cfg, inputs, quota_url, base_url)
     if cfg["spawner"]["runtime"] == "kubernetes":
         out["JupyterHub"]["spawner_class"] = RUNTIMES["kubernetes"]
         out["KubeGemSpawner"] = _kubernetes_config(cfg, out["LocalGemSpawner"])
+        if not cfg["images"]["registry"]:
+            # nothing is pushed anywhere a cluster pulls from: pods run kubernetes.image
+            out["KubeGemSpawner"]["default_image"] = "host"
         if cfg["kubernetes"]["hub_connect_ip"]:
             # pods reach the hub through this address (e.g. its Service's name)
             out["JupyterHub"]["hub_ip"] = "0.0.0.0"
             out["JupyterHub"]["hub_connect_ip"] = cfg["kubernetes"]["hub_connect_ip"]
+    if hub_database.db_kwargs(db_url):
+        # survive a PostgreSQL restart (gemhub.hub_config.database)
+        out["JupyterHub"]["db_kwargs"] = hub_database.db_kwargs(db_url)
+        out["JupyterHub"].setdefault("tornado_settings", {})["log_function"] = hub_database.log_request
     if inputs.admin_token:
         out["JupyterHub"]["api_tokens"] = {inputs.admin_token: admin}
     services.add_ssh_service(out, cfg, inputs)

@@ -13,7 +13,7 @@ from gemhub.hub_config import configurer, state
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 # hub services with their own loopback port and hub API token
-SERVICES = ("quota", "ssh", "data")
+SERVICES = ("quota", "ssh", "data", "images")
 
 
 def config_path(env: Mapping[str, str]) -> Path | None:
@@ -24,13 +24,18 @@ def config_path(env: Mapping[str, str]) -> Path | None:
     return local if local.exists() else None
 
 
-def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configurer.Inputs]:
+def read(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The merged platform configuration (gemhub.yaml and GEMHUB_* overrides); touches nothing."""
     path = config_path(env)
     user: Any = {}
     if path is not None:
         with open(path) as f:
             user = yaml.safe_load(f) or {}
-    cfg = configurer.merge_platform(user, env)
+    return configurer.merge_platform(user, env)
+
+
+def load(env: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], configurer.Inputs]:
+    cfg = read(env)
     root = state.prepare(cfg["state_dir"])
     ports = state.ports(root, ("hub", "proxy_api", *SERVICES))
     inputs = configurer.Inputs(

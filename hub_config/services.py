@@ -37,22 +37,34 @@ def service_url(inputs: Inputs, name: str) -> str:
     return f"http://127.0.0.1:{inputs.service_ports[name]}"
 
 
-def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str, **extra: Any) -> dict[str, Any]:
+# Seconds the hub waits for a service to answer at start (JupyterHub's default is 30): a
+# service waits up to 30 s for a database that is still starting, on a busy machine too.
+SERVICE_START_TIMEOUT = 60
+
+
+def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args: str,
+                  environment: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A hub-managed GemHub service: gemhub.services.<name>.app on its port, database and
-    the state folder, with its own token, shown on the hub's Services menu."""
+    the state folder, with its own token, shown on the hub's Services menu.
+
+    Secrets go in the environment, never on the command line (which ``ps`` and the hub's
+    log show): the database URL, which may hold a password, is ``GEMHUB_DATABASE_URL``;
+    JupyterHub gives the service's token as ``JUPYTERHUB_API_TOKEN``; ``environment`` adds
+    other ``GEMHUB_*`` variables. Only settings that are not secret are arguments."""
     return {
         "name": name,
         "display": True,
         "url": service_url(inputs, name),
         "api_token": inputs.service_tokens[name],
         "oauth_no_confirm": True,
+        "timeout": SERVICE_START_TIMEOUT,
         "command": [
             inputs.python, "-m", f"gemhub.services.{name}.app",
             f"--{app_class}.port={inputs.service_ports[name]}",
-            f"--{app_class}.db_url={db_url}",
             f"--{app_class}.state_dir={inputs.state_dir}",
             *args,
         ],
+        "environment": {"GEMHUB_DATABASE_URL": db_url, **(environment or {})},
         "cwd": inputs.repo_dir,
         **extra,
     }
@@ -168,4 +180,72 @@ def add_data_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_ur
     out["LocalGemSpawner"].update(
         data_url=f"{data_url}{base_url}services/data/",
         data_token=inputs.service_tokens["data"],
+    )
+
+
+IMAGE_DRIVERS = ("overlay", "vfs")
+
+
+def check_images(images: Mapping[str, Any]) -> None:
+    """The images block (ValueError naming the key)."""
+    default = images["default"]
+    if not isinstance(default, str) or not default.strip() or "/" in default or len(default) > 64:
+        raise ValueError(f"default must be an image name or 'host', not {default!r}")
+    if default == "host" and not images["allow_host"]:
+        raise ValueError("default is 'host' but allow_host is false")
+    if images["storage_driver"] not in IMAGE_DRIVERS:
+        raise ValueError(f"storage_driver must be one of {', '.join(IMAGE_DRIVERS)}")
+    for key in ("build_concurrency", "build_timeout"):
+        if images[key] < 1:
+            raise ValueError(f"{key} must be at least 1")
+    for key in ("max_image_gb", "max_context_gb"):
+        value = images[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{key} must be a number of GB above 0, not {value!r}")
+    registry = images["registry"]
+    if not isinstance(registry, str) or any(c in registry for c in " \t\n@") or "://" in registry:
+        raise ValueError(f"registry must be host:port[/prefix] (no scheme), not {registry!r}")
+
+
+def add_images_service(out: dict, cfg: Mapping[str, Any], inputs: Inputs, quota_url: str, base_url: str) -> None:
+    """The image service: asks the quota service about workspaces and projects (quota
+    token in its environment), the hub about admins and running servers (its own token's
+    scopes); the spawner resolves the chosen image with the image service's token."""
+    state = inputs.state_dir
+    images = cfg["images"]
+    lab = cfg["lab"]
+    db = images["database_url"] or f"sqlite:///{state}/db/images.sqlite"
+    args = [
+        f"--ImagesService.storage_driver={images['storage_driver']}",
+        f"--ImagesService.build_concurrency={images['build_concurrency']}",
+        f"--ImagesService.build_timeout={images['build_timeout']}",
+        f"--ImagesService.max_image_gb={images['max_image_gb']}",
+        f"--ImagesService.max_context_gb={images['max_context_gb']}",
+        f"--ImagesService.registry={images['registry']}",
+        f"--ImagesService.registry_tls_verify={images['registry_tls_verify']}",
+        f"--ImagesService.pip_index_url={lab['pip_index_url']}",
+        f"--ImagesService.pip_trusted_host={lab['pip_trusted_host']}",
+        f"--ImagesService.apt_mirror={lab['apt_mirror']}",
+        f"--ImagesService.autobuild={images['autobuild']}",
+    ]
+    if images["cache_dir"]:
+        args.append(f"--ImagesService.cache_dir={images['cache_dir']}")
+    if images["catalog_dir"]:
+        args.append(f"--ImagesService.catalog_dir={images['catalog_dir']}")
+    jh = out["JupyterHub"]
+    jh["services"].append(service_entry(
+        inputs, "images", "ImagesService", db, *args,
+        environment={
+            "GEMHUB_QUOTA_URL": f"{quota_url}{base_url}services/quota/",
+            "GEMHUB_QUOTA_TOKEN": inputs.service_tokens["quota"],
+        },
+    ))
+    let_users_open(jh, "images")
+    jh["load_roles"].append({"name": "gemhub-images", "services": ["images"],
+                             "scopes": ["list:users", "read:users", "read:servers"]})
+    out["LocalGemSpawner"].update(
+        images_url=f"{service_url(inputs, 'images')}{base_url}services/images/",
+        images_token=inputs.service_tokens["images"],
+        default_image=images["default"],
+        allow_host_image=images["allow_host"],
     )

@@ -11,12 +11,12 @@ import asyncio
 import dataclasses
 
 from tornado import web
-from traitlets import Any, Dict, List, Unicode, default, validate
+from traitlets import Any, Bool, Dict, List, Unicode, default, validate
 from traitlets.config import Configurable
 
-from gemhub.spawner import datamounts
+from gemhub.spawner import datamounts, images
 from gemhub.spawner.admission import AdmissionMixin
-from gemhub.spawner.form import options_from_form, render_asset_choices, render_form
+from gemhub.spawner.form import options_from_form, render_asset_choices, render_form, render_image_choice
 from gemhub.spawner.accelerators import SpecError, default_registry, parse
 from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
 from gemhub.spawner.request import RequestError, WorkloadRequest, build_request, check_server_name, parse_options
@@ -70,6 +70,18 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
     ).tag(config=True)
     data_token = Unicode(
         "", help="The data service's own hub API token (the spawner resolves mounts for users with it)."
+    ).tag(config=True)
+    images_url = Unicode(
+        "", help="Base URL of the image service (…/services/images/). Empty: servers run on the host's OS."
+    ).tag(config=True)
+    images_token = Unicode(
+        "", help="The image service's own hub API token (the spawner resolves images for users with it)."
+    ).tag(config=True)
+    default_image = Unicode(
+        "base", help="Image of a server whose request names none; 'host': the host's own OS (the fallback)."
+    ).tag(config=True)
+    allow_host_image = Bool(
+        True, help="Offer the host's own OS (instead of an image) as a labelled fallback."
     ).tag(config=True)
     lab_mirrors = Dict(
         help="Package mirrors written into every environment: {pip_index_url, pip_trusted_host, "
@@ -230,8 +242,11 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
         base_url = self.hub.base_url.rsplit("hub/", 1)[0] if self.hub else "/"
         catalog = self.catalog
         assets = await datamounts.mountable(self.data_url, self.data_token, self.user.name)
+        offered = await images.usable(self.images_url, self.images_token, self.user.name)
         return (note + render_form(workspaces, catalog, previous or {}, base_url,
                                    **self.form_accelerators(catalog))
+                + render_image_choice(offered, previous or {}, base_url, self.default_image,
+                                      self.allow_host_image)
                 + render_asset_choices(assets, previous or {}, base_url))
 
     def _options_from_form(self, formdata):
@@ -259,7 +274,9 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
         try:
             mounts = await datamounts.resolve(self.data_url, self.data_token, self.user.name, requested,
                                               workspace.get("id"))
-            self.workload = build_request(self.user.name, requested, resolved, catalog, mounts)
+            image = await images.resolve(self.images_url, self.images_token, self.user.name, requested,
+                                         self.default_image, self.allow_host_image, workspace.get("id"))
+            self.workload = build_request(self.user.name, requested, resolved, catalog, mounts, image)
             self.workload = dataclasses.replace(
                 self.workload, accelerator=self.choose_accelerator(requested, resolved))
         except RequestError as e:
@@ -267,6 +284,9 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
         except datamounts.MountsUnavailable as e:
             self.log.error("data service error for %s: %s", self._log_name, e)
             raise user_error(503, f"the data service is unavailable right now ({e})") from None
+        except images.ImagesUnavailable as e:
+            self.log.error("image service error for %s: %s", self._log_name, e)
+            raise user_error(503, f"the image service is unavailable right now ({e})") from None
         persisted = self.workload.persisted_options(user_options or {})
         self.user_options = persisted
         if self.orm_spawner is not None:

@@ -233,12 +233,14 @@ def _one(formdata: Mapping[str, Any], key: str) -> str | None:
 
 _FORM_FIELDS = ("workspace_id", "project_id", "preset", "accelerator")
 _ID_FIELDS = ("workspace_id", "project_id")
+HOST_LABEL = "Host OS (fallback: the machine's own Python, not an image)"
 
 
 def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
     """user_options from the submitted form (a dict of lists of strings)."""
     # JupyterHub passes every body field, its own "_xsrf" included.
-    unknown = sorted(k for k in formdata if k not in _FORM_FIELDS + ASSET_FIELDS and not k.startswith("_"))
+    unknown = sorted(k for k in formdata if k not in _FORM_FIELDS + ASSET_FIELDS + ("image",)
+                     and not k.startswith("_"))
     if unknown:
         raise RequestError(f"unknown form field(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
@@ -253,7 +255,61 @@ def options_from_form(formdata: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     out.update(asset_choices_from_form(formdata))
+    image = _one(formdata, "image")
+    if image is not None:
+        out["image"] = image_choice_from_form(image)
     return out
+
+
+# -- images (image service) ---------------------------------------------------------------------
+def render_image_choice(images: Iterable[Mapping[str, Any]], previous: Mapping[str, Any] | None = None,
+                        base_url: str = "/", default: str = "base", allow_host: bool = True) -> str:
+    """One select (``name="image"``), option values ``<id>:<version>`` over every built
+    version the user can start, newest first, and ``host`` for the fallback where allowed.
+    Preselected: the previous choice, else the default image's newest version."""
+    previous = previous or {}
+    before = previous.get("image")
+    if isinstance(before, Mapping):
+        sel = f"{before.get('id')}:{before.get('version')}"
+    elif before == "host":
+        sel = "host"
+    else:
+        sel = "host" if default == "host" else ""
+    manage = escape(base_url.rstrip("/") + "/services/images/")
+    options = []
+    for img in images:
+        built = [v for v in img.get("versions") or [] if v.get("state") == "succeeded"]
+        for i, v in enumerate(reversed(built)):
+            value = f"{img.get('id')}:{v.get('number')}"
+            if not sel and img.get("kind") == "official" and img.get("name") == default and i == 0:
+                sel = value
+            owner = "official" if img.get("kind") == "official" else f"{img.get('workspace')}, {img.get('visibility')}"
+            tags = [t for t in v.get("tags") or []]
+            label = f"{img.get('name')} v{v.get('number')}" + (f" [{', '.join(tags)}]" if tags else "") + f" ({owner})"
+            options.append((value, label))
+    if allow_host:
+        options.append(("host", HOST_LABEL))
+    out = ['<div class="form-group mb-3 gemhub-image-options">',
+           '<label for="gemhub-image" class="form-label">Image</label> '
+           f'<a href="{manage}" target="_blank">Manage images</a>',
+           '<select class="form-select form-control" id="gemhub-image" name="image">']
+    if not options:
+        out.append('<option value="">(the default image)</option>')
+    for value, label in options:
+        selected = " selected" if value == sel else ""
+        out.append(f'<option value="{escape(value)}"{selected}>{escape(label)}</option>')
+    out.append("</select></div>")
+    return "\n".join(out)
+
+
+def image_choice_from_form(text: str) -> Any:
+    """``host`` or ``<id>:<version>`` from the image select."""
+    if text == "host":
+        return text
+    ident, _, version = text.partition(":")
+    if not ident.isdigit() or not version.isdigit() or len(text) > 24:
+        raise RequestError(f"image: {text!r} is not an '<id>:<version>' choice")
+    return {"id": int(ident), "version": int(version)}
 
 
 # -- datasets and models (data service) ------------------------------------------------------

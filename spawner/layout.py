@@ -136,6 +136,15 @@ def asset_version_dir(state_dir: str | os.PathLike, kind: str, asset_id: object,
     return asset_dir(state_dir, kind, asset_id) / _component(version, "version")
 
 
+def image_rootfs_dir(state_dir: str | os.PathLike, workspace_id: object, version_id: object) -> Path:
+    """An image version's exported root filesystem (the read-only root of its environments):
+    ``state/images/rootfs/<version>`` for official images, ``state/workspaces/<ws>/images/<version>``
+    for a workspace's own (counted in its ``images`` storage). Both parents are root-only."""
+    if workspace_id is None:
+        return _root(state_dir) / "images" / "rootfs" / _component(version_id, "image version id")
+    return workspace_dir(state_dir, workspace_id) / "images" / _component(version_id, "image version id")
+
+
 def asset_draft_dir(state_dir: str | os.PathLike, kind: str, asset_id: object, version: object) -> Path:
     """A draft version being filled (uploads, SFTP): ``state/datasets/<id>/drafts/<version>``."""
     return asset_dir(state_dir, kind, asset_id) / "drafts" / _component(version, "version")

@@ -27,7 +27,8 @@ from gemhub.spawner.presets import Catalog, Preset, PresetError
 # "profile" is the preset again, under the name JupyterHub's admin panel shows (its Profile
 # column reads user_options.profile, KubeSpawner's word for a preset).
 OPTION_KEYS = ("workspace", "project", "preset", "workspace_id", "project_id", "accelerator",
-               "datasets", "models", "profile")
+               "datasets", "models", "profile", "image")
+HOST_IMAGE = "host"  # the host's own OS instead of an image (a configured, labelled fallback)
 MAX_SPEC = 200  # characters of a custom accelerator spec
 MAX_OPTIONS_BYTES = 64 * 1024  # user_options (as JSON) beyond this are refused, never echoed
 MAX_MOUNTS = 3
@@ -68,6 +69,33 @@ class RequestedOptions:
     accelerator: str | None = None  # custom accelerator spec text (replaces the preset's)
     datasets: tuple[dict, ...] = ()  # [{"id": N} or {"name": S}, optional "version": N]
     models: tuple[dict, ...] = ()
+    # {"id"|"name", optional "version"|"tag"} (image service's choice), HOST_IMAGE, or None: the default
+    image: dict | str | None = None
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """The built image version a workload runs on (resolved by the image service)."""
+
+    id: int
+    version: int
+    version_id: int
+    name: str = ""
+    workspace_id: int | None = None  # None: an official image
+    reference: str = ""  # where the Kubernetes runtime pulls it ("" when not pushed)
+    env: tuple[str, ...] = ()  # the image's ENV ("KEY=value")
+
+    def __post_init__(self):
+        for what, value in (("id", self.id), ("version", self.version), ("version id", self.version_id)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RequestError(f"image {what} must be a whole number from 1, not {value!r}")
+        if self.workspace_id is not None and (isinstance(self.workspace_id, bool)
+                                              or not isinstance(self.workspace_id, int) or self.workspace_id < 0):
+            raise RequestError(f"image workspace id must be a whole number, not {self.workspace_id!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:v{self.version}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,7 @@ class WorkloadRequest:
     # once the workspace's limits are checked; None until then
     accelerator: Any = None
     mounts: tuple[DatasetMount, ...] = ()
+    image: ImageChoice | None = None  # None: the host's OS (the fallback)
 
     def env(self) -> dict[str, str]:
         """Environment describing the request inside the workload."""
@@ -118,6 +147,7 @@ class WorkloadRequest:
             "GEMHUB_PRESET": self.preset.name,
             "MEM_LIMIT": str(self.preset.memory),
             "CPU_LIMIT": _cpu_text(self.preset.cpu),
+            "GEMHUB_IMAGE": self.image.label if self.image is not None else HOST_IMAGE,
         }
 
     def persisted_options(self, original: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,6 +161,8 @@ class WorkloadRequest:
             chosen = [{"id": m.id, "version": m.version} for m in self.mounts if m.kind == kind]
             if chosen or key in out:
                 out[key] = chosen
+        # the resolved version: a restart runs the same one (and the image service sees it is in use)
+        out["image"] = {"id": self.image.id, "version": self.image.version} if self.image else HOST_IMAGE
         return out
 
 
@@ -174,7 +206,7 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     if unknown:
         raise RequestError(
             f"unknown option(s) {', '.join(map(repr, unknown))}"
-            " (known: workspace, project, preset (or profile), accelerator, datasets, models)"
+            " (known: workspace, project, preset (or profile), accelerator, datasets, models, image)"
         )
     workspace = _ref_name(options.get("workspace"), "workspace")
     project = _ref_name(options.get("project"), "project")
@@ -207,7 +239,24 @@ def parse_options(options: Mapping[str, Any] | None, catalog: Catalog) -> Reques
     return RequestedOptions(workspace_id=ws_id, project_id=project_id, workspace=workspace, project=project,
                             preset=preset, accelerator=accelerator,
                             datasets=_choices(options.get("datasets"), "datasets"),
-                            models=_choices(options.get("models"), "models"))
+                            models=_choices(options.get("models"), "models"),
+                            image=_image_choice(options.get("image")))
+
+
+def _image_choice(value: Any) -> dict | str | None:
+    """``image``: a name ("base", "tools:v2", "tools:stable"), an id, {"id"|"name",
+    "version"|"tag"}, or "host" (the host's OS); None or "" is the default image."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip() == HOST_IMAGE:
+        return HOST_IMAGE
+    from gemhub.services.common.errors import BadRequest
+    from gemhub.services.images.names import parse_choice
+
+    try:
+        return parse_choice(value)
+    except BadRequest as e:
+        raise RequestError(e.message) from None
 
 
 def _preset_name(value: Any, key: str) -> str | None:
@@ -281,7 +330,8 @@ def assign_slots(resolved: list[Mapping[str, Any]]) -> tuple[DatasetMount, ...]:
 
 
 def build_request(user: str, requested: RequestedOptions, resolved: Mapping[str, Any],
-                  catalog: Catalog, mounts: tuple[DatasetMount, ...] = ()) -> WorkloadRequest:
+                  catalog: Catalog, mounts: tuple[DatasetMount, ...] = (),
+                  image: ImageChoice | None = None) -> WorkloadRequest:
     """Combine validated options with the quota service's resolve answer."""
     if not isinstance(resolved, Mapping):
         raise RequestError(f"unexpected resolve answer {echo(resolved)}")
@@ -295,4 +345,5 @@ def build_request(user: str, requested: RequestedOptions, resolved: Mapping[str,
         project=Ref.from_dict(resolved.get("project"), "project"),
         preset=preset,
         mounts=mounts,
+        image=image,
     )

@@ -91,3 +91,22 @@ def postgres():
 def user(hub):
     """A fresh hub user: (name, token)."""
     return hub.create_user(unique_name())
+
+
+@pytest.fixture(scope="session")
+def images_hub(artifacts):
+    """A hub that builds images (small test catalog, registry on loopback), its test base
+    built once for the session: (hub, registry, base image json)."""
+    from imagehub import attach, skip_without_tools, start_image_hub, stop_image_hub, wait_base
+
+    skip_without_tools()
+    if os.environ.get("GEMHUB_TEST_IMAGES_HUB"):  # a hub started by `python tests/imagehub.py FILE`
+        h, registry = attach(os.environ["GEMHUB_TEST_IMAGES_HUB"])
+        yield h, registry, wait_base(h)
+        return
+    h, registry = start_image_hub(artifacts)
+    try:
+        base = wait_base(h)
+        yield h, registry, base
+    finally:
+        stop_image_hub(h, registry, artifacts)

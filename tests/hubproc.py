@@ -28,6 +28,8 @@ VENV_BIN = Path(sys.executable).parent
 TEST_CONFIG: dict[str, Any] = {
     "spawner": {"start_timeout": 60, "http_timeout": 30},
     "hub": {"log_level": "DEBUG"},
+    # building images takes minutes: only the image tests build (a small test catalog, once a session)
+    "images": {"default": "host", "autobuild": False},
 }
 
 

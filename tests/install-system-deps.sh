@@ -2,7 +2,9 @@
 # What the tests need from the system: Chromium (browser e2e), the OpenSSH client, sshpass and
 # sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
 # benchmark), tmux and screen (offered in every environment), PostgreSQL (the Helm chart's
-# external database in tests/helm; the ledger's tests and benchmark on PostgreSQL).
+# external database in tests/helm; the operations tests run the platform on a server of
+# their own and back it up with pg_dump; the ledger's tests and benchmark on PostgreSQL), buildah, bubblewrap, debootstrap, rsync and
+# docker-registry (image builds and registry pushes).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail
 need=()
@@ -16,8 +18,13 @@ command -v bsdtar >/dev/null || need+=(libarchive-tools)  # rar extraction (data
 command -v curl >/dev/null || need+=(curl)                # the benchmarks' baselines
 command -v tmux >/dev/null || need+=(tmux)      # long-running work in environments' terminals
 command -v screen >/dev/null || need+=(screen)
-# Debian's PostgreSQL: the Helm chart's external database, and the ledger on PostgreSQL
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v buildah >/dev/null || need+=(buildah)             # image builds (images service)
+command -v bwrap >/dev/null || need+=(bubblewrap)            # the build sandbox
+command -v debootstrap >/dev/null || need+=(debootstrap)     # the Debian root of images
+command -v rsync >/dev/null || need+=(rsync)                 # root filesystems sharing the base's files
+command -v docker-registry >/dev/null || need+=(docker-registry)  # registry pushes (kubernetes runtime)
+# the Helm chart's start test and the operations tests (tests/pgcluster.py, pg_dump)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v pg_dump >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2

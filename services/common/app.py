@@ -1,21 +1,24 @@
 """``GemService``: the traitlets Application every GemHub service is built on.
 
 It reads the JUPYTERHUB_* environment the hub gives managed services, opens the service's
-database (running its Alembic migrations), serves a tornado app under the service prefix,
-stops cleanly on SIGINT/SIGTERM and, on Linux, dies with the hub (PR_SET_PDEATHSIG) so a
-hub killed with -9 and restarted does not find the port taken.
+database (running its Alembic migrations), serves a tornado app under the service prefix and
+stops cleanly on SIGINT/SIGTERM. Its lifecycle (:mod:`.lifecycle`): it dies with the hub
+(PR_SET_PDEATHSIG, ``kill -9`` included), runs once per state directory (a predecessor is
+stopped first), and a failed start leaves one line saying why for ``make run``.
+
+Secrets never come on the command line (visible in ``ps`` and the hub's log): the database
+URL is ``GEMHUB_DATABASE_URL`` (or the file named by ``GEMHUB_DATABASE_URL_FILE``), the hub
+token ``JUPYTERHUB_API_TOKEN`` as JupyterHub sets it, other secrets ``GEMHUB_*`` variables
+(see :func:`secret_from_env`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ctypes
-import ctypes.util
 import os
 import secrets
 import signal
-import sys
 from pathlib import Path
 
 import jinja2
@@ -26,27 +29,37 @@ from tornado.netutil import bind_sockets
 from traitlets import Bool, Integer, Unicode, default
 from traitlets.config import Application
 
-from . import metrics
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import lifecycle, metrics
 from .auth import OAuthCallbackHandler, make_hub_auth
 from .db import Database, make_engine, make_sessionmaker, run_migrations
 from .handlers import HealthHandler, NotFoundHandler, OpenAPIHandler
+from .lifecycle import StartFailure, die_with_parent
 from .openapi import OpenAPIRegistry
 
 # Layout and error page shared by every service with HTML pages.
 COMMON_TEMPLATES = Path(__file__).parent / "templates"
+# what a GemHub service's command line contains (a predecessor is recognised by it)
+SERVICE_MARKER = "gemhub.services."
+DATABASE_URL_ENV = "GEMHUB_DATABASE_URL"
 
-PR_SET_PDEATHSIG = 1
+
+def secret_from_env(name: str, env=os.environ) -> str:
+    """A secret from the environment variable ``name``, or from the file named by
+    ``name``_FILE (a Kubernetes Secret mounted as a file); empty when neither is set."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if path:
+        with open(path) as f:
+            return f.read().strip()
+    return ""
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent (the hub) dies."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except OSError:
-        return False
+def _one_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class GemService(Application):
@@ -77,13 +90,15 @@ class GemService(Application):
         return os.path.abspath(os.environ.get("GEMHUB_STATE_DIR", "var"))
 
     db_url = Unicode(
-        help="SQLAlchemy URL of the service's database (env GEMHUB_DATABASE_URL, so a password never"
-        " shows on the command line; default SQLite <state_dir>/db/<name>.sqlite)."
+        help="SQLAlchemy URL of the service's database: GEMHUB_DATABASE_URL (or the file named by "
+        "GEMHUB_DATABASE_URL_FILE), else SQLite <state_dir>/db/<name>.sqlite. It may hold a "
+        "password: give it in the environment, never on the command line."
     ).tag(config=True)
 
     @default("db_url")
     def _default_db_url(self):
-        return os.environ.get("GEMHUB_DATABASE_URL") or f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite"
+        return (secret_from_env(DATABASE_URL_ENV)
+                or f"sqlite:///{self.state_dir}/db/{self.service_name}.sqlite")
 
     base_url = Unicode(
         help="URL prefix the service is served under (JUPYTERHUB_SERVICE_PREFIX)."
@@ -109,7 +124,9 @@ class GemService(Application):
         return os.environ.get("GEMHUB_COOKIE_SECRET") or secrets.token_hex(32)
 
     die_with_hub = Bool(
-        True, help="On Linux, exit (SIGTERM) when the parent process (the hub) dies."
+        True, help="Run as a service the hub started: exit (SIGTERM) when the hub dies, on Linux, and "
+        "be the only one on the state directory (a predecessor is stopped first). Off for services "
+        "deployed on their own, e.g. Kubernetes replicas."
     ).tag(config=True)
 
     max_body_bytes = Integer(
@@ -184,6 +201,8 @@ class GemService(Application):
             default_handler_class=NotFoundHandler,
             log_function=lambda handler: self._log_request(handler),
             service_app=self,
+            # gzip pages and JSON (text types only: file downloads are octet-stream)
+            compress_response=True,
         )
         settings.update(self.extra_settings())
         return web.Application(routes, **settings)
@@ -203,7 +222,12 @@ class GemService(Application):
             loop.add_signal_handler(sig, self.stop, sig)
         app = self.make_app()
         server = HTTPServer(app, xheaders=True)
-        sockets = bind_sockets(self.port, self.ip)
+        try:
+            sockets = bind_sockets(self.port, self.ip)
+        except OSError as e:
+            raise StartFailure(lifecycle.describe_bind_error(e, self.ip, self.port)
+                               + f" (the {self.service_name} service's own port, kept in"
+                               f" {self.state_dir}/ports.json: remove the entry to pick another)") from None
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         self.log.info("%s service listening on http://%s:%d%s", self.service_name, self.ip, port, self.base_url)
@@ -227,5 +251,15 @@ class GemService(Application):
     def start(self):
         if self.die_with_hub:
             die_with_parent(signal.SIGTERM)
-        self.init_db()
-        asyncio.run(self.serve())
+        try:
+            if self.die_with_hub:
+                self._claim = lifecycle.claim(self.state_dir, self.service_name, SERVICE_MARKER)
+            try:
+                self.init_db()
+            except SQLAlchemyError as e:
+                raise StartFailure(f"cannot use its database: {_one_line(e)}") from None
+            asyncio.run(self.serve())
+        except StartFailure as e:
+            self.log.critical("%s service cannot start: %s", self.service_name, e)
+            lifecycle.report_failure(self.state_dir, self.service_name, str(e))
+            self.exit(1)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from traitlets import Float, Integer, List, Unicode, default
 
 from gemhub.services.common.app import GemService
+from gemhub.services.common.caches import per_user_ttl
 from gemhub.services.common.openapi import OpenAPIRegistry
 
 from . import accounting
@@ -118,7 +119,7 @@ class DataService(GemService):
             "state_dir": self.state_dir,
             "quota_url": self.quota_url,
             "quota_token": self.quota_token,
-            "membership_cache": {},
+            "membership_cache": per_user_ttl(h.MEMBERSHIP_TTL),
             "membership_asking": {},
             "draft_locks": DraftLocks(),
             "draft_writers": set(self.draft_writers),

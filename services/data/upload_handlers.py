@@ -6,12 +6,16 @@
     POST /api/v1/uploads/<uid>/complete            verify size and sha256, move into the draft
 
 Chunks are streamed (``stream_request_body``): nothing is buffered in memory and the body
-size limit is the file's remaining size, not tornado's default.
+size limit is the file's remaining size, not tornado's default. A client may pipeline: the
+chunk that starts where the arriving one ends waits for it, then arrives while the one
+before is being made durable; each answer still comes only once its bytes are on disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 
 from tornado import web
@@ -27,6 +31,7 @@ from .models import Upload, Version
 from .names import split_path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PREDECESSOR_WAIT = 600  # seconds a pipelined chunk waits for the body of the one before it
 
 
 def upload_json(u: Upload, offset: int) -> dict:
@@ -109,39 +114,68 @@ class UploadsAPI(UploadMixin, DataAPIHandler):
 @web.stream_request_body
 class UploadAPI(UploadMixin, DataAPIHandler):
     writer = None
+    gone = False  # the client closed the connection
+    _announced = None
 
     async def prepare(self):
         await super().prepare()
         if self.request.method != "PUT":
             return
         uid = self.path_args[0]
-        u = await self.upload(uid)
-        if u["state"] != "open":
-            raise Conflict("this upload is complete already")
         offset = params.whole(self.get_query_argument("offset", None) or "0", "offset")
         length = self.request.headers.get("Content-Length")
         if length is None:
             raise BadRequest("send Content-Length with each chunk")
         length = params.whole(length, "Content-Length")
+        # seen before any other await, so that a pipelined next chunk finds this one
+        self._announced = self.store.announce(uid, offset, length)
+        u = await self.upload(uid)
+        if u["state"] != "open":
+            raise Conflict("this upload is complete already")
         self.request.connection.set_max_body_size(max(length, 1))
-        self.writer = self.store.writer(uid, offset, length, u["size"])
+        before = self.store.predecessor(uid, offset)
+        if before is not None:  # pipelined: the chunk before this one is still arriving
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(before), PREDECESSOR_WAIT)
+            except asyncio.TimeoutError:
+                pass  # still arriving: the writer below refuses this chunk with a 409
+            if self.gone:
+                raise web.Finish()
+        self.writer = self.store.writer(uid, offset, length, u["size"], self._announced)
         self._upload = u
+        self._receiving_since = time.perf_counter()
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes):
         if self.writer is not None:
-            self.writer.write(chunk)
+            backlog = self.writer.write(chunk)
+            if backlog is not None:  # the disk lags: read no more until some of it is written
+                return asyncio.wrap_future(backlog)
 
     def on_connection_close(self):
+        self.gone = True
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+
+    def on_finish(self):
+        if self._announced is not None:  # refused, or over: a chunk waiting for it goes on
+            self._announced.finish(False)
+        super().on_finish()
 
     def _answer(self, u: dict, offset: int) -> dict:
         return {k: u[k] for k in ("id", "path", "size", "sha256", "state", "batch")} | {"offset": offset}
 
     async def put(self, uid):
         writer, self.writer = self.writer, None
-        offset = await self.in_thread(writer.commit)
+        received = time.perf_counter()
+        try:
+            offset = await asyncio.wrap_future(writer.arrived_whole())
+        finally:
+            writer.settle()
+        # how long the body took to arrive and how long the client then waited for it to
+        # be durable (benchmarks/upload.py reads these)
+        self.set_header("Server-Timing", f"receive;dur={(received - self._receiving_since) * 1000:.1f}, "
+                                         f"sync;dur={(time.perf_counter() - received) * 1000:.1f}")
         self.set_header("Upload-Offset", str(offset))
         self.write_json(self._answer(self._upload, offset))
 
@@ -170,6 +204,8 @@ class UploadCompleteAPI(UploadMixin, DataAPIHandler):
             return
         if uid in self.store.completing:
             raise Conflict("this upload is being completed by another request")
+        if self.store.busy(uid):
+            raise Conflict("a chunk of this upload is still being written; complete it when every chunk is answered")
         self.store.completing.add(uid)
         try:
             with self.draft_lock(u["asset_id"], "being changed"):

@@ -11,6 +11,7 @@ from pathlib import Path
 from traitlets import Any, Dict, List, Unicode, default
 
 from gemhub.services.common.app import GemService
+from gemhub.services.common.caches import SeenNames
 from gemhub.services.common.openapi import ID, PAGE, OpenAPIRegistry, nullable
 
 from . import handlers as h
@@ -221,7 +222,7 @@ class QuotaService(GemService):
         ]
 
     def extra_settings(self):
-        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": set(),
+        return {"state_dir": self.state_dir, "hub_api": self.hub_api, "seen_users": SeenNames(),
                 "preset_names": list(self.preset_names), "ledger": self.ledger,
                 "ledger_config": self.ledger_config, "test_pause_file": self.test_pause_file,
                 "quotas_changed": lambda: spawn_background(self.sync_kueue()),

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import httpx
 
+from gemhub.services.common.client import ssl_context
 from gemhub.services.common.errors import Unavailable
 
 PAGINATION = "application/jupyterhub-pagination+json"
@@ -34,12 +36,13 @@ class HubAPI:
         self.api_url = (api_url or os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")).rstrip("/")
         self.token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
         self.timeout = timeout
-        self._locks: dict[int, asyncio.Lock] = {}
+        # a workspace's lock lives while a sync of it runs or waits (bounded by those)
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def _request(self, method: str, path: str, **kw) -> httpx.Response:
         headers = kw.pop("headers", {})
         headers["Authorization"] = f"token {self.token}"
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, verify=ssl_context()) as client:
             return await client.request(method, f"{self.api_url}{path}", headers=headers, **kw)
 
     async def _user(self, name: str) -> dict | None:

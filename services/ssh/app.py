@@ -10,7 +10,8 @@ from pathlib import Path
 
 from traitlets import Float, Bool, Integer, Unicode, default
 
-from gemhub.services.common.app import GemService
+from gemhub.services.common import lifecycle
+from gemhub.services.common.app import GemService, StartFailure
 from gemhub.services.common.openapi import OpenAPIRegistry, nullable
 from gemhub.services.data.client import DataClient
 
@@ -127,7 +128,12 @@ class SSHService(GemService):
             draft_recheck_seconds=self.draft_recheck_seconds,
         )
         host_key = await asyncio.get_running_loop().run_in_executor(None, load_host_key, Path(self.host_key_file))
-        server = await start_gateway(gateway, self.ssh_host, self.ssh_port, host_key)
+        try:
+            server = await start_gateway(gateway, self.ssh_host, self.ssh_port, host_key)
+        except OSError as e:
+            await gateway.hub.aclose()
+            raise StartFailure(lifecycle.describe_bind_error(e, self.ssh_host, self.ssh_port)
+                               + "; set GEMHUB_SSH_PORT or services.ssh.port") from None
         port = server.sockets[0].getsockname()[1]
         self.log.info("SSH gateway listening on %s:%d", self.ssh_host, port)
         try:

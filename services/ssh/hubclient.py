@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from gemhub.services.common.client import ssl_context
 from gemhub.services.common.errors import Unavailable
 
 
@@ -23,7 +24,8 @@ class HubClient:
         self.log = log or logging.getLogger(__name__)
         self.api_url = (api_url or os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")).rstrip("/")
         self.token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self.client = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"token {self.token}"})
+        self.client = httpx.AsyncClient(timeout=timeout, verify=ssl_context(),
+                                        headers={"Authorization": f"token {self.token}"})
 
     async def aclose(self) -> None:
         await self.client.aclose()

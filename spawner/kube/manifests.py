@@ -88,6 +88,7 @@ class PodPlan:
     volume_mounts: list[dict]
     working_dir: str = WORKING_DIR
     scheduler_name: str | None = None   # set when the profile needs its own scheduler
+    image: str = ""                     # the chosen image's registry reference ("": the configured one)
 
 
 def quantity(nbytes: int) -> str:
@@ -162,6 +163,16 @@ def plan_pod(request: WorkloadRequest, rendering: accelerators.KubeRendering,
                    f"{LABEL_PREFIX}workspace": request.workspace.name,
                    f"{LABEL_PREFIX}project": request.project.name}
     annotations.update({str(k): str(v) for k, v in rendering.annotations.items()})
+    image = ""
+    if request.image is not None:
+        if not request.image.reference:
+            raise ManifestError(f"image {request.image.label} is not in a registry the cluster pulls from"
+                                " (images.registry in gemhub.yaml)")
+        image = request.image.reference
+        annotations[f"{LABEL_PREFIX}image"] = request.image.label
+        for item in request.image.env:
+            key, _, value = item.partition("=")
+            env.setdefault(key, value)
     return PodPlan(
         cpu_limit=preset.cpu,
         cpu_guarantee=preset.cpu * settings.cpu_guarantee_ratio,
@@ -178,6 +189,7 @@ def plan_pod(request: WorkloadRequest, rendering: accelerators.KubeRendering,
         volumes=volumes,
         volume_mounts=volume_mounts,
         scheduler_name="volcano" if profile == "volcano" and limits else None,
+        image=image,
     )
 
 

@@ -27,7 +27,7 @@ _PLANNED_TRAITS = (
     "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
     "extra_resource_limits", "extra_resource_guarantees", "extra_annotations", "extra_labels",
     "node_selector", "node_affinity_required", "volumes", "volume_mounts", "working_dir",
-    "scheduler_name",
+    "scheduler_name", "image",
 )
 
 
@@ -136,6 +136,8 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         self.volume_mounts = _as_list(base["volume_mounts"]) + _literal(plan.volume_mounts)
         self.working_dir = plan.working_dir
         self.scheduler_name = base["scheduler_name"] or plan.scheduler_name
+        # the chosen image version from the registry; the host fallback is kubernetes.image
+        self.image = plan.image or base["image"]
         self._planned_env = {**plan.env, **self._lab_env()}
 
     def _admission_labels(self) -> dict[str, str]:

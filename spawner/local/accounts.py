@@ -5,6 +5,14 @@ bound at ``/home/<account>`` inside environments); every
 member of workspace 7 is in group ``gemws-7``, which owns the workspace's project
 directories with mode 2775 so members share code and outputs. ``useradd``/``groupadd``/
 ``usermod`` run only when something is missing: a spawn for a known user makes none.
+
+Concurrency: a burst of new users' first spawns must not queue behind one another, so
+changes are serialised per account or group name only (two spawns of one user never both
+run ``useradd``), and at most :data:`MAX_COMMANDS` of these commands run at once. The
+commands serialise their own writes of /etc/passwd, /etc/group and the shadow files
+through ``lckpwdf`` (/etc/.pwd.lock, waited for up to 15 s), which also covers other
+programs on the machine; the bound keeps a burst well inside that wait, and a command that
+still reports the files locked is run again.
 """
 
 from __future__ import annotations
@@ -14,11 +22,17 @@ import grp
 import logging
 import os
 import pwd
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 
 log = logging.getLogger(__name__)
+
+#: account commands (useradd, groupadd, usermod) running at once in one hub
+MAX_COMMANDS = 4
+#: tries of a command that finds the password files locked by another program
+LOCKED_TRIES = 5
 
 
 class AccountError(RuntimeError):
@@ -34,40 +48,71 @@ class Account:
 
 
 async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise AccountError(f"{' '.join(argv)} failed ({proc.returncode}): {out.decode(errors='replace').strip()}")
+    for attempt in range(LOCKED_TRIES):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode == 0:
+            return
+        text = out.decode(errors="replace").strip()
+        # "cannot lock /etc/passwd; try again later.": lckpwdf's 15 s ran out
+        if "cannot lock" not in text or attempt == LOCKED_TRIES - 1:
+            raise AccountError(f"{' '.join(argv)} failed ({proc.returncode}): {text}")
+        log.warning("%s: %s; trying again", argv[0], text)
+        await asyncio.sleep(0.5 * (attempt + 1))
+
+
+class _NameLocks:
+    """One asyncio lock per name, forgotten once nobody holds or waits for it (a burst of
+    new users leaves no lock behind)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class Accounts:
-    """Creates what is missing; one at a time (useradd locks /etc/passwd)."""
+    """Creates what is missing: per name one at a time, different names in parallel."""
 
     def __init__(self) -> None:
-        self._lock = asyncio.Lock()
+        self._names = _NameLocks()
+        self._commands = asyncio.Semaphore(MAX_COMMANDS)
 
-    async def ensure_user(self, name: str, home: Path, legacy: str | None = None) -> Account:
+    async def _run(self, *argv: str) -> None:
+        async with self._commands:
+            await _run(*argv)
+
+    async def ensure_user(self, name: str, home: Path, legacy: str | None = None,
+                          groups: tuple[str, ...] = ()) -> Account:
         """The account ``name`` with its home folder ``home`` (on the host; environments see
         it as :func:`sandbox_home`). ``legacy``: the name an earlier release gave the same
         hub user; such an account is renamed (same uid, so its files stay its own) when its
-        home is this user's."""
+        home is this user's. A new account is made a member of ``groups`` (which must exist)
+        by the same ``useradd``: one command fewer per new user, and these commands run one
+        at a time machine-wide."""
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
-            async with self._lock:
+            async with self._names(f"user:{name}"):
                 try:
                     pw = pwd.getpwnam(name)
                 except KeyError:
                     if not await self._migrate(legacy, name, home):
                         log.info("creating unix account %s (home %s)", name, home)
-                        await _run("useradd", "--home-dir", sandbox_home(name), "--no-create-home",
-                                   "--shell", "/bin/bash", "--user-group", name)
+                        await self._useradd(name, groups)
                     pw = pwd.getpwnam(name)
         if pw.pw_dir != sandbox_home(name):
-            async with self._lock:
-                await _run("usermod", "--home", sandbox_home(name), name)
+            async with self._names(f"user:{name}"):
+                await self._run("usermod", "--home", sandbox_home(name), name)
             pw = pwd.getpwnam(name)
         home.parent.mkdir(parents=True, exist_ok=True)
         if not home.is_dir():
@@ -78,6 +123,20 @@ class Accounts:
         if st.st_mode & 0o7777 != 0o700:
             os.chmod(home, 0o700)
         return Account(name=name, uid=pw.pw_uid, gid=pw.pw_gid, home=str(home))
+
+    async def _useradd(self, name: str, groups: tuple[str, ...]) -> None:
+        argv = ["useradd", "--home-dir", sandbox_home(name), "--no-create-home", "--shell", "/bin/bash",
+                "--user-group", *(("--groups", ",".join(groups)) if groups else ()), name]
+        try:
+            await self._run(*argv)
+        except AccountError:
+            missing = [g for g in groups if not _group_exists(g)]
+            if not missing:
+                raise
+            # a group was deleted meanwhile (its workspace removed): make it again, once
+            for g in missing:
+                await self.ensure_group(g)
+            await self._run(*argv)
 
     async def _migrate(self, legacy: str | None, name: str, home: Path) -> bool:
         """Rename ``legacy`` to ``name`` if it is this user's account (its home was ``home``)."""
@@ -90,30 +149,34 @@ class Accounts:
         if old.pw_dir != str(home):
             return False  # someone else's account (the collision the new names fix)
         log.info("renaming unix account %s to %s", legacy, name)
-        await _run("usermod", "--login", name, legacy)
+        await self._run("usermod", "--login", name, legacy)
         try:
             if grp.getgrnam(legacy).gr_gid == old.pw_gid:
-                await _run("groupmod", "--new-name", name, legacy)
+                await self._run("groupmod", "--new-name", name, legacy)
         except KeyError:
             pass
         return True
 
-    async def ensure_member(self, group: str, user: str) -> int:
-        """Create ``group`` if needed and add ``user`` to it; returns its gid."""
+    async def ensure_group(self, group: str) -> grp.struct_group:
+        """Create ``group`` if it is missing."""
         try:
-            gr = grp.getgrnam(group)
+            return grp.getgrnam(group)
         except KeyError:
-            async with self._lock:
+            async with self._names(f"group:{group}"):
                 try:
-                    gr = grp.getgrnam(group)
+                    return grp.getgrnam(group)
                 except KeyError:
                     log.info("creating unix group %s", group)
-                    await _run("groupadd", group)
-                    gr = grp.getgrnam(group)
+                    await self._run("groupadd", group)
+                    return grp.getgrnam(group)
+
+    async def ensure_member(self, group: str, user: str) -> int:
+        """Create ``group`` if needed and add ``user`` to it; returns its gid."""
+        gr = await self.ensure_group(group)
         if user not in gr.gr_mem:
-            async with self._lock:
+            async with self._names(f"user:{user}"):
                 if user not in grp.getgrnam(group).gr_mem:
-                    await _run("usermod", "--append", "--groups", group, user)
+                    await self._run("usermod", "--append", "--groups", group, user)
         return gr.gr_gid
 
 
@@ -124,9 +187,9 @@ class Accounts:
                 return False
         except KeyError:
             return False
-        async with self._lock:
+        async with self._names(f"user:{user}"):
             if user in grp.getgrnam(group).gr_mem:
-                await _run("gpasswd", "--delete", user, group)
+                await self._run("gpasswd", "--delete", user, group)
                 return True
         return False
 
@@ -136,9 +199,17 @@ class Accounts:
             grp.getgrnam(group)
         except KeyError:
             return False
-        async with self._lock:
-            await _run("groupdel", group)
+        async with self._names(f"group:{group}"):
+            await self._run("groupdel", group)
         return True
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def sandbox_home(name: str) -> str:

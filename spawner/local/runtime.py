@@ -109,6 +109,7 @@ def plan_launch(
     device_env: Mapping[str, str] | None = None,
     devices: sandbox.Allotment = sandbox.Allotment(),
     extra: tuple[sandbox.Bind, ...] = (),
+    path: str | None = None,
 ) -> LaunchPlan:
     """The launcher invocation for ``request``.
 
@@ -116,12 +117,13 @@ def plan_launch(
     the same-user fallback rooted at ``state/users/<user>/gemini``. ``command`` is the
     workload's argv (``{root}`` in it is replaced by what it sees as /gemini); ``device_env``
     the accelerator placement (visible devices, MPS limits, GEMHUB_ACCELERATOR) and
-    ``devices`` the device nodes it may open.
+    ``devices`` the device nodes it may open; ``path`` the workload's PATH (an image's; default:
+    ``python``'s folder first).
     """
     env = dict(base_env)
     env.update(request.env())
     env.update(device_env or {})
-    env.update(SHELL="/bin/bash", PATH=f"{os.path.dirname(python)}:{DEFAULT_PATH}",
+    env.update(SHELL="/bin/bash", PATH=path or f"{os.path.dirname(python)}:{DEFAULT_PATH}",
                JUPYTER_CONFIG_PATH=JUPYTER_CONFIG_DIR)
     env.pop("PYTHONPATH", None)
     if identity is not None:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 from jupyterhub.spawner import Spawner
@@ -29,7 +30,7 @@ from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
 from gemhub.spawner.admission import LABEL_ENV, label
 from gemhub.spawner.common import GemSpawnerMixin, user_error
-from gemhub.spawner.local import accounts, cgroups, names, readiness, record, runtime
+from gemhub.spawner.local import accounts, cgroups, imageroot, names, readiness, record, runtime
 from gemhub.spawner.local import host as sandbox_host
 from gemhub.spawner.local.sandbox import Bind
 from gemhub.spawner.local.accelspawner import AcceleratorMixin
@@ -120,6 +121,21 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             unit = names.unit_name(names.unix_name(self.user.name, self.user_prefix), self.name)
             for d in (code, output):
                 d.mkdir(parents=True, exist_ok=True)
+        command = runtime.singleuser_command(self.python)
+        image_env: dict[str, str] = {}
+        image_binds: tuple[Bind, ...] = ()
+        workload_path = None
+        if request.image is not None:
+            # the chosen image version is the sandbox's root (ImageRoot); the host's OS is
+            # the fallback only when no image is chosen
+            if identity is None:
+                raise user_error(409, "images need the hub to run as root (the sandbox); choose the host OS")
+            try:
+                root = imageroot.image_root(state_dir, request.image, host.bwrap)
+            except imageroot.ImageRootError as e:
+                raise user_error(409, f"image {request.image.label} cannot be started: {e}") from None
+            host, command, image_env, workload_path = root.host, root.command, root.env, root.path
+            image_binds = root.binds + imageroot.account_files(state_dir, unit, Path(root.host.root), identity)
         account = (identity.name, identity.uid, identity.gid) if identity else None
         devices = await self.accelerator_start(request.accelerator, account)
 
@@ -142,20 +158,22 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             state_dir=state_dir,
             identity=identity,
             host=host,
-            command=runtime.singleuser_command(self.python) + ["--ServerApp.root_dir={root}"] + self.get_args(),
-            base_env={**self.get_env(), **lab_env},
+            command=command + ["--ServerApp.root_dir={root}"] + self.get_args(),
+            base_env={**image_env, **self.get_env(), **lab_env},
             cgroup_procs=cg.procs_files if cg else [],
             python=self.python,
             # reconciliation finds a workload left without a ledger entry by its label
             device_env={**devices.env, **({LABEL_ENV: label(self.admission)} if label(self.admission) else {})},
             devices=devices.allotment,
-            extra=lab_binds + devices.binds,
+            extra=lab_binds + image_binds + devices.binds,
+            path=workload_path,
         )
         log_dir = layout.logs_dir(state_dir) / "servers"
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = log_dir / f"{unit}.log"
-        self.log.info("starting %s as %s in %s (%s, preset %s)", self._log_name,
-                      self.unix_user or "the hub's user", plan.root, plan.mode, request.preset.name)
+        self.log.info("starting %s as %s in %s (%s, preset %s, %s)", self._log_name,
+                      self.unix_user or "the hub's user", plan.root, plan.mode, request.preset.name,
+                      f"image {request.image.label}" if request.image else "the host's OS")
         logfd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             self.proc = subprocess.Popen(
@@ -186,10 +204,13 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             raise user_error(503, f"environments cannot be started on this host: {e}") from None
         name = names.unix_name(self.user.name, self.user_prefix)
         home = layout.user_home(state_dir, self.user.name)
+        group = names.workspace_group(request.workspace.id)
         try:
+            # the group first: a new account then joins it in its own useradd
+            await self._accounts.ensure_group(group)
             account = await self._accounts.ensure_user(
-                name, home, legacy=names.legacy_unix_name(self.user.name, self.user_prefix))
-            gid = await self._accounts.ensure_member(names.workspace_group(request.workspace.id), name)
+                name, home, legacy=names.legacy_unix_name(self.user.name, self.user_prefix), groups=(group,))
+            gid = await self._accounts.ensure_member(group, name)
         except accounts.AccountError as e:
             self.log.error("unix account for %s: %s", self._log_name, e)
             raise user_error(500, "could not prepare your unix account; ask an administrator") from None

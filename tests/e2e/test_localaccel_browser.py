@@ -81,7 +81,8 @@ def test_choose_a_custom_slice_and_see_it_on_the_device_page(hub, artifacts):
             page.fill("#password_input", hub.admin_password)
             page.click("#login_submit")
             page.wait_for_url(lambda u: "/hub/login" not in u)
-            page.click("a.nav-link[href$='gemhub/devices']")
+            page.click("#gemhub-nav-console")  # the admin console's devices tab
+            page.click("#gemhub-tab-devices")
             row = page.locator("tr[data-device='local/0']")
             assert name in row.inner_text() and "simulated" in row.inner_text()
             page.screenshot(path=str(shots / "03-devices.png"), full_page=True)

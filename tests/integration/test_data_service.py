@@ -159,6 +159,21 @@ def test_upload_resumes_after_interrupt_and_crash(dhub, tmp_path):
     assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
+def test_pipelined_upload_of_many_chunks(dhub, tmp_path):
+    """The CLI keeps two chunks in flight (each chunk request waits for the body of the one
+    before); the file arrives whole and in order."""
+    _, token = new_user(dhub)
+    a = make_dataset(dhub, token, "pipelined")
+    data = os.urandom(20 * 2**16 + 5)
+    local = tmp_path / "many.bin"
+    local.write_bytes(data)
+    with DataApi(dhub.url, token, state_file=tmp_path / "uploads.json") as api:
+        done = api.upload(a["id"], 1, [(local, "many.bin")], chunk_bytes=2**16)
+    assert done[0]["state"] == "complete" and done[0]["size"] == len(data)
+    r = call(dhub, token, "GET", f"/assets/{a['id']}/versions/1/files/content", params={"path": "many.bin"})
+    assert r.status_code == 200 and r.content == data
+
+
 def test_upload_refusals_are_clear_400s(dhub):
     _, token = new_user(dhub)
     a = make_dataset(dhub, token, "refusals")

@@ -88,7 +88,7 @@ def test_openapi_document():
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("service", ["quota", "data", "ssh"])
+@pytest.mark.parametrize("service", ["quota", "data", "ssh", "images"])
 def test_service_documents_are_valid_for_the_version_they_declare(service):
     from importlib import import_module
 

@@ -26,8 +26,12 @@ def test_defaults_give_local_spawner_and_native_auth():
     assert c["LocalGemSpawner"]["quota_url"] == "http://127.0.0.1:9101/services/quota/"
     quota = c["JupyterHub"]["services"][0]
     assert quota["name"] == "quota" and quota["api_token"] == "qtok"
-    assert "--QuotaService.db_url=sqlite:////state/db/quota.sqlite" in quota["command"]
+    # the database URL (which may hold a password) travels in the environment, never on argv
+    assert quota["environment"]["GEMHUB_DATABASE_URL"] == "sqlite:////state/db/quota.sqlite"
+    assert not any("db_url" in arg or "sqlite" in arg for arg in quota["command"])
     assert "api_tokens" not in c["JupyterHub"]
+    # SQLite needs nothing to survive a database restart
+    assert "db_kwargs" not in c["JupyterHub"]
 
 
 def test_environment_overrides():
@@ -35,6 +39,29 @@ def test_environment_overrides():
     assert cfg["hub"]["port"] == 8123 and cfg["state_dir"] == "/x"
     with pytest.raises(ConfigError, match="GEMHUB_PORT"):
         merge_platform({}, {"GEMHUB_PORT": "eighty"})
+
+
+def test_ssh_port_from_the_environment():
+    cfg = merge_platform({"services": {"ssh": {"port": 2300}}}, {"GEMHUB_SSH_PORT": "2422"})
+    assert cfg["services"]["ssh"]["port"] == 2422
+    assert merge_platform({"services": {"ssh": {"port": 2300}}}, {})["services"]["ssh"]["port"] == 2300
+    for bad in ("ssh", "70000", "-1", "22.5"):
+        with pytest.raises(ConfigError, match="GEMHUB_SSH_PORT"):
+            merge_platform({}, {"GEMHUB_SSH_PORT": bad})
+
+
+def test_services_get_secrets_in_their_environment_only():
+    url = "postgresql://gem:s3cret-pw@db.example:5432/gemhub"
+    cfg = merge_platform({"database_url": url, "services": {
+        name: {"database_url": url.replace("gemhub", name)} for name in ("quota", "data", "ssh")}}, {})
+    c = build_config(cfg, INPUTS)
+    for service in c["JupyterHub"]["services"]:
+        assert not any("s3cret" in arg or "qtok" in arg or "dtok" in arg for arg in service["command"]), service
+        if service["name"] in ("quota", "data", "ssh"):
+            assert service["environment"]["GEMHUB_DATABASE_URL"].endswith(f"/{service['name']}")
+    # the hub's own PostgreSQL engine survives a restart of the server
+    assert c["JupyterHub"]["db_kwargs"] == {"pool_pre_ping": True, "plugins": ["gemhub_db"]}
+    assert callable(c["JupyterHub"]["tornado_settings"]["log_function"])
 
 
 def test_admin_token_becomes_an_admin_api_token():

@@ -16,7 +16,7 @@ def test_data_service_is_registered_with_its_limits():
     assert data["api_token"] == "dtok" and data["url"] == "http://127.0.0.1:9103"
     assert "--DataService.max_batch_files=10" in data["command"]
     assert "--DataService.storage_allowance_gb=0.5" in data["command"]
-    assert "--DataService.db_url=sqlite:////state/db/data.sqlite" in data["command"]
+    assert data["environment"]["GEMHUB_DATABASE_URL"] == "sqlite:////state/db/data.sqlite"
     # the quota token travels in the environment, never on the command line (ps)
     assert data["environment"]["GEMHUB_QUOTA_TOKEN"] == "qtok"
     assert not any("qtok" in arg for arg in data["command"])

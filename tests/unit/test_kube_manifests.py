@@ -295,3 +295,29 @@ async def test_accelerators_the_cluster_cannot_express_are_a_400(spec, profile, 
         await sp.load_user_options()
     assert e.value.status_code == 400 and message in e.value.jupyterhub_message
 
+
+
+async def test_the_chosen_image_is_the_pods_image_from_the_registry():
+    from gemhub.spawner.request import ImageChoice
+
+    sp = make_spawner()
+    pushed = ImageChoice(id=4, version=2, version_id=9, name="tools", workspace_id=3,
+                         reference="127.0.0.1:5000/gemhub/img-4:v2", env=("TOOL_HOME=/opt/tool", "PATH=/x"))
+    pod = await pod_for(sp, request_for(image=pushed))
+    assert container(pod)["image"] == "127.0.0.1:5000/gemhub/img-4:v2"
+    assert pod["metadata"]["annotations"]["gemhub.io/image"] == "tools:v2"
+    env = env_of(pod)
+    assert env["TOOL_HOME"] == "/opt/tool" and env["GEMHUB_IMAGE"] == "tools:v2"
+    # without an image (the host fallback) the configured kubernetes.image runs, also on a later start
+    pod = await pod_for(sp, request_for())
+    assert container(pod)["image"] == "gemhub/notebook:1"
+
+
+async def test_an_image_not_in_a_registry_is_a_400():
+    from gemhub.spawner.request import ImageChoice
+
+    sp = make_spawner()
+    sp.workload = request_for(image=ImageChoice(id=4, version=2, version_id=9, name="tools"))
+    with pytest.raises(web.HTTPError) as e:
+        sp.plan()
+    assert e.value.status_code == 400 and "not in a registry" in e.value.jupyterhub_message

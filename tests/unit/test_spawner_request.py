@@ -33,7 +33,8 @@ def test_reused_options_use_ids():
 
 
 @pytest.mark.parametrize("opts,match", [
-    ({"image": "x"}, "unknown option"),
+    ({"gpu": "x"}, "unknown option"),
+    ({"image": "a/b"}, "image name"),
     ({"preset": "XL"}, "unknown preset"),
     ({"preset": 3}, "preset"),
     ({"workspace": ["a"]}, "workspace"),
@@ -56,11 +57,12 @@ def test_build_request_and_env():
     req = build_request("alice", RequestedOptions(preset="S1"), RESOLVED, CAT)
     assert req.workspace == Ref(4, "team") and req.project == Ref(9, "default")
     assert req.env() == {"GEMHUB_WORKSPACE": "team", "GEMHUB_PROJECT": "default",
-                         "GEMHUB_PRESET": "S1", "MEM_LIMIT": str(512 * 1024**2), "CPU_LIMIT": "0.5"}
+                         "GEMHUB_PRESET": "S1", "MEM_LIMIT": str(512 * 1024**2), "CPU_LIMIT": "0.5",
+                         "GEMHUB_IMAGE": "host"}
     assert build_request("a", RequestedOptions(), RESOLVED, CAT).env()["CPU_LIMIT"] == "1"
     # only ids are stored: a later start cannot be redirected by a workspace named like an id
     assert req.persisted_options({"workspace": "1", "project": "2"}) == {
-        "workspace_id": 4, "project_id": 9, "preset": "S1", "profile": "S1"}
+        "workspace_id": 4, "project_id": 9, "preset": "S1", "profile": "S1", "image": "host"}
 
 
 def test_profile_is_the_preset_under_the_admin_panels_name():

@@ -27,7 +27,8 @@ def test_ssh_service_is_registered_with_minimal_scopes():
                                             "access:services!service=data"]
     assert "access:services!service=ssh" in roles["user"]["scopes"]
     # SFTP into drafts: the gateway asks the data service, which shows the ready command
-    assert service["environment"] == {"GEMHUB_DATA_URL": "http://127.0.0.1:9103/services/data/"}
+    assert service["environment"] == {"GEMHUB_DATA_URL": "http://127.0.0.1:9103/services/data/",
+                                      "GEMHUB_DATABASE_URL": "sqlite:////state/db/ssh.sqlite"}
     cfg = merge_platform({"services": {"ssh": {"port": 2022, "public_host": "gpu.example"}}}, {})
     data = next(s for s in build_config(cfg, INPUTS)["JupyterHub"]["services"] if s["name"] == "data")
     assert "--DataService.sftp_port=2022" in data["command"]

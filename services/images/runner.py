@@ -1,0 +1,129 @@
+"""One build's processes: each step's output appended to the build's log, the whole job
+bounded by a deadline and cancellable from another thread (blocking: runs in a worker
+thread of the service, or in the foreground of ``make run``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+
+class BuildStopped(Exception):
+    """The build did not finish; ``message`` says why (shown as the version's error)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class Cancelled(BuildStopped):
+    pass
+
+
+class TimedOut(BuildStopped):
+    pass
+
+
+class StepFailed(BuildStopped):
+    pass
+
+
+class Job:
+    """A build's log and limits. ``on_line`` sees every line the steps print (progress)."""
+
+    def __init__(self, log_path: str | os.PathLike, timeout: float, on_line: Callable[[str], None] | None = None):
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timeout = timeout
+        self.cancelled = threading.Event()
+        self.on_line = on_line
+        self._proc: subprocess.Popen | None = None
+        self._captured = b""
+
+    def say(self, text: str) -> None:
+        """A line of the platform's own in the log (steps, sizes, pushes)."""
+        line = text.rstrip("\n") + "\n"
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(line)
+        if self.on_line is not None:
+            self.on_line(line)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc)
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("cancelled")
+        if time.monotonic() > self.deadline:
+            raise TimedOut(f"the build ran longer than its time limit ({self.timeout:g} s)")
+
+    def run(self, argv: list[str], env: dict[str, str] | None = None, what: str = "",
+            capture: bool = False, quiet: bool = False) -> str:
+        """Run one step; its output goes to the log (or is returned when ``capture``)."""
+        self.check()
+        out = b""
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT)
+            self._proc = proc
+            reader = threading.Thread(target=self._pump, args=(proc, log, capture), daemon=True)
+            reader.start()
+            try:
+                while proc.poll() is None:
+                    if self.cancelled.is_set() or time.monotonic() > self.deadline:
+                        _kill_group(proc)
+                        proc.wait()
+                        reader.join(5)
+                        self.check()
+                    time.sleep(0.1)
+                reader.join(30)
+            finally:
+                self._proc = None
+            if capture:
+                out = self._captured
+                err = proc.stderr.read() if proc.stderr else b""
+                if err and not quiet:
+                    log.write(err)
+        if proc.returncode != 0:
+            self.check()  # killed by cancel() or the deadline: say so, not "failed"
+            raise StepFailed(f"{what or argv[0]} failed (exit status {proc.returncode}); see the build log")
+        return out.decode("utf-8", "replace")
+
+    def _pump(self, proc: subprocess.Popen, log, capture: bool) -> None:
+        chunks = []
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            if capture:
+                chunks.append(line)
+                continue
+            log.write(line)
+            log.flush()
+            if self.on_line is not None:
+                self.on_line(line.decode("utf-8", "replace"))
+        self._captured = b"".join(chunks)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the step's process group, SIGKILL what is left a few seconds later."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

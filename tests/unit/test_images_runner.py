@@ -1,0 +1,77 @@
+"""A build's steps: output kept in the log, the time limit, cancel from another thread,
+a failed step; and the copy of a root filesystem sharing its base's unchanged files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from gemhub.services.images import build
+from gemhub.services.images.runner import Cancelled, Job, StepFailed, TimedOut
+
+
+def test_output_goes_to_the_log_and_to_the_progress_callback(tmp_path):
+    seen = []
+    job = Job(tmp_path / "1.log", 60, on_line=seen.append)
+    job.say("[gemhub] starting")
+    job.run(["sh", "-c", "echo one; echo two >&2"])
+    assert job.run(["echo", "captured"], capture=True) == "captured\n"
+    text = (tmp_path / "1.log").read_text()
+    assert text.splitlines() == ["[gemhub] starting", "one", "two"]
+    assert [s.strip() for s in seen] == ["[gemhub] starting", "one", "two"]
+
+
+def test_a_failed_step_names_itself(tmp_path):
+    with pytest.raises(StepFailed, match="the build failed .exit status 3"):
+        Job(tmp_path / "1.log", 60).run(["sh", "-c", "exit 3"], what="the build")
+
+
+def test_the_time_limit_stops_the_step_and_its_children(tmp_path):
+    job = Job(tmp_path / "1.log", 1)
+    marker = tmp_path / "child.pid"
+    start = time.monotonic()
+    with pytest.raises(TimedOut, match="time limit"):
+        job.run(["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"])
+    assert time.monotonic() - start < 30
+    pid = int(marker.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the step's child outlived the time limit")
+
+
+def test_cancel_from_another_thread(tmp_path):
+    job = Job(tmp_path / "1.log", 600)
+    threading.Timer(0.5, job.cancel).start()
+    with pytest.raises(Cancelled):
+        job.run(["sleep", "300"])
+    with pytest.raises(Cancelled):  # later steps do not start
+        job.run(["true"])
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+def test_a_root_filesystem_shares_the_files_its_build_did_not_change(tmp_path):
+    base, image, out = tmp_path / "base", tmp_path / "image", tmp_path / "out"
+    for tree in (base, image):
+        (tree / "usr" / "lib").mkdir(parents=True)
+        (tree / "usr" / "lib" / "big.so").write_bytes(b"x" * 10000)
+        os.utime(tree / "usr" / "lib" / "big.so", (1_700_000_000, 1_700_000_000))
+    (image / "opt").mkdir()
+    (image / "opt" / "new.txt").write_text("added by the build")
+    os.symlink("usr/lib", image / "lib")
+    os.mkfifo(image / "opt" / "fifo")
+    out.mkdir()
+    os.system(" ".join(build.copy_argv(str(image), str(out), base)))
+    assert (out / "usr" / "lib" / "big.so").stat().st_ino == (base / "usr" / "lib" / "big.so").stat().st_ino
+    assert (out / "opt" / "new.txt").read_text() == "added by the build"
+    assert os.readlink(out / "lib") == "usr/lib"
+    assert not (out / "opt" / "fifo").exists()  # no special files
