@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hubproc import Hub, unique_name  # noqa: E402
-
-ARTIFACTS = Path(os.environ.get("GEMHUB_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+from hubproc import ARTIFACTS, Hub, keep_log, unique_name, workdir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,20 +19,13 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def _workdir() -> Path:
-    # Not pytest's tmp_path: its root is 0700, and per-user servers must traverse the state dir.
-    d = Path(tempfile.mkdtemp(prefix="gemhub-test-"))
-    d.chmod(0o755)
-    return d
-
-
 @pytest.fixture(scope="session")
 def hub():
-    h = Hub(_workdir())
+    h = Hub(workdir())
     h.start()
     yield h
     h.stop()
-    _keep_log(h, "hub-shared")
+    keep_log(h, "hub-shared")
 
 
 @pytest.fixture
@@ -45,22 +34,14 @@ def make_hub(request):
     made: list[Hub] = []
 
     def factory(overrides: dict | None = None, start: bool = True) -> Hub:
-        h = Hub(_workdir(), overrides)
+        h = Hub(workdir(), overrides)
         made.append(h)
         return h.start() if start else h
 
     yield factory
     for i, h in enumerate(made):
         h.stop()
-        _keep_log(h, f"{request.node.name}-{i}")
-
-
-def _keep_log(h: Hub, name: str) -> None:
-    """Keep the hub's log as a test artifact and remove its working directory."""
-    if h.log_path.exists():
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(h.log_path, ARTIFACTS / f"{name}.log")
-    shutil.rmtree(h.workdir, ignore_errors=True)
+        keep_log(h, f"{request.node.name}-{i}")
 
 
 @pytest.fixture(scope="session")

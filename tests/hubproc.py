@@ -8,10 +8,12 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +24,7 @@ import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("GEMHUB_TEST_ARTIFACTS", REPO / "test-artifacts"))
 VENV_BIN = Path(sys.executable).parent
 
 # Short timeouts so a failing spawn fails fast; everything else is the shipped default.
@@ -195,3 +198,18 @@ class Hub:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"server of {name} did not stop\n{self.log_tail()}")
+
+
+def workdir() -> Path:
+    """A fresh working directory for a hub (not pytest's tmp_path, whose root is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="gemhub-test-"))
+    d.chmod(0o755)
+    return d
+
+
+def keep_log(h: Hub, name: str) -> None:
+    """Keep the hub's log as a test artifact and remove its working directory."""
+    if h.log_path.exists():
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(h.log_path, ARTIFACTS / f"{name}.log")
+    shutil.rmtree(h.workdir, ignore_errors=True)

@@ -44,13 +44,13 @@ def open_launcher(page) -> None:
 
 @pytest.fixture
 def labhub():
-    from conftest import _keep_log, _workdir
+    from hubproc import keep_log, workdir
 
-    h = accelerated_hub(_workdir())
+    h = accelerated_hub(workdir())
     h.start()
     yield h
     h.stop()
-    _keep_log(h, "lab-browser")
+    keep_log(h, "lab-browser")
 
 
 def test_gpu_panel_tensorboard_and_terminals(labhub, artifacts):

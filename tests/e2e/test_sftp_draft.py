@@ -38,9 +38,9 @@ def shub():
         time.sleep(0.3)
     yield h
     h.stop()
-    from conftest import _keep_log
+    from hubproc import keep_log
 
-    _keep_log(h, "sftp-draft")
+    keep_log(h, "sftp-draft")
 
 
 def person(h: Hub, tmp: Path, prefix: str) -> Client:

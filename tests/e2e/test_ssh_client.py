@@ -46,9 +46,9 @@ def ssh_hub(request):
     wait_ssh_service(h)
     yield h
     h.stop()
-    from conftest import _keep_log
+    from hubproc import keep_log
 
-    _keep_log(h, "ssh-client")
+    keep_log(h, "ssh-client")
 
 
 @pytest.fixture(scope="module")

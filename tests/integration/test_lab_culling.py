@@ -24,13 +24,13 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def cullhub():
-    from conftest import _keep_log, _workdir
+    from hubproc import keep_log, workdir
 
-    h = Hub(_workdir(), CONFIG)
+    h = Hub(workdir(), CONFIG)
     h.start()
     yield h
     h.stop()
-    _keep_log(h, "lab-culling")
+    keep_log(h, "lab-culling")
 
 
 def start(hub: Hub, prefix: str, **options) -> tuple[str, str, float]:

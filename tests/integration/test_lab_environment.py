@@ -28,13 +28,13 @@ OVERRIDES = {
 
 @pytest.fixture(scope="module")
 def labhub(tmp_path_factory):
-    from conftest import _keep_log, _workdir
+    from hubproc import keep_log, workdir
 
-    h = accelerated_hub(_workdir(), OVERRIDES)
+    h = accelerated_hub(workdir(), OVERRIDES)
     h.start()
     yield h
     h.stop()
-    _keep_log(h, "lab-environment")
+    keep_log(h, "lab-environment")
 
 
 def spawn(hub: Hub, prefix: str = "lab", **options) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from pgcluster import Postgres, unavailable
 
 pytestmark = [pytest.mark.integration]
 VENV_BIN = Path(sys.executable).parent
-DATABASES = ("hub", "quota", "data", "ssh")
+DATABASES = ("hub", "quota", "data", "ssh", "images")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def pg():
 
 def _config(pg: Postgres, dbs: dict[str, str]) -> dict:
     return {"database_url": pg.url(dbs["hub"]),
-            "services": {s: {"database_url": pg.url(dbs[s])} for s in ("quota", "data", "ssh")}}
+            "services": {s: {"database_url": pg.url(dbs[s])} for s in ("quota", "data", "ssh")},
+            "images": {"database_url": pg.url(dbs["images"])}}
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,8 @@ def test_backup_while_running_restores_after_a_wipe(pg, pg_platform, artifacts):
     assert pg.password not in out.stdout + out.stderr
     manifest = json.loads((dest / "manifest.json").read_text())
     assert {d["name"]: d["engine"] for d in manifest["databases"]} == {
-        "jupyterhub": "postgresql", "quota": "postgresql", "data": "postgresql", "ssh": "postgresql"}
+        "jupyterhub": "postgresql", "quota": "postgresql", "data": "postgresql", "ssh": "postgresql",
+        "images": "postgresql"}
     h.stop()
     shutil.rmtree(h.state_dir)  # the disaster: files and databases gone
     for name in dbs.values():

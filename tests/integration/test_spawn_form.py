@@ -14,20 +14,7 @@ from hubproc import unique_name
 
 pytestmark = [pytest.mark.integration]
 
-try:  # until the quota service exists, test_spawn_local swaps in hubs without it
-    from test_spawn_local import QUOTA, NoQuotaHub, _workdir
-except ImportError:  # pragma: no cover
-    QUOTA, NoQuotaHub = True, None
-
 PASSWORD = "Gem-pass-4821"
-
-if not QUOTA:
-
-    @pytest.fixture(scope="module")
-    def hub():  # noqa: F811
-        h = NoQuotaHub(_workdir()).start()
-        yield h
-        h.stop()
 
 
 @pytest.fixture
