@@ -139,6 +139,9 @@ main.add_command(admin)
 from gemhub.cli import data as _data  # noqa: E402  (its commands use the helpers above)
 
 _data.register(main)
+from gemhub.cli import quota as _quota  # noqa: E402
+
+_quota.register(main)
 from gemhub.cli import images as _images  # noqa: E402
 
 _images.register(main)

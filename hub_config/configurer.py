@@ -75,7 +75,10 @@ DEFAULTS: dict[str, Any] = {
         "kubernetes_profile": "native",
     },
     "services": {
-        "quota": {"port": 0, "database_url": ""},
+        "quota": {"port": 0, "database_url": "", "reconcile_seconds": 30, "reconcile_grace_seconds": 60,
+                  "queue_timeout": 86400, "preemptible_kinds": ["job"], "borrow_threshold": 0.2,
+                  "priority_levels": {"low": 0, "normal": 100, "high": 200}, "default_priority": 100,
+                  "max_priority": 100},
         "ssh": {"port": 2222, "host": "127.0.0.1", "public_host": "", "start_stopped": False,
                 "max_failures": 5, "lockout_seconds": 1800, "database_url": ""},
         "data": {"port": 0, "database_url": "", "max_file_bytes": 2_000_000_000, "max_batch_files": 50,
@@ -93,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
         "mem_guarantee_ratio": 1.0,
         "hub_connect_ip": "",
     },
+    "kueue": {"enabled": False},
     "images": {
         "default": "base", "allow_host": True, "autobuild": True, "registry": "", "registry_tls_verify": True,
         "build_concurrency": 1, "build_timeout": 3600, "max_image_gb": 20.0, "max_context_gb": 2.0,
@@ -107,7 +111,7 @@ RUNTIMES = {"local": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "kubernetes": "gemhub.spawner.kube.spawner.KubeGemSpawner"}
 
 # Keys whose value is a free-form mapping (validated by their own consumer).
-_OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors")}
+_OPEN_KEYS = {("auth", "oauth"), ("accelerators", "vendors"), ("services", "quota", "priority_levels")}
 INVENTORIES = ("auto", "nvml", "simulated", "none")
 POLICIES = ("binpack", "spread")
 KUBE_PROFILES = ("native", "hami", "volcano")
@@ -210,6 +214,7 @@ def _check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"services.ssh.port must be between 1 and 65535, not {ssh['port']}")
     if ssh["max_failures"] < 1 or ssh["lockout_seconds"] < 1:
         raise ConfigError("services.ssh.max_failures and lockout_seconds must be at least 1")
+    services.check_quota(cfg)
     data = cfg["services"]["data"]
     allowance = data["storage_allowance_gb"]
     if isinstance(allowance, bool) or not isinstance(allowance, (int, float)) or allowance < 0:
@@ -291,7 +296,8 @@ def _kubernetes_config(cfg: Mapping[str, Any], gem_spawner: Mapping[str, Any]) -
     accel = cfg["accelerators"]
     out = {k: copy.deepcopy(gem_spawner[k])
            for k in ("presets", "default_preset", "quota_url", "quota_token", "data_url", "data_token",
-                     "lab_mirrors", "images_url", "images_token", "default_image", "allow_host_image")}
+                     "lab_mirrors", "queue_timeout", "images_url", "images_token", "default_image",
+                     "allow_host_image")}
     out.update({k: kube[k] for k in ("image", "image_pull_policy", "storage_claim", "storage_sub_path",
                                      "datasets_claim", "datasets_sub_path", "cpu_guarantee_ratio",
                                      "mem_guarantee_ratio")})
@@ -332,12 +338,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "spawner_class": "gemhub.spawner.local.spawner.LocalGemSpawner",
             "template_paths": [f"{inputs.repo_dir}/hub_config/templates"],
             "logo_file": f"{inputs.repo_dir}/hub_config/static/gemhub-logo.svg",
-            "services": [
-                services.service_entry(inputs, "quota", "QuotaService", quota_db,
-                         *[f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]],
-                         *([f"--QuotaService.unix_prefix={cfg['spawner']['user_prefix']}"]
-                           if cfg["spawner"]["runtime"] == "local" else [])),
-            ],
+            "services": [services.quota_entry(cfg, inputs, quota_db)],
             "load_roles": [
                 {"name": "user", "scopes": ["self", "access:services!service=quota"]},
                 {"name": "gemhub-quota", "services": ["quota"], "scopes": list(services.QUOTA_SCOPES)},
@@ -362,6 +363,7 @@ def build_config(cfg: Mapping[str, Any], inputs: Inputs) -> dict[str, dict[str, 
             "user_prefix": cfg["spawner"]["user_prefix"],
             "accelerators": copy.deepcopy(cfg["accelerators"]),
             "lab_mirrors": copy.deepcopy(cfg["lab"]),
+            "queue_timeout": cfg["services"]["quota"]["queue_timeout"],
         },
         "Authenticator": {"admin_users": {admin}},
     }

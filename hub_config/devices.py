@@ -6,8 +6,9 @@
 - ``/hub/api/gemhub/metrics``: DCGM-named GPU metrics of the inventory for Prometheus
   (needs the ``read:metrics`` scope, like the hub's own /hub/metrics).
 
-Thin: everything else is :class:`gemhub.spawner.local.devices.LocalDevices`, shared with the
-spawners of this hub process.
+Thin: holders and maintenance marks come from the quota service's ledger (asked with the
+quota service's token, for the admin who is looking); the metrics come from this hub's
+:class:`gemhub.spawner.local.devices.LocalDevices`, shared with its spawners.
 """
 
 from __future__ import annotations
@@ -19,27 +20,44 @@ from jupyterhub.handlers.base import BaseHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import web
 
+from gemhub.services.quota.client import QuotaClient, QuotaError
 from gemhub.spawner.local.devices import AcceleratorConfigError, hub_devices
 
 ADMIN_ONLY = "only hub administrators may see or change the devices"
+
+
+def ledger_client(services) -> QuotaClient | None:
+    """The quota service as this hub reaches it (its own token: calls act for the admin)."""
+    quota = services.get("quota")
+    if quota is None or not quota.url or not quota.api_token:
+        return None
+    return QuotaClient(quota.url.rstrip("/") + quota.prefix, quota.api_token)
 
 
 class _Devices:
     def initialize(self, state_dir: str, accelerators: dict):
         self.devices = hub_devices(state_dir, accelerators, self.log)
 
+    async def _ledger(self, call):
+        client = ledger_client(self.services)
+        if client is None:
+            raise web.HTTPError(503, "the device list comes from the quota service, which is not configured")
+        async with client as q:
+            try:
+                return await call(q)
+            except QuotaError as e:
+                raise web.HTTPError(e.status if 400 <= e.status < 600 else 503, "%s", e.message,
+                                    reason=None) from None
+
     async def view(self) -> dict:
-        try:
-            return await self.devices.inventory_view()
-        except AcceleratorConfigError as e:
-            raise web.HTTPError(503, f"the accelerator inventory is unavailable: {e}") from None
+        return await self._ledger(lambda q: q.devices(self.current_user.name))
 
     def require_admin(self) -> None:
         user = self.current_user
         if user is None or not getattr(user, "admin", False):
             raise web.HTTPError(403, ADMIN_ONLY)
 
-    def change(self, device: object, node: object, on: object) -> None:
+    async def change(self, device: object, node: object, on: object) -> dict:
         """Apply one maintenance change; bad input is a 400, an unknown target a 404."""
         if (device is None) == (node is None):
             raise web.HTTPError(400, "name exactly one of device or node")
@@ -48,14 +66,10 @@ class _Devices:
             raise web.HTTPError(400, "device and node are names (text)")
         if not isinstance(on, bool):
             raise web.HTTPError(400, "maintenance must be true or false")
-        try:
-            self.devices.set_maintenance(device=device, node=node, on=on)
-        except KeyError as e:
-            raise web.HTTPError(404, str(e.args[0])) from None
-        except AcceleratorConfigError as e:
-            raise web.HTTPError(503, f"the accelerator inventory is unavailable: {e}") from None
+        view = await self._ledger(lambda q: q.set_maintenance(self.current_user.name, on, device, node))
         self.log.info("%s put %s %s %s maintenance", self.current_user.name,
                       "device" if device is not None else "node", target, "into" if on else "out of")
+        return view
 
 
 class DevicesPage(_Devices, BaseHandler):
@@ -73,7 +87,7 @@ class DevicesPage(_Devices, BaseHandler):
         action = self.get_body_argument("maintenance", "")
         if action not in ("on", "off"):
             raise web.HTTPError(400, "maintenance must be on or off")
-        self.change(device, node, action == "on")
+        await self.change(device, node, action == "on")
         self.redirect(f"{self.hub.base_url}gemhub/devices", status=303)
 
 
@@ -90,8 +104,7 @@ class DevicesAPI(_Devices, APIHandler):
         unknown = sorted(set(body) - {"device", "node", "maintenance"})
         if unknown:
             raise web.HTTPError(400, f"unknown field(s): {', '.join(unknown)}")
-        self.change(body.get("device"), body.get("node"), body.get("maintenance"))
-        self.finish(json.dumps(await self.view()))
+        self.finish(json.dumps(await self.change(body.get("device"), body.get("node"), body.get("maintenance"))))
 
 
 class DeviceMetricsAPI(_Devices, APIHandler):

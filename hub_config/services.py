@@ -7,6 +7,7 @@ components need to reach it.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # configurer imports this module
@@ -67,6 +68,59 @@ def service_entry(inputs: Inputs, name: str, app_class: str, db_url: str, *args:
         "cwd": inputs.repo_dir,
         **extra,
     }
+
+
+QUOTA_KINDS = ("notebook", "job", "inference")
+
+
+def check_quota(cfg: Mapping[str, Any]) -> None:
+    """services.quota's scheduling settings (the configurer's ConfigError on a wrong one)."""
+    from gemhub.hub_config.configurer import ConfigError
+
+    q = cfg["services"]["quota"]
+    for key in ("reconcile_seconds", "reconcile_grace_seconds", "queue_timeout"):
+        if q[key] < 1:
+            raise ConfigError(f"services.quota.{key} must be at least 1 (seconds)")
+    bad = [k for k in q["preemptible_kinds"] if k not in QUOTA_KINDS]
+    if bad:
+        raise ConfigError(f"services.quota.preemptible_kinds: {bad[0]!r} is not one of {', '.join(QUOTA_KINDS)}")
+    t = q["borrow_threshold"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 10:
+        raise ConfigError(f"services.quota.borrow_threshold must be a share like 0.2 (20 %), not {t!r}")
+    levels = q["priority_levels"]
+    if not isinstance(levels, Mapping) or not levels or any(
+            not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) for k, v in levels.items()):
+        raise ConfigError("services.quota.priority_levels must map level names to whole numbers")
+    if len(set(levels.values())) != len(levels):
+        raise ConfigError("services.quota.priority_levels: two levels have the same value")
+    if q["default_priority"] > q["max_priority"]:
+        raise ConfigError("services.quota.default_priority must not be above max_priority")
+    if cfg["kueue"]["enabled"] and cfg["spawner"]["runtime"] != "kubernetes":
+        raise ConfigError("kueue.enabled needs spawner.runtime: kubernetes")
+
+
+def quota_platform(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What the quota service's ledger knows about the platform (gemhub.services.quota.ledger_config)."""
+    q = cfg["services"]["quota"]
+    return {
+        "runtime": cfg["spawner"]["runtime"], "presets": cfg["presets"],
+        "default_preset": cfg["spawner"]["default_preset"], "accelerators": cfg["accelerators"],
+        "priority_levels": q["priority_levels"], "default_priority": q["default_priority"],
+        "max_priority": q["max_priority"], "preemptible_kinds": q["preemptible_kinds"],
+        "borrow_threshold": str(q["borrow_threshold"]), "reconcile_seconds": q["reconcile_seconds"],
+        "reconcile_grace_seconds": q["reconcile_grace_seconds"],
+        "kueue": {"enabled": cfg["kueue"]["enabled"], "namespace": cfg["kubernetes"]["namespace"]},
+    }
+
+
+def quota_entry(cfg: Mapping[str, Any], inputs: Inputs, db_url: str) -> dict[str, Any]:
+    """The quota service (workspaces, quotas, the resource ledger); its platform settings
+    (presets, accelerators, scheduling) travel in its environment as JSON, not on its
+    command line. On the local runtime it also removes departed members from unix groups."""
+    unix = ([f"--QuotaService.unix_prefix={cfg['spawner']['user_prefix']}"]
+            if cfg["spawner"]["runtime"] == "local" else [])
+    return service_entry(inputs, "quota", "QuotaService", db_url, *unix,
+                         environment={"GEMHUB_QUOTA_PLATFORM": json.dumps(quota_platform(cfg), sort_keys=True)})
 
 
 def let_users_open(jupyterhub: dict[str, Any], name: str) -> None:

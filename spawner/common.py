@@ -15,6 +15,7 @@ from traitlets import Any, Bool, Dict, List, Unicode, default, validate
 from traitlets.config import Configurable
 
 from gemhub.spawner import datamounts, images
+from gemhub.spawner.admission import AdmissionMixin
 from gemhub.spawner.form import options_from_form, render_asset_choices, render_form, render_image_choice
 from gemhub.spawner.accelerators import SpecError, default_registry, parse
 from gemhub.spawner.presets import Catalog, Preset, PresetError, choose_accelerator
@@ -43,8 +44,8 @@ class _OfflineQuota:
                  "projects": [{"id": 0, "name": "default"}]}]
 
 
-class GemSpawnerMixin(Configurable):
-    """Presets, the options form and the quota service's resolution, for any Spawner.
+class GemSpawnerMixin(AdmissionMixin, Configurable):
+    """Presets, the options form, the quota service's resolution and admission, for any Spawner.
 
     Put it first in the bases (``class X(GemSpawnerMixin, Spawner)``) so that its trait
     defaults (options form, apply_user_options) win over the runtime spawner's own.
@@ -94,6 +95,31 @@ class GemSpawnerMixin(Configurable):
 
     workload: WorkloadRequest | None = None
     max_runtime_minutes: int | None = None  # of the resolved workspace (None: no limit)
+
+    # -- start: admission first, then the runtime's launch ---------------------------------
+    async def start(self):
+        """Ask the ledger for an admission (recorded before anything runs; waiting in the
+        queue while there is none), then launch with the placement it chose."""
+        if self.workload is None:  # start() without apply_user_options (e.g. a direct call)
+            await self._apply_user_options(self, self.user_options)
+        await self.admit()
+        try:
+            url = await asyncio.wait_for(self.launch(), timeout=self.launch_timeout)
+            await self.pause_for_tests()
+            return url
+        except BaseException:
+            await self.leave_ledger("the server did not start")
+            raise
+
+    async def launch(self):
+        """The runtime's start (KubeSpawner's, or LocalGemSpawner's own)."""
+        return await super().start()
+
+    async def progress(self):
+        async for event in self.admission_progress():
+            yield event
+        async for event in super().progress():
+            yield event
 
     @validate("presets")
     def _check_presets(self, proposal):
@@ -230,6 +256,7 @@ class GemSpawnerMixin(Configurable):
             raise user_error(400, str(e)) from None
 
     async def _apply_user_options(self, spawner, user_options):
+        self._allow_queue_wait()
         catalog = self.catalog
         try:
             check_server_name(self.name)

@@ -44,6 +44,30 @@ def make_hub(request):
         keep_log(h, f"{request.node.name}-{i}")
 
 
+@pytest.fixture(scope="session")
+def ledger_hub():
+    """One hub for the ledger's tests (integration and browser), with simulated devices."""
+    from ledgerproc import ledger_hub as start_ledger_hub
+
+    h = start_ledger_hub(_workdir())
+    yield h
+    h.stop()
+    _keep_log(h, "hub-ledger")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """Debian's PostgreSQL on loopback for the session (skipped, with the reason, where it cannot run)."""
+    from ledgerproc import Postgres
+
+    try:
+        pg = Postgres().start()
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"no PostgreSQL: {e}")
+    yield pg
+    pg.stop()
+
+
 @pytest.fixture
 def user(hub):
     """A fresh hub user: (name, token)."""

@@ -3,7 +3,7 @@
 # sftp-server (SSH gateway), bsdtar (rar extraction in the data service), curl (upload
 # benchmark), tmux and screen (offered in every environment), PostgreSQL (the Helm chart's
 # external database in tests/helm; the operations tests run the platform on a server of
-# their own and back it up with pg_dump), buildah, bubblewrap, debootstrap, rsync and
+# their own and back it up with pg_dump; the ledger's tests and benchmark on PostgreSQL), buildah, bubblewrap, debootstrap, rsync and
 # docker-registry (image builds and registry pushes).
 # Installed from Debian when running as root; otherwise the tests that need them skip and say why.
 set -euo pipefail

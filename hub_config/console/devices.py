@@ -1,13 +1,14 @@
 """The console's Devices tab: nodes and devices of the local runtime's accelerator inventory
-(model, memory, status, simulated label, holders) with maintenance, the same
-:class:`~gemhub.spawner.local.devices.LocalDevices` as the spawners and /hub/gemhub/devices."""
+(model, memory, status, simulated label, holders) with maintenance. Holders and marks are
+the quota service's ledger, asked with its token for the admin who is looking (the same
+answer as /hub/gemhub/devices)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from gemhub.hub_config.console.tabs import ConsoleContext, ConsoleError, ConsoleTab, Form
-from gemhub.spawner.local.devices import AcceleratorConfigError
+from gemhub.services.quota.client import QuotaClient, QuotaError
 
 
 class DevicesTab(ConsoleTab):
@@ -17,13 +18,18 @@ class DevicesTab(ConsoleTab):
     searchable = False
     template = "devices.html"
 
+    async def _ledger(self, ctx: ConsoleContext, call):
+        quota = ctx.service("quota")
+        async with QuotaClient(quota.base_url, quota.token) as q:
+            try:
+                return await call(q)
+            except QuotaError as e:
+                raise ConsoleError(e.status if 400 <= e.status < 600 else 503, e.message) from None
+
     async def view(self, ctx: ConsoleContext) -> Mapping[str, Any]:
         if ctx.devices is None:
             return {"view": None}
-        try:
-            return {"view": await ctx.devices.inventory_view()}
-        except AcceleratorConfigError as e:
-            raise ConsoleError(503, f"the accelerator inventory is unavailable: {e}") from None
+        return {"view": await self._ledger(ctx, lambda q: q.devices(ctx.admin))}
 
     async def act(self, ctx: ConsoleContext, form: Form) -> str:
         if form.get("action") != "maintenance":
@@ -33,11 +39,6 @@ class DevicesTab(ConsoleTab):
         device, node, on = form.get("device"), form.get("node"), form.get("on")
         if (device is None) == (node is None) or on not in ("yes", "no"):
             raise ConsoleError(400, "name one device or node, and on=yes or on=no")
-        try:
-            ctx.devices.set_maintenance(device=device, node=node, on=on == "yes")
-        except KeyError as e:
-            raise ConsoleError(404, str(e.args[0])) from None
-        except AcceleratorConfigError as e:
-            raise ConsoleError(503, f"the accelerator inventory is unavailable: {e}") from None
+        await self._ledger(ctx, lambda q: q.set_maintenance(ctx.admin, on == "yes", device, node))
         what = f"device {device}" if device is not None else f"node {node}"
         return f"{what} is {'in maintenance' if on == 'yes' else 'back in service'}"

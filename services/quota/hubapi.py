@@ -87,6 +87,17 @@ class HubAPI:
         except httpx.HTTPError as e:
             raise Unavailable(f"cannot reach the hub to check running servers: {e}") from None
 
+    async def stop_server(self, user: str, server: str = "") -> tuple[bool, str]:
+        """Ask the hub to stop a server (preemption of a notebook; needs the ``servers`` scope)."""
+        path = f"/users/{quote(user, safe='')}/server" + (f"s/{quote(server, safe='')}" if server else "")
+        try:
+            r = await self._request("DELETE", path)
+        except httpx.HTTPError as e:
+            return False, f"cannot reach the hub: {e}"
+        if r.status_code in (202, 204):
+            return True, f"the hub is stopping {user}/{server}"
+        return False, f"the hub answered {r.status_code}: {r.text[:200]}"
+
     async def stop_servers(self, user: str, workspace_id: int) -> list[str]:
         """Stop every server of ``user`` that runs in workspace ``workspace_id`` (the hub
         stops it in the background); returns their names. Raises Unavailable."""

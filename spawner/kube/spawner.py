@@ -16,10 +16,12 @@ from traitlets import Dict, Float, Unicode, default, validate
 from traitlets import Enum as EnumTrait
 
 from gemhub.spawner.accelerators import default_registry
+from gemhub.spawner.admission import label
 from gemhub.spawner.common import GemSpawnerMixin, user_error
 from gemhub.lab import limits, mirrors
 from gemhub.spawner.kube import manifests
 
+ADMISSION_LABEL = "gemhub.io/admission"
 # KubeSpawner traits that GemHub fills from the plan, on top of what the admin configured.
 _PLANNED_TRAITS = (
     "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
@@ -126,7 +128,7 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         self.extra_resource_guarantees = {**base["extra_resource_guarantees"],
                                           **plan.extra_resource_guarantees}
         self.extra_annotations = {**base["extra_annotations"], **_literal(plan.annotations)}
-        self.extra_labels = {**base["extra_labels"], **_literal(plan.labels)}
+        self.extra_labels = {**base["extra_labels"], **_literal(plan.labels), **_literal(self._admission_labels())}
         self.node_selector = {**base["node_selector"], **plan.node_selector}
         self.node_affinity_required = _and_terms(_as_list(base["node_affinity_required"]),
                                                  plan.node_affinity)
@@ -137,6 +139,15 @@ class KubeGemSpawner(GemSpawnerMixin, KubeSpawner):
         # the chosen image version from the registry; the host fallback is kubernetes.image
         self.image = plan.image or base["image"]
         self._planned_env = {**plan.env, **self._lab_env()}
+
+    def _admission_labels(self) -> dict[str, str]:
+        """The ledger entry's label (reconciliation finds a pod that holds no entry by it)
+        and, with Kueue, the pod's queue and priority class."""
+        entry = self.admission or {}
+        labels = dict(entry.get("labels") or {})
+        if label(entry):
+            labels[ADMISSION_LABEL] = label(entry)
+        return labels
 
     def _lab_env(self) -> dict[str, str]:
         """pip mirrors and the run-time deadline (which the idle culler enforces from the

@@ -2,12 +2,12 @@
 
 - :meth:`choose_accelerator` (from ``apply_user_options``): the workspace's preset limits,
   the custom spec permission, the spec parsed with the platform's registry;
-- :meth:`accelerator_start` (from ``start``, before launch): allocate, start MPS when
-  needed, return the environment (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...) and
-  the device nodes the sandbox gets;
-- the allocation is saved in the spawner's state, re-adopted by ``load_state`` when the hub
-  restarts, and released in ``run_post_stop_hook``, which JupyterHub runs after every stop,
-  failed start and server that died on its own.
+- :meth:`accelerator_start` (from the launch): the placement the quota service's ledger
+  chose in the admission (an :class:`Allocation`), MPS started when needed, the environment
+  (``CUDA_VISIBLE_DEVICES``, ``GEMHUB_ACCELERATOR``, ...) and the device nodes the sandbox
+  gets;
+- the allocation is saved in the spawner's state (the ledger is the record of who holds
+  what: it is released with the admission, in ``run_post_stop_hook``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from jupyterhub.utils import maybe_future
 from traitlets import Dict, HasTraits
 from traitlets import Any as AnyTrait
 
 from gemhub.spawner.accelerators import SpecError
-from gemhub.spawner.accelerators.allocator import Allocation, NoCapacityError
+from gemhub.spawner.accelerators.allocator import Allocation
 from gemhub.spawner.common import user_error
-from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices, server_holder
+from gemhub.spawner.local.devices import AcceleratorConfigError, LocalDevices, hub_devices
 from gemhub.spawner.local.devnodes import DeviceNodeError
 from gemhub.spawner.local.mps import SANDBOX_PIPE_DIR, MpsError
 from gemhub.spawner.local.sandbox import Allotment, Bind
@@ -48,15 +47,11 @@ class AcceleratorMixin(HasTraits):
         "kubernetes_profile}. Empty: no devices.",
     ).tag(config=True)
     allocation = AnyTrait(None, allow_none=True,
-                          help="The devices this server holds (an Allocation; state: survives hub restarts).")
+                          help="The devices this server holds (an Allocation from its admission; state).")
 
     @property
     def devices(self) -> LocalDevices:
         return hub_devices(self.state_dir, self.accelerators, self.log)
-
-    @property
-    def holder(self) -> str:
-        return server_holder(self.user.name, self.name)
 
     def choose_accelerator(self, requested: RequestedOptions, resolved: Mapping[str, Any]):
         """The accelerator request for this spawn: the preset's, or the user's custom spec
@@ -105,33 +100,25 @@ class AcceleratorMixin(HasTraits):
         return {"accelerator_labels": labels, "never_fits": never, "is_admin": self.is_admin}
 
     async def accelerator_start(self, request, account: tuple[str, int, int] | None = None) -> "DevicePlan":
-        """Allocate devices for ``request``: the server's device variables, device nodes and
-        binds (the MPS pipe folder). ``account``: (name, uid, gid) it runs as (None when the
-        hub is not root). No capacity -> HTTP 409 with the allocator's message."""
+        """The devices the ledger placed ``request`` on (the admission's placement): the
+        server's device variables, device nodes and binds (the MPS pipe folder).
+        ``account``: (name, uid, gid) it runs as (None when the hub is not root)."""
         if request is None:  # a workload built without choose_accelerator: the preset's
             request = self.workload.preset.request
-        # A server that is starting holds nothing: whatever is recorded for it is left over
-        # (e.g. from an earlier start under another preset) and must not be reused.
-        if await self.devices.release(self.holder) is not None:
-            self.log.warning("%s: dropped a stale device allocation before starting", self._log_name)
-        try:
-            with self._inventory_errors():
-                self.allocation = await self.devices.allocate(request, self.holder)
-        except NoCapacityError as e:
-            self.log.info("no capacity for %s: %s", self._log_name, e.no_capacity.message)
-            raise user_error(409, f"no capacity for your request right now: {e.no_capacity.message}") from None
+        placement = (self.admission or {}).get("placement")
+        if not request.none and placement is None:
+            raise user_error(503, "accelerators are handed out by the quota service, which is not configured")
+        self.allocation = Allocation.from_json(placement) if placement else None
         try:
             pipe = await self.devices.prepare_mps(self.allocation, *account) if account else None
             with self._inventory_errors():
                 allotment = self.devices.allotment(self.allocation)
         except MpsError as e:
             self.log.error("MPS for %s: %s", self._log_name, e)
-            await self.accelerator_release()
             raise user_error(503, "the GPU sharing service (MPS) could not be started; "
                              "ask an administrator") from None
         except DeviceNodeError as e:
             self.log.error("device nodes for %s: %s", self._log_name, e)
-            await self.accelerator_release()
             raise user_error(503, f"your accelerator cannot be attached: {e}") from None
         binds = (Bind(str(pipe), SANDBOX_PIPE_DIR, "rw"),) if pipe is not None else ()
         with self._inventory_errors():
@@ -139,17 +126,11 @@ class AcceleratorMixin(HasTraits):
                                    mps_pipe_dir=SANDBOX_PIPE_DIR if pipe is not None else None)
         return DevicePlan(env=env, allotment=allotment, binds=binds)
 
-    async def accelerator_release(self) -> None:
-        await self.devices.release(self.holder)
-        self.allocation = None
-
     # -- state: chained through super() by LocalGemSpawner's own methods -------------------
     def load_state(self, state):
         super().load_state(state)
         saved = state.get("accelerator_allocation")
-        if saved:
-            self.allocation = Allocation.from_json(saved)
-            self.devices.remember(self.allocation)
+        self.allocation = Allocation.from_json(saved) if saved else None
 
     def get_state(self):
         state = super().get_state()
@@ -160,7 +141,3 @@ class AcceleratorMixin(HasTraits):
     def clear_state(self):
         super().clear_state()
         self.allocation = None
-
-    async def run_post_stop_hook(self):
-        await self.accelerator_release()
-        return await maybe_future(super().run_post_stop_hook())

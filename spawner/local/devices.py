@@ -1,13 +1,12 @@
 """Accelerators on the local runtime: a thin adapter over :mod:`gemhub.spawner.accelerators`.
 
-It builds the device inventory from the ``accelerators`` configuration block, applies the
-admins' maintenance marks, keeps who holds which device (an :class:`AllocationStore`),
-places requests with the pure allocator, and renders the placement into a server's
+It builds the device inventory from the ``accelerators`` configuration block, says what a
+request gets and whether it could ever fit, and renders a placement into a server's
 environment (plus, on real NVIDIA devices, a per-device MPS control daemon for fractions).
 
-Allocations live in the hub process for now (rebuilt from the spawners' saved state when
-the hub starts); the quota service's ledger will replace :class:`HubProcessStore` behind
-the same small interface. No tornado or jupyterhub import here.
+Who holds which device, and the admins' maintenance marks, are not kept here: the quota
+service's ledger places every admission on this same inventory (it builds one from the
+same block) and is the only record of allocations. No tornado or jupyterhub import here.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import json
 import logging
 import os
 import time
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -67,95 +65,21 @@ def check_config(config: Mapping[str, Any]) -> VendorRegistry:
     return registry
 
 
-class AllocationStore(ABC):
-    """Who holds which devices. Placement runs under :attr:`lock`, so two concurrent
-    requests never see the same free device."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-
-    @abstractmethod
-    async def held(self) -> list[Allocation]:
-        """Every current allocation."""
-
-    @abstractmethod
-    async def hold(self, allocation: Allocation) -> None:
-        """Record ``allocation`` (replacing any earlier one of the same holder)."""
-
-    @abstractmethod
-    async def release(self, holder: str) -> Allocation | None:
-        """Forget the holder's allocation (idempotent); returns what it held."""
-
-    @abstractmethod
-    def remember(self, allocation: Allocation) -> None:
-        """Re-adopt an allocation found in a spawner's saved state when the hub starts."""
-
-
-class HubProcessStore(AllocationStore):
-    """Allocations in the hub's memory; the spawners' states are the durable record."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_holder: dict[str, Allocation] = {}
-
-    async def held(self) -> list[Allocation]:
-        return list(self._by_holder.values())
-
-    async def hold(self, allocation: Allocation) -> None:
-        self._by_holder[allocation.holder] = allocation
-
-    async def release(self, holder: str) -> Allocation | None:
-        return self._by_holder.pop(holder, None)
-
-    def remember(self, allocation: Allocation) -> None:
-        self._by_holder[allocation.holder] = allocation
-
-
-class MaintenanceMarks:
-    """Devices and nodes an admin took out of service, persisted in the state directory."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.devices: set[str] = set()
-        self.nodes: set[str] = set()
-        if path.exists():
-            data = json.loads(path.read_text())
-            self.devices, self.nodes = set(data.get("devices", [])), set(data.get("nodes", []))
-
-    def set(self, *, device: str | None = None, node: str | None = None, on: bool) -> None:
-        target = self.devices if device is not None else self.nodes
-        name = device if device is not None else node
-        (target.add if on else target.discard)(name)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"devices": sorted(self.devices), "nodes": sorted(self.nodes)}, indent=1))
-        tmp.replace(self.path)
-
-    def apply(self, devices: list[Device]) -> list[Device]:
-        out = []
-        for d in devices:
-            if d.status == DeviceStatus.ONLINE and (d.id in self.devices or d.node in self.nodes):
-                d = dataclasses.replace(d, status=DeviceStatus.MAINTENANCE)
-            out.append(d)
-        return out
-
-
 class LocalDevices:
-    """The local runtime's devices: inventory + maintenance + allocations, for one hub."""
+    """The local runtime's devices: inventory, descriptions and environments, for one process."""
 
-    def __init__(self, config: Mapping[str, Any], state_dir: str, store: AllocationStore | None = None,
-                 log: logging.Logger | None = None, nvml_inventory=NvmlInventory):
+    def __init__(self, config: Mapping[str, Any], state_dir: str, log: logging.Logger | None = None,
+                 nvml_inventory=NvmlInventory):
         self.config = {**copy.deepcopy(DEFAULT_CONFIG), **copy.deepcopy(dict(config or {}))}
         self.state_dir = Path(state_dir)
         self.log = log or logging.getLogger(__name__)
         self.registry = build_registry(self.config)
-        self.store = store or HubProcessStore()
-        self.maintenance = MaintenanceMarks(self.state_dir / "devices" / "maintenance.json")
         self._nvml_inventory = nvml_inventory
         self._inventory: DeviceInventory | None = None
         self.source = ""  # "nvml", "simulated" or "none" once resolved
         self.mps = MpsDaemons(self.state_dir, self.log)
         self._cache: tuple[float, list[Device]] | None = None
+        self.stamp = 0  # counts the changes of what raw_devices() answers
         self._metrics = None  # a prometheus CollectorRegistry, made on first scrape
 
     # -- inventory -------------------------------------------------------------------
@@ -195,14 +119,14 @@ class LocalDevices:
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > DEVICE_CACHE_SECONDS:
             try:
-                self._cache = (now, list(inv.devices()))
+                found = list(inv.devices())
             except InventoryError as e:  # e.g. the driver went away after the hub started
                 raise AcceleratorConfigError(str(e)) from e
+            # a re-read that finds the same devices keeps its stamp (callers key caches on it)
+            if self._cache is None or found != self._cache[1]:
+                self.stamp += 1
+            self._cache = (now, found)
         return list(self._cache[1])
-
-    def devices(self) -> list[Device]:
-        """Devices with the admins' maintenance marks applied."""
-        return self.maintenance.apply(self.raw_devices())
 
     # -- requests ----------------------------------------------------------------------
     def parse(self, text: str) -> AcceleratorRequest:
@@ -256,42 +180,6 @@ class LocalDevices:
         except NoCapacityError as e:
             return e.no_capacity.message
         return None
-
-    async def allocate(self, request: AcceleratorRequest, holder: str) -> Allocation | None:
-        """Place ``request`` for ``holder`` (None when it asks for no accelerator).
-
-        Raises NoCapacityError. Idempotent: a holder that already holds devices keeps them.
-        """
-        if request.none:
-            return None
-        async with self.store.lock:
-            held = await self.store.held()
-            for a in held:
-                if a.holder == holder:
-                    return a
-            devices = await asyncio.get_running_loop().run_in_executor(None, self.devices)
-            allocation = allocate(devices, held, request, holder, self.config["policy"], self.registry)
-            await self.store.hold(allocation)
-        self.log.info("accelerators: %s holds %s", holder, ", ".join(allocation.device_ids))
-        return allocation
-
-    async def release(self, holder: str) -> Allocation | None:
-        async with self.store.lock:
-            released = await self.store.release(holder)
-        if released is not None:
-            self.log.info("accelerators: %s released %s", holder, ", ".join(released.device_ids))
-        return released
-
-    def remember(self, allocation: Allocation) -> None:
-        self.store.remember(allocation)
-
-    async def holders(self) -> dict[str, list[str]]:
-        """device id -> holders."""
-        out: dict[str, list[str]] = {}
-        for a in await self.store.held():
-            for dev in a.device_ids:
-                out.setdefault(dev, []).append(a.holder)
-        return out
 
     # -- the server's environment --------------------------------------------------------
     def env(self, request: AcceleratorRequest, allocation: Allocation | None,
@@ -349,57 +237,13 @@ class LocalDevices:
             self._metrics.register(prometheus_collector(GpuSampler(inv)))
         return await asyncio.get_running_loop().run_in_executor(None, generate_latest, self._metrics)
 
-    # -- admin view --------------------------------------------------------------------
-    async def inventory_view(self) -> dict[str, Any]:
-        """Nodes with their devices, status, maintenance marks and holders (admin page/API)."""
-        held: dict[str, list[Allocation]] = {}
-        for a in await self.store.held():
-            for dev in a.device_ids:
-                held.setdefault(dev, []).append(a)
-        devices = await asyncio.get_running_loop().run_in_executor(None, self.devices)
-        nodes: dict[str, dict[str, Any]] = {}
-        for d in devices:
-            node = nodes.setdefault(d.node, {"name": d.node, "maintenance": d.node in self.maintenance.nodes,
-                                             "devices": []})
-            node["devices"].append({
-                "id": d.id, "index": d.index, "uuid": d.uuid, "vendor": d.vendor, "model": d.model,
-                "memory_mib": d.memory_mib, "mig_capable": d.mig_capable,
-                "status": DeviceStatus(d.status).value, "simulated": d.simulated,
-                "maintenance": d.id in self.maintenance.devices,
-                "holders": [holder_view(a) for a in held.get(d.id, [])],
-            })
-        return {"source": self.source, "policy": self.config["policy"], "nodes": list(nodes.values())}
-
-    def set_maintenance(self, *, device: str | None = None, node: str | None = None, on: bool) -> None:
-        """Mark a device or node (KeyError when it does not exist here)."""
-        devices = self.raw_devices()
-        if device is not None and device not in {d.id for d in devices}:
-            raise KeyError(f"there is no device {device!r}")
-        if node is not None and node not in {d.node for d in devices}:
-            raise KeyError(f"there is no node {node!r}")
-        self.maintenance.set(device=device, node=node, on=on)
-
-
 def _gib(mib: int) -> str:
     return f"{mib / 1024:g} GiB"
 
 
-def server_holder(user: str, server: str) -> str:
-    return f"server:{user}/{server}"
-
-
-def holder_view(a: Allocation) -> dict[str, Any]:
-    """Who holds a device and how much of it (admin page/API)."""
-    kind, _, rest = a.holder.partition(":")
-    user, _, server = rest.partition("/")
-    return {"holder": a.holder, "kind": kind, "user": user, "server": server,
-            "memory_mib": a.memory_mib, "compute_percent": a.compute_percent,
-            "exclusive": a.exclusive, "mig_profile": a.mig_profile}
-
-
 # One LocalDevices per hub process and configuration: the spawners and the hub's device
-# pages must share the same allocations and lock (a module-level table because both are
-# created by JupyterHub, which offers no other shared object to hang it on).
+# pages share one inventory (NVML answers are cached) and MPS daemons (a module-level table
+# because both are created by JupyterHub, which offers no other shared object to hang it on).
 _HUB_DEVICES: dict[tuple[str, str], LocalDevices] = {}
 
 

@@ -28,6 +28,7 @@ from traitlets import Enum as EnumTrait
 
 from gemhub.lab import limits, mirrors
 from gemhub.spawner import layout
+from gemhub.spawner.admission import LABEL_ENV, label
 from gemhub.spawner.common import GemSpawnerMixin, user_error
 from gemhub.spawner.local import accounts, cgroups, imageroot, names, readiness, record, runtime
 from gemhub.spawner.local import host as sandbox_host
@@ -99,9 +100,8 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         self.cgroup_state = {}
         self._extra_state = {}
 
-    async def start(self):
-        if self.workload is None:
-            await self._apply_user_options(self, self.user_options)
+    async def launch(self):
+        """Launch the admitted workload (GemSpawnerMixin.start asked the ledger first)."""
         request = self.workload
         state_dir = os.path.abspath(self.state_dir)
         code, output = layout.project_dirs(state_dir, request.workspace.id, request.project.id)
@@ -162,7 +162,8 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
             base_env={**image_env, **self.get_env(), **lab_env},
             cgroup_procs=cg.procs_files if cg else [],
             python=self.python,
-            device_env=devices.env,
+            # reconciliation finds a workload left without a ledger entry by its label
+            device_env={**devices.env, **({LABEL_ENV: label(self.admission)} if label(self.admission) else {})},
             devices=devices.allotment,
             extra=lab_binds + image_binds + devices.binds,
             path=workload_path,

@@ -1,7 +1,8 @@
 """Accelerators on the local runtime in a real hub (one hub for the module, simulated devices):
 what each preset puts in the server's environment, no whole device shared by concurrent
-spawns, release on stop, allocations kept across a hub crash, custom specs and workspace
-preset limits, the admin device page and API (denied to others), maintenance, metrics."""
+spawns (the second waits in the ledger's queue and starts when the first stops), allocations
+kept across a hub crash, custom specs and workspace preset limits, the admin device page and
+API (denied to others), maintenance, metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -96,6 +98,24 @@ def server_env(hub: Hub, name: str) -> dict[str, str]:
     raise AssertionError(f"no server process for {name}")
 
 
+def progress_until(hub: Hub, name: str, needle: str, timeout: float = 60) -> str:
+    """The spawn's progress messages (the hub's event stream) until one contains ``needle``."""
+    seen = []
+    with httpx.stream("GET", f"{hub.api_url}/users/{name}/server/progress", timeout=timeout,
+                      headers={"Authorization": f"token {hub.admin_token}"}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:]).get("message", "")
+                seen.append(message)
+                if needle in message:
+                    return message
+    raise AssertionError(f"no progress message with {needle!r}: {seen}")
+
+
+def pending(hub: Hub, name: str) -> str | None:
+    return hub.api("GET", f"/users/{name}").json().get("pending")
+
+
 def stop(hub: Hub, name: str) -> None:
     assert hub.api("DELETE", f"/users/{name}/server").status_code in (202, 204)
     hub.wait_stopped(name)
@@ -167,19 +187,20 @@ def test_concurrent_spawns_never_share_a_whole_device(hub, users):
     a, b = users(), users()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda n: spawn(hub, n, preset="P1"), [a[0], b[0]]))
-    ok = [r for r in answers if r.status_code in (201, 202)]
-    refused = [r for r in answers if r.status_code == 409]
-    assert len(ok) == 1 and len(refused) == 1, [(r.status_code, r.text) for r in answers]
-    assert "no capacity" in refused[0].json()["message"]
-    winner = a[0] if answers[0] in ok else b[0]
+    assert all(r.status_code in (201, 202) for r in answers), [(r.status_code, r.text) for r in answers]
+    # one holds the only RTX4090; the other waits in the ledger's queue, its place shown
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            hub.api("GET", f"/users/{n}").json()["servers"].get("", {}).get("ready") for n in (a[0], b[0])):
+        time.sleep(0.3)
+    winner = a[0] if hub.api("GET", f"/users/{a[0]}").json()["servers"].get("", {}).get("ready") else b[0]
     loser = b[0] if winner == a[0] else a[0]
-    hub.wait_server(winner)
-    assert holders(hub)["local/1"] == [winner]
-    assert not hub.api("GET", f"/users/{loser}").json()["servers"]
-    # released on stop: now the other one gets it
+    assert progress_until(hub, loser, "waiting for a free RTX4090") == "waiting for a free RTX4090: 1st of 1"
+    assert pending(hub, loser) == "spawn" and holders(hub)["local/1"] == [winner]
+    # released on stop: the waiting spawn gets the device by itself
     stop(hub, winner)
-    assert spawn(hub, loser, preset="P1").status_code in (201, 202)
     assert server_env(hub, loser)["CUDA_VISIBLE_DEVICES"] == "1"
+    assert holders(hub)["local/1"] == [loser]
     stop(hub, loser)
 
 
@@ -271,10 +292,13 @@ def test_admin_device_page_api_maintenance_and_metrics(hub, users):
     r = admin.post("/hub/gemhub/devices", data={"_xsrf": xsrf, "device": "local/1", "maintenance": "on"})
     assert r.status_code == 303, r.text
     assert re.search(r'data-device="local/1" data-status="maintenance"', admin.get("/hub/gemhub/devices").text)
-    r = spawn(hub, name, preset="P1")
-    assert r.status_code == 409 and "maintenance" in r.json()["message"], r.text
+    # the only RTX4090 is out of service: the spawn waits for it
+    assert spawn(hub, name, preset="P1").status_code == 202
+    assert progress_until(hub, name, "waiting for a free RTX4090")
     r = admin.post("/hub/gemhub/devices", data={"_xsrf": xsrf, "device": "local/1", "maintenance": "off"})
     assert r.status_code == 303
+    hub.wait_server(name)  # back in service: the waiting spawn starts by itself
+    stop(hub, name)
     # a whole node, through the JSON API
     r = hub.api("POST", "/gemhub/devices", json={"node": "edge", "maintenance": True})
     edge = next(n for n in r.json()["nodes"] if n["name"] == "edge")
@@ -307,12 +331,11 @@ def test_allocation_survives_a_hub_crash(hub, users):
         hub.start()
         assert hub.api("GET", f"/users/{name}").json()["servers"][""]["ready"]
         assert holders(hub)["local/1"] == [name]
-        r = spawn(hub, other, preset="P1")
-        assert r.status_code == 409 and "no capacity" in r.json()["message"], r.text
+        assert spawn(hub, other, preset="P1").status_code == 202  # waits: the device is still held
+        assert progress_until(hub, other, "waiting for a free RTX4090")
         stop(hub, name)
-        assert holders(hub)["local/1"] == []
-        assert spawn(hub, other, preset="P1").status_code in (201, 202)
         hub.wait_server(other)
+        assert holders(hub)["local/1"] == [other]
         stop(hub, other)
     finally:
         # the crashed hub's proxy and services (its process group) are ours to end

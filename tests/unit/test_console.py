@@ -15,7 +15,8 @@ from gemhub.hub_config.console.workspaces import WorkspacesTab, limits_change
 
 def test_the_shipped_tabs_are_found_through_the_entry_point_in_order():
     assert [(t.name, t.title) for t in load_tabs()] == [
-        ("workspaces", "Workspaces"), ("users", "Users"), ("devices", "Devices"), ("images", "Images")]
+        ("workspaces", "Workspaces"), ("quotas", "Quotas"), ("users", "Users"), ("devices", "Devices"),
+        ("images", "Images")]
 
 
 def test_a_broken_tab_is_left_out_and_the_others_stay(caplog):

@@ -1,7 +1,9 @@
 """The platform file's accelerators block and presets: validated at load, handed to the
-spawner, the quota service (preset names) and the hub's device pages."""
+spawner, the quota service (its ledger places devices) and the hub's device pages."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -16,9 +18,12 @@ def test_defaults_reach_spawner_quota_and_device_pages():
     acc = c["LocalGemSpawner"]["accelerators"]
     assert acc["inventory"] == "auto" and acc["policy"] == "binpack"
     assert {e["model"] for e in acc["simulated"]} == {"A100-80G", "RTX4090", "910B"}
-    quota = c["JupyterHub"]["services"][0]["command"]
-    assert [a for a in quota if a.startswith("--QuotaService.preset_names=")] == [
-        f"--QuotaService.preset_names={p['name']}" for p in cfg["presets"]]
+    quota = c["JupyterHub"]["services"][0]
+    assert quota["name"] == "quota"
+    platform = json.loads(quota["environment"]["GEMHUB_QUOTA_PLATFORM"])
+    assert [p["name"] for p in platform["presets"]] == [p["name"] for p in cfg["presets"]]
+    assert platform["accelerators"] == acc and platform["runtime"] == "local"
+    assert not any("QuotaService.platform" in a for a in quota["command"])  # environment, not argv
     handlers = {h[0]: h for h in c["JupyterHub"]["extra_handlers"]}
     console = r"/gemhub/admin/?(?:([^/]+)(?:/(.*))?)?"
     assert set(handlers) == {console, r"/gemhub/devices", r"/api/gemhub/devices", r"/api/gemhub/metrics"}
