@@ -46,7 +46,7 @@ def test_a_removed_member_keeps_no_access_to_the_workspace(hub, tenants, tmp_pat
                                            "print(json.dumps({'ok': 1}))")
     assert out == {"ok": 1}
     session = subprocess.Popen(["ssh", *client.common, "-p", str(hub.ssh_port), f"{member}@127.0.0.1",
-                                "cat /gemini/code/plan.txt; sleep 300"],
+                                "cat /gemini/code/plan.txt; echo; sleep 300"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert session.stdout.readline().strip() == "team plan"
     unix = names.unix_name(member)
