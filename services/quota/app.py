@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import yaml
 from traitlets import Any, Dict, List, Unicode, default
 
 from gemhub.services.common.app import GemService
@@ -80,10 +81,24 @@ class QuotaService(GemService):
     def _default_test_pause_file(self):
         return os.environ.get("GEMHUB_TEST_ADMISSION_PAUSE", "")
 
+    platform_file = Unicode(
+        "", help="A gemhub.yaml to derive `platform` from when $GEMHUB_QUOTA_PLATFORM is not set "
+        "(the Helm chart mounts the hub's own).",
+    ).tag(config=True)
+
     @default("platform")
     def _default_platform(self):
         raw = os.environ.get("GEMHUB_QUOTA_PLATFORM", "")
-        return json.loads(raw) if raw else {}
+        if raw:
+            return json.loads(raw)
+        if self.platform_file:
+            from gemhub.hub_config import configurer, services
+
+            with open(self.platform_file) as f:
+                cfg = configurer.merge_platform(yaml.safe_load(f) or {}, {})
+            # the same JSON the local runtime's hub puts in $GEMHUB_QUOTA_PLATFORM
+            return json.loads(json.dumps(services.quota_platform(cfg)))
+        return {}
 
     @default("preset_names")
     def _default_preset_names(self):

@@ -56,3 +56,18 @@ def test_kueue_on_the_kubernetes_runtime():
 def test_bad_settings_are_refused_at_load(user, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         merge_platform(user, {})
+
+
+def test_the_charts_quota_service_reads_the_hubs_gemhub_yaml(tmp_path, monkeypatch):
+    """On Kubernetes the quota service derives the same platform JSON from the gemhub.yaml
+    the chart mounts (the hub's own), instead of its environment."""
+    from gemhub.hub_config import services
+    from gemhub.services.quota.app import QuotaService
+
+    monkeypatch.delenv("GEMHUB_QUOTA_PLATFORM", raising=False)
+    user = {"spawner": {"runtime": "kubernetes", "default_preset": "S1"}, "kueue": {"enabled": True}}
+    (tmp_path / "gemhub.yaml").write_text(json.dumps(user))  # JSON is YAML
+    app = QuotaService(state_dir=str(tmp_path), platform_file=str(tmp_path / "gemhub.yaml"))
+    assert app.platform == json.loads(json.dumps(services.quota_platform(merge_platform(user, {}))))
+    assert app.platform["runtime"] == "kubernetes" and app.platform["kueue"]["enabled"] is True
+    assert app.preset_names == [p["name"] for p in merge_platform(user, {})["presets"]]
