@@ -182,10 +182,16 @@ def copy(store: Store, job: Job, root: VersionRoot, link_dest: Path | None = Non
 
 def export(store: Store, job: Job, root: VersionRoot, link_dest: Path | None = None) -> None:
     """A freshly built version's root filesystem: mounted (overlay) or copied (vfs)."""
-    if store.driver == "overlay":
-        mount(store, job, root)
-    else:
+    if store.driver != "overlay":
         copy(store, job, root, link_dest)
+        return
+    try:
+        mount(store, job, root)
+    except BaseException:
+        # a failed or cancelled export leaves no container or mount behind (a job of its
+        # own: the build's refuses every step once it is cancelled)
+        remove(store, Job(job.log_path, 120), root)
+        raise
 
 
 def remove(store: Store, job: Job, root: VersionRoot) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from gemhub.services.images import build, rootfs
-from gemhub.services.images.runner import Job, StepFailed
+from gemhub.services.images.runner import Cancelled, Job, StepFailed
 from gemhub.services.images.storage import Store
 from imagehub import unmount_under
 
@@ -111,3 +111,12 @@ def test_a_version_whose_image_is_gone_stays_unmounted_and_says_why(store, tmp_p
     assert not rootfs.mounted(target) and containers(store) == []
     rootfs.remove(store, job, rootfs.VersionRoot(REFERENCE, target, 5))
     assert not target.exists()
+    # a build's export that fails halfway leaves no container, mount or folder behind
+    with pytest.raises(StepFailed):
+        rootfs.export(store, job, rootfs.VersionRoot("localhost/gemhub/img-9:v9", target, 5))
+    assert containers(store) == [] and not target.exists()
+    cancelled = Job(tmp_path / "cancelled.log", 120)
+    cancelled.cancel()
+    with pytest.raises(Cancelled):
+        rootfs.export(store, cancelled, rootfs.VersionRoot(REFERENCE, target, 5))
+    assert containers(store) == [] and not rootfs.mounted(target) and not target.exists()
