@@ -49,10 +49,10 @@ def ledger_hub():
     """One hub for the ledger's tests (integration and browser), with simulated devices."""
     from ledgerproc import ledger_hub as start_ledger_hub
 
-    h = start_ledger_hub(_workdir())
+    h = start_ledger_hub(workdir())
     yield h
     h.stop()
-    _keep_log(h, "hub-ledger")
+    keep_log(h, "hub-ledger")
 
 
 @pytest.fixture(scope="session")
