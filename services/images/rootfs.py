@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
+import subprocess
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -28,6 +30,8 @@ from .storage import Store
 
 MOUNTINFO = "/proc/self/mountinfo"
 BIND_OPTIONS = "ro,nosuid,nodev"
+# find's test for device nodes, FIFOs and sockets
+SPECIAL = ("(", "-type", "b", "-o", "-type", "c", "-o", "-type", "p", "-o", "-type", "s", ")")
 
 
 class VersionRoot(NamedTuple):
@@ -60,12 +64,105 @@ def mounted(path: Path, points: set[str] | None = None) -> bool:
 
 def prune_special_files(store: Store, job: Job, root: str | os.PathLike) -> int:
     """Delete device nodes, FIFOs and sockets under ``root`` (environments get their
-    devices from the platform); returns how many went. ``find`` never follows links and
+    devices from the platform, and a FIFO in an image many environments share would be a
+    channel between them); returns how many went. ``find`` never follows links and
     deletes relative to the folder it read (a tree written by a build is never trusted)."""
-    out = job.run(["find", os.fspath(root), "-xdev", "(", "-type", "b", "-o", "-type", "c", "-o", "-type", "p",
-                   "-o", "-type", "s", ")", "-print0", "-delete"], store.env(), "removing special files",
-                  capture=True)
+    out = job.run(["find", os.fspath(root), "-xdev", *SPECIAL, "-print0", "-delete"], store.env(),
+                  "removing special files", capture=True)
     return out.count("\0")
+
+
+def prune_container(store: Store, job: Job, merged: str) -> int:
+    """:func:`prune_special_files` for a fresh container's overlay mount, without walking
+    the whole image: a special file of the mount is one of some layer's, so each layer's
+    special files are listed once (layers never change; the list is kept by layer id)
+    and only those paths are looked at in the mount. Falls back to the walk when the
+    mount is not the overlay mount expected."""
+    layers = _overlay_layers(store, merged)
+    if layers is None:
+        return prune_special_files(store, job, merged)
+    try:
+        return _prune_layered(store, job, merged, *layers)
+    except (OSError, subprocess.SubprocessError):
+        return prune_special_files(store, job, merged)
+
+
+def _prune_layered(store: Store, job: Job, merged: str, lowers: list[Path], upper: Path) -> int:
+    candidates: set[str] = set(_special_paths(store, job, upper))  # the container's own layer: never cached
+    cache = store.root / "special-files"
+    cache.mkdir(mode=0o700, exist_ok=True)
+    for diff in lowers:
+        listed = cache / diff.parent.name
+        try:
+            paths = listed.read_text(encoding="utf-8", errors="surrogateescape").split("\0")
+        except FileNotFoundError:
+            paths = _special_paths(store, job, diff)
+            tmp = listed.with_name(f".{listed.name}.tmp")
+            tmp.write_text("\0".join(paths), encoding="utf-8", errors="surrogateescape")
+            tmp.replace(listed)
+        candidates.update(p for p in paths if p)
+    root = os.open(merged, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        return sum(_unlink_special(root, rel) for rel in sorted(candidates))
+    finally:
+        os.close(root)
+
+
+def _special_paths(store: Store, job: Job, folder: str | os.PathLike) -> list[str]:
+    """Relative paths of the special files under ``folder`` (whiteouts included: they
+    are character devices too, and simply absent from the mount)."""
+    job.check()
+    # bytes, not the log's text: a name that is not UTF-8 must still match in the mount
+    out = subprocess.run(["find", os.fspath(folder), "-xdev", *SPECIAL, "-printf", "%P\\0"], env=store.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True, timeout=600).stdout
+    return [os.fsdecode(p) for p in out.split(b"\0") if p]
+
+
+def _overlay_layers(store: Store, merged: str) -> tuple[list[Path], Path] | None:
+    """The diff folders of the read-only layers and the writable one under a container's
+    overlay mount (from the mount table), or None when they are not what is expected."""
+    home = os.path.realpath(store.storage / "overlay")
+    target = os.path.realpath(merged)
+    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            head, sep, tail = line.rstrip("\n").partition(" - ")
+            fields = head.split(" ")
+            if not sep or len(fields) < 5 or _unescape(fields[4]) != target:
+                continue
+            parts = tail.split(" ")
+            if len(parts) < 3 or parts[0] != "overlay":
+                return None
+            options = dict(o.split("=", 1) for o in parts[2].split(",") if "=" in o)
+            if not options.get("lowerdir") or not options.get("upperdir"):
+                return None
+            dirs = [Path(os.path.realpath(os.path.join(home, _unescape(d)))) for d in options["lowerdir"].split(":")]
+            upper = Path(os.path.realpath(os.path.join(home, _unescape(options["upperdir"]))))
+            for d in (*dirs, upper):
+                if d.name != "diff" or str(d.parent.parent) != home or not d.is_dir():
+                    return None
+            return dirs, upper
+    return None
+
+
+def _unlink_special(root_fd: int, rel: str) -> bool:
+    """Delete ``rel`` under the folder ``root_fd`` if it is a special file there, never
+    following a link on the way (a later layer may have made a folder a link)."""
+    *folders, name = rel.split("/")
+    fd = os.dup(root_fd)
+    try:
+        for part in folders:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return False
+        os.unlink(name, dir_fd=fd)
+        return True
+    except OSError:  # gone in the mount (a whiteout, a later layer), or a link on the way
+        return False
+    finally:
+        os.close(fd)
 
 
 def _seal(root: str | os.PathLike) -> None:
@@ -98,6 +195,16 @@ def _remove_container(store: Store, job: Job, name: str) -> None:
         pass
 
 
+def _new_container(store: Store, job: Job, name: str, reference: str) -> None:
+    """A fresh working container of the image (one an interrupted export left goes first)."""
+    argv = store.buildah("from", "--pull=never", "--name", name, reference)
+    try:
+        job.run(argv, store.env(), "buildah from", capture=True, quiet=True)
+    except StepFailed:
+        _remove_container(store, job, name)
+        job.run(argv, store.env(), "buildah from", capture=True)
+
+
 def _unbind(store: Store, job: Job, target: Path) -> None:
     if not mounted(target):
         return
@@ -128,13 +235,10 @@ def mount(store: Store, job: Job, root: VersionRoot, reuse: bool = False) -> Non
                              quiet=True).strip()
         except StepFailed:
             job.say(f"[gemhub] {name} is not in the image store; making it again from {root.reference}")
-    else:
-        _remove_container(store, job, name)
     if not merged:
-        job.run(store.buildah("from", "--pull=never", "--name", name, root.reference), store.env(), "buildah from",
-                capture=True)
+        _new_container(store, job, name, root.reference)
         merged = job.run(store.buildah("mount", name), store.env(), "buildah mount", capture=True).strip()
-        removed = prune_special_files(store, job, merged)
+        removed = prune_container(store, job, merged)
         if removed:
             job.say(f"[gemhub] {removed} device or special files left out of the root filesystem")
     _seal(merged)

@@ -19,6 +19,7 @@ from imagehub import unmount_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 REFERENCE = "localhost/gemhub/img-1:v1"
+LAYERED = "localhost/gemhub/img-2:v1"
 
 
 @pytest.fixture
@@ -42,6 +43,20 @@ def store(tmp_path):
     job.run(s.buildah("umount", c), s.env())
     job.run(s.buildah("commit", "--quiet", "--format", "oci", c, REFERENCE), s.env(), capture=True)
     job.run(s.buildah("rm", c), s.env(), capture=True)
+    # and one more layer on it: special files of its own (one not even UTF-8), and a folder
+    # of the layer below replaced by a link out of the image
+    c = job.run(s.buildah("from", "--pull=never", REFERENCE), s.env(), capture=True).strip()
+    tree = job.run(s.buildah("mount", c), s.env(), capture=True).strip()
+    os.makedirs(f"{tree}/opt")
+    os.mkfifo(f"{tree}/opt/pipe")
+    os.mkfifo(os.fsencode(f"{tree}/opt/") + b"caf\xe9")
+    shutil.rmtree(f"{tree}/dev")
+    os.symlink(str(tmp_path / "outside"), f"{tree}/dev")
+    job.run(s.buildah("umount", c), s.env())
+    job.run(s.buildah("commit", "--quiet", "--format", "oci", c, LAYERED), s.env(), capture=True)
+    job.run(s.buildah("rm", c), s.env(), capture=True)
+    (tmp_path / "outside").mkdir()
+    os.mkfifo(tmp_path / "outside" / "sda")
     yield s
     unmount_under(tmp_path)
 
@@ -94,6 +109,23 @@ def test_a_version_is_mounted_read_only_again_after_a_reboot_and_goes_when_delet
     assert containers(store) == []
     assert subprocess.run(store.buildah("inspect", "--type", "image", REFERENCE), env=store.env(),
                           capture_output=True).returncode != 0
+
+
+def test_special_files_of_every_layer_are_left_out_and_links_never_followed(store, tmp_path):
+    job = Job(tmp_path / "build.log", 120)
+    base, layered = store.rootfs(None, 1), store.rootfs(4, 2)
+    rootfs.export(store, job, rootfs.VersionRoot(REFERENCE, base, 1))
+    rootfs.export(store, job, rootfs.VersionRoot(LAYERED, layered, 2))
+    assert (layered / "etc" / "os-release").exists() and os.readlink(layered / "dev") == str(tmp_path / "outside")
+    assert sorted(os.listdir(layered / "opt")) == [] and not (layered / "etc" / "fifo").exists()
+    assert (tmp_path / "outside" / "sda").exists()  # the host's side of the link: untouched
+    # each layer's special files were listed once, and kept by layer
+    assert len(list((store.root / "special-files").iterdir())) == 2
+    rootfs.remove(store, job, rootfs.VersionRoot(LAYERED, layered, 2))
+    rootfs.export(store, job, rootfs.VersionRoot(LAYERED, layered, 2))
+    assert os.listdir(layered / "opt") == [] and (tmp_path / "outside" / "sda").exists()
+    said = [line for line in (tmp_path / "build.log").read_text().splitlines() if "special files left out" in line]
+    assert [line.split()[1] for line in said] == ["2", "3", "3"]  # 2 of the base, 3 of the layered image
 
 
 def test_a_version_whose_image_is_gone_stays_unmounted_and_says_why(store, tmp_path):

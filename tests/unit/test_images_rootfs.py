@@ -53,6 +53,15 @@ def test_special_files_are_deleted_and_links_never_followed(tmp_path):
     assert (outside / "keep-me").exists()
 
 
+def test_a_folder_that_is_no_overlay_mount_is_walked_whole(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    os.mkfifo(tree / "a" / "b" / "fifo")
+    store = Store(str(tmp_path / "state"))
+    assert rootfs.prune_container(store, Job(tmp_path / "log", 60), str(tree)) == 1
+    assert not (tree / "a" / "b" / "fifo").exists()
+
+
 def test_the_size_of_an_image_is_the_sum_of_its_layers():
     manifest = json.dumps({"layers": [{"size": 1000}, {"size": 24}]})
     assert bootstrap.layers_bytes(manifest) == 1024
