@@ -104,7 +104,12 @@ class GemSpawnerMixin(AdmissionMixin, Configurable):
             await self._apply_user_options(self, self.user_options)
         await self.admit()
         try:
-            url = await asyncio.wait_for(self.launch(), timeout=self.launch_timeout)
+            try:
+                url = await asyncio.wait_for(self.launch(), timeout=self.launch_timeout)
+            except TimeoutError:
+                # asyncio's has no text: the hub would show "Spawn failed: " and nothing else
+                raise TimeoutError(f"the server did not start within {self.launch_timeout:g} seconds "
+                                   "(the machine may be busy; try again)") from None
             await self.pause_for_tests()
             return url
         except BaseException:

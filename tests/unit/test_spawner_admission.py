@@ -121,3 +121,19 @@ async def test_an_entry_that_ends_while_waiting_is_refused(tmp_path):
     sp = spawner(tmp_path, Ledger([queued("1st", 1), ended]), {})
     with pytest.raises(SpawnException, match="left the queue: reconciliation"):
         await sp.admit()
+
+
+async def test_a_launch_past_its_timeout_says_so_and_leaves_the_ledger(tmp_path):
+    ledger = Ledger([ADMITTED])
+    sp = spawner(tmp_path, ledger, {})
+    sp._launch_timeout = 1  # what _allow_queue_wait keeps of start_timeout
+
+    async def hang():
+        await asyncio.sleep(10)
+
+    sp.launch = hang
+    with pytest.raises(TimeoutError) as caught:
+        await sp.start()
+    # the hub shows "Spawn failed: <this>": never an empty reason
+    assert str(caught.value).startswith("the server did not start within 1 seconds")
+    assert ledger.calls[-1] == ("release", 9, "the server did not start")
