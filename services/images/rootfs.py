@@ -22,6 +22,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -97,7 +98,8 @@ def _prune_layered(store: Store, job: Job, merged: str, lowers: list[Path], uppe
             paths = listed.read_text(encoding="utf-8", errors="surrogateescape").split("\0")
         except FileNotFoundError:
             paths = _special_paths(store, job, diff)
-            tmp = listed.with_name(f".{listed.name}.tmp")
+            # a name of its own: two builds may list the same new layer at once
+            tmp = listed.with_name(f".{listed.name}.{os.getpid()}-{threading.get_ident()}.tmp")
             tmp.write_text("\0".join(paths), encoding="utf-8", errors="surrogateescape")
             tmp.replace(listed)
         candidates.update(p for p in paths if p)
