@@ -27,6 +27,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -133,10 +134,17 @@ def main() -> None:
         # warm-up: the COPY layer and pip's first start, on both sides
         service_build(hub, token, image["id"], dockerfile("warm-service"), base["id"])
         direct_build(store, base_ref, dockerfile("warm-direct"), context, "warm")
+        tags = ["warm"]
+
+        def direct_run(nonce: str) -> float:
+            tags.append(nonce)
+            return direct_build(store, base_ref, dockerfile(nonce), context, nonce)
+
+        load_start = os.getloadavg()[0]
         rows = []
         for i in range(runs):
             pair = [("service", lambda n: service_build(hub, token, image["id"], dockerfile(n), base["id"])),
-                    ("buildah", lambda n: direct_build(store, base_ref, dockerfile(n), context, n))]
+                    ("buildah", direct_run)]
             if i % 2:
                 pair.reverse()
             for side, fn in pair:
@@ -149,9 +157,16 @@ def main() -> None:
         build_s, baseline_s = statistics.median(service), statistics.median(direct)
         print(f"\nmedian: service {build_s:.2f} s, buildah bud {baseline_s:.2f} s;"
               f" spread service {min(service):.2f}-{max(service):.2f}, buildah {min(direct):.2f}-{max(direct):.2f}")
-        print(json.dumps({"build_s": round(build_s, 3), "baseline_s": round(baseline_s, 3),
-                          "ratio": round(build_s / baseline_s, 3), "runs": runs,
-                          "service_min_s": round(min(service), 3), "baseline_min_s": round(min(direct), 3)}))
+        result = {"build_s": round(build_s, 3), "baseline_s": round(baseline_s, 3),
+                  "ratio": round(build_s / baseline_s, 3), "runs": runs,
+                  "service_min_s": round(min(service), 3), "baseline_min_s": round(min(direct), 3),
+                  "service_max_s": round(max(service), 3), "baseline_max_s": round(max(direct), 3),
+                  "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2)}
+        # the kept work folder stays lean: this run's versions (mounts, containers) and tags go
+        call(hub, token, "DELETE", f"/images/{image['id']}")
+        subprocess.run(store.buildah("rmi", *[f"localhost/bench/direct:{tag}" for tag in tags]), env=store.env(),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(json.dumps(result))
     finally:
         stop_image_hub(hub, registry, artifacts, keep=True)
 

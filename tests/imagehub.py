@@ -20,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from gemhub.services.images.rootfs import mount_points
 from hubproc import REPO, Hub, free_port
 
 CATALOG = REPO / "tests" / "images" / "catalog"
@@ -96,20 +97,30 @@ def start_image_hub(artifacts: Path, extra: dict | None = None, workdir: Path | 
     return hub, registry
 
 
+def unmount_under(folder: Path) -> list[str]:
+    """Unmount everything mounted under ``folder``, deepest first (lazily: a mount some
+    process still holds goes when it lets go): versions' root filesystems, buildah's layer
+    mounts and the overlay driver's own bind of its folder. Returns what was mounted."""
+    prefix = os.path.abspath(folder).rstrip("/") + "/"
+    found = sorted((p for p in mount_points() if p.startswith(prefix)), key=len, reverse=True)
+    for point in found:
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    return found
+
+
 def stop_image_hub(hub: Hub, registry: Registry, artifacts: Path, keep: bool = False) -> None:
+    """Stop the hub and the registry; their mounts go (the image service mounts its versions
+    again when it starts: a kept ``workdir`` is like a machine after a reboot)."""
     hub.stop()
     registry.stop()
+    unmount_under(hub.workdir)
     if keep:
         return
     shutil.copy(hub.log_path, artifacts / "images-hub.log")
     logs = hub.state_dir / "images" / "logs"
     if logs.is_dir():
         shutil.copytree(logs, artifacts / "images-build-logs", dirs_exist_ok=True)
-    # buildah's overlay driver mounts its layer folder on itself: unmount it (and anything
-    # under it) first; the store is large (tens of thousands of files): removed in the background
-    storage = hub.state_dir / "images" / "storage" / "overlay"
-    if os.path.ismount(storage):
-        subprocess.run(["umount", "-R", "-l", str(storage)], capture_output=True)
+    # the store is large (tens of thousands of files): removed in the background
     subprocess.Popen(["rm", "-rf", "--one-file-system", str(hub.workdir)], start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

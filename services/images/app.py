@@ -51,13 +51,15 @@ class ImagesService(GemService):
         return os.environ.get("GEMHUB_QUOTA_TOKEN", "")
 
     catalog_dir = Unicode(str(catalog.DEFAULT_DIR), help="The official catalog: one folder per image.").tag(config=True)
-    storage_driver = Unicode("overlay", help="buildah storage driver (overlay or vfs).").tag(config=True)
+    storage_driver = Unicode("overlay", help="buildah storage driver: overlay (a version's root filesystem is its"
+                             " container's mount, bound read-only) or vfs (copied).").tag(config=True)
     cache_dir = Unicode(
         "", help="Where the Debian root's tarball and .debs are cached (default <state>/images/cache)."
     ).tag(config=True)
     build_concurrency = Integer(1, help="Builds that run at once; the rest wait in the queue.").tag(config=True)
     build_timeout = Float(3600, help="Seconds a build may run before it is stopped.").tag(config=True)
-    max_image_gb = Float(20, help="Largest image a build may produce (GB of its root filesystem).").tag(config=True)
+    max_image_gb = Float(20, help="Largest image a build may produce (GB: the sum of its layers, as buildah"
+                         " stores and pushes them).").tag(config=True)
     max_context_gb = Float(2, help="Most bytes COPY/ADD may take from a project's code folder (GB).").tag(config=True)
     autobuild = Bool(True, help="Queue a build of the catalog's autobuild images (base) at start when"
                      " their recipe has no version yet.").tag(config=True)
@@ -140,7 +142,10 @@ class ImagesService(GemService):
 
     async def serve(self):
         self.store.prepare()
-        await asyncio.get_running_loop().run_in_executor(None, self.sync_catalog)
+        loop = asyncio.get_running_loop()
+        # built versions' root filesystems are mounted before any spawn can ask for one
+        await loop.run_in_executor(None, self.queue.mount_all)
+        await loop.run_in_executor(None, self.sync_catalog)
         task = asyncio.ensure_future(self.queue.run_forever())
         try:
             await super().serve()

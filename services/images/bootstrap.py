@@ -68,7 +68,20 @@ def inspect(store: Store, job: Job, reference: str) -> dict | None:
     except StepFailed:
         return None
     data = json.loads(out)
-    return {"id": data.get("FromImageID", ""), "config": (data.get("OCIv1") or {}).get("config") or {}}
+    return {"id": data.get("FromImageID", ""), "config": (data.get("OCIv1") or {}).get("config") or {},
+            "size": layers_bytes(data.get("Manifest") or "")}
+
+
+def layers_bytes(manifest: str) -> int | None:
+    """An image's size as its store holds it: the sum of its layers (uncompressed tar
+    streams in local storage), what ``buildah images`` and registries count; None when the
+    manifest does not say."""
+    try:
+        layers = json.loads(manifest).get("layers")
+        sizes = [int(layer["size"]) for layer in layers]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return sum(sizes) if sizes and min(sizes) >= 0 else None
 
 
 def present(store: Store, job: Job, key: str) -> bool:

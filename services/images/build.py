@@ -1,19 +1,19 @@
 """One image version from recipe to root filesystem (blocking; see runner.Job).
 
 Steps: the Debian root when the recipe starts there, ``buildah bud`` in the build
-sandbox (storage.sandboxed), the size limit, the export of the image as a read-only root
-filesystem for the local runtime, and the push to the registry for Kubernetes.
+sandbox (storage.sandboxed), the size limit, the image's read-only root filesystem for the
+local runtime (rootfs.py: mounted, or copied with vfs), and the push to the registry for
+Kubernetes.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import bootstrap
+from . import rootfs as rootfs_mod
 from .runner import Job, StepFailed
 from .storage import Store, bud_argv, sandboxed
 
@@ -33,7 +33,8 @@ class BuildPlan:
     cache_dir: str = ""
     push_to: str = ""  # registry reference ("" when no registry is configured)
     tls_verify: bool = True
-    link_dest: Path | None = None  # the base version's root filesystem (unchanged files are linked)
+    link_dest: Path | None = None  # the base version's copied root filesystem (vfs: unchanged files are linked)
+    version_id: int = 0  # the version's id (names its root filesystem's container; 0: never exported)
 
 
 @dataclass
@@ -46,7 +47,8 @@ class BuildResult:
 
 
 def tree_bytes(root: Path) -> int:
-    """Bytes a tree holds on disk (hard links counted once)."""
+    """Bytes a tree holds on disk (hard links counted once): the size of an image whose
+    manifest gives none."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for dirpath, dirnames, filenames in os.walk(root):
@@ -62,57 +64,6 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
-def prune_special_files(root: Path) -> int:
-    """Remove device nodes, FIFOs and sockets from an exported tree (environments get
-    their devices from the platform); returns how many went."""
-    removed = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames + dirnames:
-            path = os.path.join(dirpath, name)
-            mode = os.lstat(path).st_mode
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-                os.unlink(path)
-                removed += 1
-    return removed
-
-
-def copy_argv(source: str, target: str, link_dest: Path | None = None) -> list[str]:
-    """Copy a tree as is (owners, modes, times, links, hard links), no device files.
-    With rsync and ``link_dest`` (the base version's root filesystem), files the build did
-    not change are hard links to the base's instead of copies: exporting a version costs
-    what it added, not the whole base again."""
-    if shutil.which("rsync"):
-        argv = ["rsync", "-rlptgoH", "--quiet", "--numeric-ids", "--one-file-system"]
-        if link_dest is not None and link_dest.is_dir():
-            argv.append(f"--link-dest={link_dest}")
-        return argv + [f"{source}/", f"{target}/"]
-    return ["cp", "-a", "--one-file-system", f"{source}/.", f"{target}/"]
-
-
-def export_rootfs(store: Store, job: Job, reference: str, target: Path, link_dest: Path | None = None) -> None:
-    """Copy the image's files into ``target`` (made once; read-only for environments)."""
-    if target.is_dir():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(target.parent, 0o700)  # per-user accounts never reach an image's files directly
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    env = store.env()
-    container = job.run(store.buildah("from", "--pull=never", reference), env, "buildah from", capture=True).strip()
-    try:
-        mount = job.run(store.buildah("mount", container), env, "buildah mount", capture=True).strip()
-        staging.mkdir(mode=0o755)
-        job.run(copy_argv(mount, str(staging), link_dest), env, "copy root filesystem")
-        job.run(store.buildah("umount", container), env, "buildah umount")
-    finally:
-        job.run(store.buildah("rm", container), env, "buildah rm", capture=True)
-    removed = prune_special_files(staging)
-    if removed:
-        job.say(f"[gemhub] {removed} device or special files left out of the root filesystem")
-    os.chmod(staging, 0o755)
-    staging.rename(target)
-
-
 def bud(store: Store, job: Job, plan: BuildPlan) -> None:
     """``buildah bud`` of the plan in the build sandbox (after the Debian root, if needed)."""
     if plan.debian_root:
@@ -124,25 +75,37 @@ def bud(store: Store, job: Job, plan: BuildPlan) -> None:
         job.run(store.buildah("tag", plan.reference, alias), store.env(), "buildah tag")
 
 
-def finish(store: Store, job: Job, reference: str, rootfs: Path, max_bytes: int, push_to: str = "",
-           tls_verify: bool = True, link_dest: Path | None = None) -> BuildResult:
-    """A built image's id and ENV, its root filesystem (and size limit), its push."""
+def finish(store: Store, job: Job, reference: str, rootfs: Path, version_id: int, max_bytes: int,
+           push_to: str = "", tls_verify: bool = True, link_dest: Path | None = None) -> BuildResult:
+    """A built image's id, ENV and size (and size limit), its root filesystem, its push."""
     result = BuildResult()
     found = bootstrap.inspect(store, job, reference)
     if found is None:
         raise StepFailed(f"the build finished but {reference} is not in the image store")
     result.image_id = found["id"]
     result.env = list(found["config"].get("Env") or [])
+    if found["size"] is not None:
+        result.size_bytes = found["size"]
+        _check_size(job, result.size_bytes, max_bytes)
+    root = rootfs_mod.VersionRoot(reference, rootfs, version_id)
     job.say("[gemhub] exporting the root filesystem")
-    export_rootfs(store, job, reference, rootfs, link_dest)
-    result.size_bytes = tree_bytes(rootfs)
-    job.say(f"[gemhub] image size {result.size_bytes / 1e6:.1f} MB")
-    if result.size_bytes > max_bytes:
-        shutil.rmtree(rootfs, ignore_errors=True)
-        raise StepFailed(f"the image is {result.size_bytes / 1e9:.2f} GB, over the limit of {max_bytes / 1e9:.2f} GB")
+    rootfs_mod.export(store, job, root, link_dest)
+    if found["size"] is None:
+        result.size_bytes = tree_bytes(rootfs)
+        try:
+            _check_size(job, result.size_bytes, max_bytes)
+        except StepFailed:
+            rootfs_mod.remove(store, job, root)
+            raise
     if push_to:
         result.pushed, result.push_error = push(store, job, reference, push_to, tls_verify)
     return result
+
+
+def _check_size(job: Job, size: int, max_bytes: int) -> None:
+    job.say(f"[gemhub] image size {size / 1e6:.1f} MB")
+    if size > max_bytes:
+        raise StepFailed(f"the image is {size / 1e9:.2f} GB, over the limit of {max_bytes / 1e9:.2f} GB")
 
 
 def push(store: Store, job: Job, reference: str, push_to: str, tls_verify: bool = True) -> tuple[str, str]:
@@ -160,14 +123,14 @@ def push(store: Store, job: Job, reference: str, push_to: str, tls_verify: bool 
 
 def execute(store: Store, job: Job, plan: BuildPlan) -> BuildResult:
     bud(store, job, plan)
-    return finish(store, job, plan.reference, plan.rootfs, plan.max_bytes, plan.push_to, plan.tls_verify,
-                  plan.link_dest)
+    return finish(store, job, plan.reference, plan.rootfs, plan.version_id, plan.max_bytes, plan.push_to,
+                  plan.tls_verify, plan.link_dest)
 
 
-def remove(store: Store, job: Job, reference: str, rootfs: Path) -> None:
-    """Delete a version: its root filesystem and its tag in the store (layers a newer
-    version shares stay)."""
-    shutil.rmtree(rootfs, ignore_errors=True)
+def remove(store: Store, job: Job, reference: str, rootfs: Path, version_id: int) -> None:
+    """Delete a version: its root filesystem (unmounted, its container removed) and its tag
+    in the store (layers a newer version shares stay)."""
+    rootfs_mod.remove(store, job, rootfs_mod.VersionRoot(reference, rootfs, version_id))
     try:
         job.run(store.buildah("rmi", reference), store.env(), "buildah rmi", quiet=True)
     except StepFailed:

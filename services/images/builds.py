@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from gemhub.services.common.audit import audit_event, utcnow
 
-from . import build, official, policy
+from . import build, official, policy, rootfs
 from .catalog import OfficialImage
 from .models import Image, ImageVersion
 from .runner import BuildStopped, Cancelled, Job
@@ -67,6 +67,22 @@ class BuildQueue:
     def queued_ids(self, session) -> list[int]:
         return list(session.scalars(select(ImageVersion.id).where(ImageVersion.state == "queued")
                                     .order_by(ImageVersion.id)))
+
+    # -- at start -------------------------------------------------------------------
+    def mount_all(self) -> list[int]:
+        """Every built version's root filesystem mounted (again, after a reboot), before the
+        service answers; the ids of those that could not be (blocking)."""
+        with self.sessionmaker() as session:
+            rows = session.execute(select(Image.id, Image.workspace_id, ImageVersion.number, ImageVersion.id)
+                                   .join(ImageVersion, ImageVersion.image_id == Image.id)
+                                   .where(ImageVersion.state == "succeeded", ImageVersion.rootfs == 1)
+                                   .order_by(ImageVersion.id)).all()
+        roots = [rootfs.VersionRoot(local_reference(iid, number), self.store.rootfs(ws, vid), vid)
+                 for iid, ws, number, vid in rows]
+        failed = rootfs.mount_all(self.store, Job(self.store.root / "logs" / "mounts.log", 3600), roots)
+        for vid in failed:
+            self.log.error("version %s: its root filesystem could not be mounted (see logs/mounts.log)", vid)
+        return failed
 
     # -- the loop -------------------------------------------------------------------
     def recover(self) -> None:
@@ -140,7 +156,7 @@ class BuildQueue:
             job = Job(self.store.log(vid), self.settings.timeout)
             job.say(f"[gemhub] build of {image.name} version {v.number} started")
             reference = local_reference(image.id, v.number)
-            rootfs = self.store.rootfs(image.workspace_id, vid)
+            root_dir = self.store.rootfs(image.workspace_id, vid)
             push_to = registry_reference(self.settings.registry, image.id, v.number) if self.settings.registry else ""
             tls = self.settings.registry_tls_verify
             if image.kind == "official":
@@ -148,7 +164,7 @@ class BuildQueue:
                 if entry is None:
                     return job, partial(_fail, f"{image.official_key!r} is no longer in the catalog (images/)")
                 return job, partial(official.build_version, entry, self.catalog, self.store,
-                                    self.settings.official, job, reference, rootfs, self.store.context(vid),
+                                    self.settings.official, job, reference, root_dir, vid, self.store.context(vid),
                                     push_to, tls)
             base = v.base
             base_image = session.get(Image, base.image_id)
@@ -161,9 +177,9 @@ class BuildQueue:
             dockerfile.write_text(checked.with_labels(labels))
             context = self.store.context(vid)
             context.mkdir(mode=0o700, parents=True, exist_ok=True)
-            plan = build.BuildPlan(reference=reference, dockerfile=dockerfile, context=context, rootfs=rootfs,
+            plan = build.BuildPlan(reference=reference, dockerfile=dockerfile, context=context, rootfs=root_dir,
                                    max_bytes=self.settings.max_bytes, push_to=push_to,
-                                   tls_verify=tls,
+                                   tls_verify=tls, version_id=vid,
                                    link_dest=self.store.rootfs(base_image.workspace_id, base.id) if base.rootfs
                                    else None)
             return job, partial(build.execute, self.store, job, plan)
@@ -212,5 +228,6 @@ def remove_files(store: Store, gone: list[VersionFiles], log_name: str) -> None:
     """Deleted versions' root filesystems, storage tags and logs (blocking)."""
     job = Job(store.root / "logs" / f"{log_name}.log", 600)
     for f in gone:
-        build.remove(store, job, local_reference(f.image_id, f.number), store.rootfs(f.workspace_id, f.version_id))
+        build.remove(store, job, local_reference(f.image_id, f.number), store.rootfs(f.workspace_id, f.version_id),
+                     f.version_id)
         Path(store.log(f.version_id)).unlink(missing_ok=True)

@@ -102,12 +102,12 @@ def ensure_built(entry: OfficialImage, catalog: dict[str, OfficialImage], store:
 
 
 def build_version(entry: OfficialImage, catalog: dict[str, OfficialImage], store: Store, settings: Settings,
-                  job: Job, reference: str, rootfs: Path, context: Path, push_to: str = "",
+                  job: Job, reference: str, rootfs: Path, version_id: int, context: Path, push_to: str = "",
                   tls_verify: bool = True) -> build.BuildResult:
     """One version of an official image: the recipe (built or reused) under ``reference``."""
     ensure_built(entry, catalog, store, settings, job, context)
     job.run(store.buildah("tag", recipe_reference(entry), reference), store.env(), "buildah tag")
-    return build.finish(store, job, reference, rootfs, settings.max_bytes, push_to, tls_verify)
+    return build.finish(store, job, reference, rootfs, version_id, settings.max_bytes, push_to, tls_verify)
 
 
 def prebuild(entries: list[OfficialImage], catalog: dict[str, OfficialImage], store: Store, settings: Settings,

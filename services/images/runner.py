@@ -86,7 +86,10 @@ class Job:
                         proc.wait()
                         reader.join(5)
                         self.check()
-                    time.sleep(0.1)
+                    try:  # returns as soon as the step ends (a sleep would add up to 0.1 s a step)
+                        proc.wait(0.1)
+                    except subprocess.TimeoutExpired:
+                        pass
                 reader.join(30)
             finally:
                 self._proc = None

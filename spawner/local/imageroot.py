@@ -1,7 +1,8 @@
 """An image version as the root of a local workload's sandbox.
 
-The image service exports every built version once as a read-only root filesystem
-(``gemhub.spawner.layout.image_rootfs_dir``, root-only on the host); here it becomes the
+The image service makes every built version a read-only root filesystem at
+``gemhub.spawner.layout.image_rootfs_dir`` (root-only on the host; a read-only mount of the
+version's buildah container, or a copy with the vfs driver); here it becomes the
 sandbox's root (:class:`~.runtime.HostSystem` with the image's top-level entries), its
 Python (``/opt/gemhub/venv``, the images' contract) runs ``jupyterhub-singleuser``, and its
 ENV is the environment's before the platform's own variables. The folder comes from the
@@ -61,6 +62,12 @@ def _checked(folder: Path) -> Path:
     parent = os.lstat(folder.parent)
     if parent.st_uid != 0 or stat.S_IMODE(parent.st_mode) & 0o022:
         raise ImageRootError("its root filesystem's folder is writable by others")
+    with os.scandir(folder) as entries:
+        if next(entries, None) is None:
+            # the mount point of a version whose mount is gone (a reboot): the image service
+            # mounts it again when it starts
+            raise ImageRootError("its root filesystem is not mounted yet (the image service mounts it when"
+                                 " it starts); try again in a minute")
     return folder
 
 
@@ -73,6 +80,20 @@ def image_env(image: ImageChoice) -> dict[str, str]:
     return out
 
 
+def _image_file(folder: Path, name: str) -> str:
+    """The image's /etc/<name>, written by a build: neither /etc nor the file may be a link
+    (root never follows a path the image chose), and only a regular file is read."""
+    etc = os.open(folder / "etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=etc)
+    finally:
+        os.close(etc)
+    with os.fdopen(fd) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"/etc/{name} of the image is not a regular file")
+        return f.read()
+
+
 def account_files(state_dir: str, unit: str, folder: Path, identity: Identity) -> tuple[sandbox.Bind, ...]:
     """/etc/passwd and /etc/group of the image with the account added (root-only files)."""
     out_dir = Path(state_dir) / "images" / "accounts" / unit
@@ -82,12 +103,8 @@ def account_files(state_dir: str, unit: str, folder: Path, identity: Identity) -
     for name, line in (("passwd", f"{identity.name}:x:{identity.uid}:{identity.gid}::{identity.sandbox_home}:"
                                   "/bin/bash"),
                        ("group", f"{identity.name}:x:{identity.gid}:")):
-        source = folder / "etc" / name
         try:
-            # the image's own file (root wrote it while exporting; never a link: O_NOFOLLOW)
-            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd) as f:
-                lines = [x for x in f.read().splitlines() if x and not x.startswith(f"{identity.name}:")]
+            lines = [x for x in _image_file(folder, name).splitlines() if x and not x.startswith(f"{identity.name}:")]
         except OSError:
             lines = []
         target = out_dir / name

@@ -1,5 +1,5 @@
 """A build's steps: output kept in the log, the time limit, cancel from another thread,
-a failed step; and the copy of a root filesystem sharing its base's unchanged files."""
+a failed step; and the copy of a root filesystem (vfs) sharing its base's unchanged files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gemhub.services.images import build
+from gemhub.services.images import rootfs
 from gemhub.services.images.runner import Cancelled, Job, StepFailed, TimedOut
 
 
@@ -70,7 +70,7 @@ def test_a_root_filesystem_shares_the_files_its_build_did_not_change(tmp_path):
     os.symlink("usr/lib", image / "lib")
     os.mkfifo(image / "opt" / "fifo")
     out.mkdir()
-    os.system(" ".join(build.copy_argv(str(image), str(out), base)))
+    os.system(" ".join(rootfs.copy_argv(str(image), str(out), base)))
     assert (out / "usr" / "lib" / "big.so").stat().st_ino == (base / "usr" / "lib" / "big.so").stat().st_ino
     assert (out / "opt" / "new.txt").read_text() == "added by the build"
     assert os.readlink(out / "lib") == "usr/lib"
