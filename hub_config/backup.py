@@ -155,6 +155,22 @@ def _tar(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
     return proc.stdout.strip()
 
 
+def _mounted_inside(root: Path, points: set[str] | None = None) -> list[str]:
+    """Mount points under the state directory, as tar patterns: image versions' root
+    filesystems and buildah's working mounts are views of the image store (which is in the
+    backup); the image service mounts them again at its start."""
+    from gemhub.services.images.rootfs import mount_points
+
+    inside = [Path(p) for p in (mount_points() if points is None else points)
+              if Path(p) != root and root in Path(p).parents]
+    return sorted(glob_escape(f"./{p.relative_to(root)}") for p in inside)
+
+
+def glob_escape(path: str) -> str:
+    """``path`` as a tar pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in path)
+
+
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -197,7 +213,8 @@ def backup(cfg: Mapping[str, Any], state_dir: str | os.PathLike, dest: str | os.
     warnings = _tar(["--create", f"--file={out / ARCHIVE}", f"--directory={root}", "--acls", "--xattrs",
                      "--sparse", "--warning=no-file-changed", "--warning=no-file-removed",
                      "--anchored", "--no-wildcards-match-slash",
-                     *[f"--exclude={p}" for p in EXCLUDED], "."], "archiving the state directory", ok=(0, 1))
+                     *[f"--exclude={p}" for p in (*EXCLUDED, *_mounted_inside(root))], "."],
+                "archiving the state directory", ok=(0, 1))
     os.chmod(out / ARCHIVE, 0o600)
     manifest["files"] = {"archive": ARCHIVE, "bytes": (out / ARCHIVE).stat().st_size,
                          "warnings": warnings.splitlines()[-20:]}

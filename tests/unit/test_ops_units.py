@@ -342,3 +342,18 @@ def test_per_user_caches_are_bounded():
     for name in "xyz":
         ttl[name] = (0, [])
     assert len(ttl) == 2
+
+
+def test_a_backup_leaves_out_mounts_inside_the_state_directory():
+    """Image versions' root filesystems are mounts of the image store (itself backed up);
+    archiving them too would store every image twice."""
+    from pathlib import Path
+
+    from gemhub.hub_config.backup import _mounted_inside
+
+    points = {"/", "/srv/state", "/srv/state/images/rootfs/7", "/srv/state/workspaces/2/images/9",
+              "/srv/state/images/storage/overlay/abc/merged", "/srv/other", "/srv/state-2/x",
+              "/srv/state/odd*[name]"}
+    assert _mounted_inside(Path("/srv/state"), points) == [
+        "./images/rootfs/7", "./images/storage/overlay/abc/merged", "./odd[*][[]name[]]",
+        "./workspaces/2/images/9"]
