@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from gemhub.services.common import params
 from gemhub.services.common.audit import audit_event, utcnow
 from gemhub.services.common.errors import BadRequest, Conflict, NotFound
+from gemhub.services.common.workspaces import pick as pick_workspace
 from gemhub.spawner import layout
 
 from . import access, files, names
@@ -74,19 +75,7 @@ class Catalog:
     # -- reading ----------------------------------------------------------------------
     def workspace(self, ref: object) -> Mapping[str, Any]:
         """One of the actor's workspaces by id or name (None: the personal one)."""
-        if ref is None or (isinstance(ref, str) and not ref.strip()):
-            personal = [w for w in self.workspaces if w.get("personal")]
-            if personal:
-                return personal[0]
-            raise BadRequest("name a workspace (you have no personal workspace)")
-        text = str(ref).strip()
-        for w in self.workspaces:
-            if str(w["name"]) == text:
-                return w
-        for w in self.workspaces:
-            if str(w["id"]) == text:
-                return w
-        raise BadRequest(f"you are not a member of a workspace {params.echo(text)}")
+        return pick_workspace(self.workspaces, ref)
 
     def visible(self, kind: str | None = None, workspace: object = None, mountable: bool = False) -> list[Asset]:
         q = select(Asset).where(or_(Asset.visibility == "public", Asset.workspace_id.in_(list(self.roles))))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gemhub.services.common.audit import audit_event, utcnow
 from gemhub.services.common.errors import BadRequest, Conflict, Forbidden, NotFound
+from gemhub.services.common.workspaces import pick as pick_workspace
 from gemhub.services.data import access
 
 from . import names
@@ -111,19 +112,7 @@ class Library:
     # -- reading --------------------------------------------------------------------
     def workspace(self, ref: object) -> Mapping[str, Any]:
         """One of the actor's workspaces by name or id (None: the personal one)."""
-        if ref is None or (isinstance(ref, str) and not ref.strip()):
-            personal = [w for w in self.workspaces if w.get("personal")]
-            if personal:
-                return personal[0]
-            raise BadRequest("name a workspace (you have no personal workspace)")
-        text = str(ref).strip()
-        for w in self.workspaces:
-            if str(w["name"]) == text:
-                return w
-        for w in self.workspaces:
-            if str(w["id"]) == text:
-                return w
-        raise BadRequest(f"you are not a member of a workspace {text!r}")
+        return pick_workspace(self.workspaces, ref)
 
     def visible(self, workspace: object = None, usable: bool = False, kind: str | None = None) -> list[Image]:
         q = select(Image).where(or_(Image.kind == "official", Image.visibility == "public",
