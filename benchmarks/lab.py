@@ -59,8 +59,8 @@ class PlainLab:
     """``jupyter lab`` from this venv with stock settings (own config/data/runtime dirs).
 
     As root it runs in a cgroup of its own with the limits of GemHub's default preset, beside
-    GemHub's servers: both sides then get the same share of a busy machine's CPU (GemHub's
-    servers sit under a parent cgroup weighted by their number, see cgroups.parent_cpu_weight)."""
+    GemHub's servers, under the same parent cgroup: both sides then get the same share of a
+    busy machine's CPU (see cgroups.parent_cpu_weight)."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir

@@ -32,9 +32,9 @@ TRACKED = "gemhub_survives_restarts"
 
 
 def db_kwargs(url: str) -> dict[str, Any]:
-    """``JupyterHub.db_kwargs`` for the hub's database URL (nothing to add for SQLite)."""
+    """``JupyterHub.db_kwargs`` for the hub's database URL (SQLite: WAL mode)."""
     if make_url(url).get_backend_name() == "sqlite":
-        return {}
+        return {"plugins": ["gemhub_db"]}
     return {"pool_pre_ping": True, "plugins": ["gemhub_db"]}
 
 

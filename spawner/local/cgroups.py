@@ -97,15 +97,19 @@ def limit_files(version: str, unit_paths: list[str], limits: Limits) -> list[tup
     return out
 
 
-def parent_cpu_weight(version: str, units: int) -> tuple[str, str]:
-    """(file, value) for the parent cgroup's CPU weight with ``units`` servers in it.
+def parent_cpu_weight(version: str, cpus: int | None = None) -> tuple[str, str]:
+    """(file, value) of the parent cgroup's CPU weight: all environments together weigh as
+    two busy processes per CPU against the host's own (v1: each top-level task has
+    cpu.shares 1024; v2: cpu.weight 100).
 
-    The parent competes with the host's other processes as *one* entity (v1: each top-level
-    task or cgroup has cpu.shares 1024). With a fixed weight, ten busy servers together would
-    get the CPU share of a single process; scaling the weight with the number of servers
-    gives each server the share of one ordinary process, like an unconfined server has.
+    The weight only matters when both sides want CPU (the scheduler gives idle shares away):
+    environments get every CPU the hub, its services and the kernel's own threads leave, and
+    those are never starved by a crowd of servers. Weighting the parent by the number of
+    servers did starve them: thirty new users' servers starting at once left the kernel's
+    journal thread a thirtieth of a CPU, so each account command (eight fsyncs, machine-wide
+    one at a time) took about a second and the last users waited half a minute for theirs.
     """
-    n = max(1, units)
+    n = 2 * (cpus or os.cpu_count() or 1)
     if version == "v1":
         return "cpu.shares", str(min(262144, 1024 * n))
     return "cpu.weight", str(min(10000, 100 * n))
@@ -145,7 +149,7 @@ class Cgroup:
             os.makedirs(p, exist_ok=True)
         for path, value in limit_files(self.version, self.paths, limits):
             _write(path, value, optional=path.endswith("memory.swap.max"))
-        self.rebalance()
+        self.weigh_parent()
         return self
 
     def _cpu_parent(self) -> str | None:
@@ -156,16 +160,12 @@ class Cgroup:
                 return os.path.dirname(p)
         return None
 
-    def rebalance(self) -> None:
-        """Scale the parent's CPU weight with the number of servers (see parent_cpu_weight)."""
+    def weigh_parent(self) -> None:
+        """Set the parent's CPU weight (see parent_cpu_weight)."""
         parent = self._cpu_parent()
         if parent is None:
             return
-        try:
-            units = sum(1 for e in os.scandir(parent) if e.is_dir(follow_symlinks=False))
-        except OSError:
-            return
-        name, value = parent_cpu_weight(self.version, units)
+        name, value = parent_cpu_weight(self.version)
         _write(os.path.join(parent, name), value, optional=True)
 
     def pids(self) -> set[int]:
@@ -213,7 +213,6 @@ class Cgroup:
                         log.warning("cannot remove cgroup %s: %s", p, e)
                         break
                     time.sleep(0.02)
-        self.rebalance()
 
     def to_state(self) -> dict[str, Any]:
         return {"version": self.version, "paths": list(self.paths)}

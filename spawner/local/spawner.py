@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import getpass
 import os
 import pwd
@@ -139,10 +140,13 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         account = (identity.name, identity.uid, identity.gid) if identity else None
         devices = await self.accelerator_start(request.accelerator, account)
 
+        loop = asyncio.get_running_loop()
         try:
             cg = cgroups.plan(self.cgroups, unit)
             if cg is not None:
-                cg.create(cgroups.Limits(
+                # blocking cgroupfs writes: off the hub's event loop, which serves every
+                # other spawn of a burst meanwhile
+                await loop.run_in_executor(None, cg.create, cgroups.Limits(
                     memory=request.preset.memory, cpu=request.preset.cpu, pids=self.pids_limit or None,
                     devices=tuple(r.allow_line() for r in devices.allotment.cgroup_rules()) if identity else None))
         except cgroups.CgroupError as e:
@@ -176,10 +180,11 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
                       f"image {request.image.label}" if request.image else "the host's OS")
         logfd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            self.proc = subprocess.Popen(
-                plan.argv, env=plan.env, stdin=subprocess.DEVNULL, stdout=logfd,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )
+            # in a thread: Popen returns only once the child has exec'd, which on a busy
+            # machine is a wait for a CPU the event loop should not spend
+            self.proc = await loop.run_in_executor(None, functools.partial(
+                subprocess.Popen, plan.argv, env=plan.env, stdin=subprocess.DEVNULL, stdout=logfd,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True))
         finally:
             os.close(logfd)
         self.pid = self.proc.pid
@@ -192,7 +197,8 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         if stop_at is not None:
             self._extra_state[limits.STATE_KEY] = limits.format_deadline(stop_at)
         await self._wait_listening(log_path)
-        self._write_runtime_record(plan, cg)
+        # finding the sandbox's init walks /proc (every process of every server): a thread
+        await loop.run_in_executor(None, self._write_runtime_record, plan, cg)
         return f"http://127.0.0.1:{self.port}"
 
     async def _prepare_account(self, state_dir: str, request, project: list) -> tuple[runtime.Identity, "runtime.HostSystem"]:

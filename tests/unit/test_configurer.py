@@ -30,8 +30,8 @@ def test_defaults_give_local_spawner_and_native_auth():
     assert quota["environment"]["GEMHUB_DATABASE_URL"] == "sqlite:////state/db/quota.sqlite"
     assert not any("db_url" in arg or "sqlite" in arg for arg in quota["command"])
     assert "api_tokens" not in c["JupyterHub"]
-    # SQLite needs nothing to survive a database restart
-    assert "db_kwargs" not in c["JupyterHub"]
+    # SQLite: WAL mode through the plugin (nothing to survive a database restart)
+    assert c["JupyterHub"]["db_kwargs"] == {"plugins": ["gemhub_db"]}
 
 
 def test_environment_overrides():

@@ -96,6 +96,8 @@ def test_new_users_are_set_up_in_parallel_and_once_each(system, tmp_path):
     assert system.most == accounts.MAX_COMMANDS  # in parallel, within the bound
     useradds = [c[-1] for c in system.commands if c[0] == "useradd"]
     assert sorted(useradds) == sorted(f"gem-u{i}" for i in range(12))  # once each
+    # no subordinate uid/gid ranges for environment accounts
+    assert all({"SUB_UID_COUNT=0", "SUB_GID_COUNT=0"} <= set(c) for c in system.commands if c[0] == "useradd")
     # the new account joined its workspace group in the useradd itself: two commands per user
     assert len(system.commands) == 24 and not any(c[0] == "usermod" for c in system.commands)
     assert all(f"gem-u{i}" in system.groups[f"gemws-{i}"] for i in range(12))
@@ -287,6 +289,16 @@ def test_connect_errors_that_are_worth_waiting_for():
     assert not db.is_transient(SimpleNamespace(sqlstate="3D000"))  # no such database
 
 
+def test_the_hubs_sqlite_database_runs_in_wal_mode(tmp_path):
+    """One fsync per commit instead of the rollback journal's several, as durable."""
+    url = f"sqlite:///{tmp_path}/jupyterhub.sqlite"
+    engine = create_engine(url, **database.db_kwargs(url))
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL: a commit is on disk
+    engine.dispose()
+
+
 def test_the_hub_ends_read_only_transactions_after_each_request():
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
@@ -300,7 +312,7 @@ def test_the_hub_ends_read_only_transactions_after_each_request():
     database.release_read_transaction(session)  # a flushed write is left to its owner
     assert session.in_transaction()
     session.commit()
-    assert database.db_kwargs("sqlite:///x.sqlite") == {}
+    assert database.db_kwargs("sqlite:///x.sqlite") == {"plugins": ["gemhub_db"]}
     assert database.db_kwargs("postgresql://u:p@h/d")["plugins"] == ["gemhub_db"]
 
 

@@ -76,23 +76,24 @@ def test_create_state_roundtrip_and_remove(tmp_path):
     assert cgroups.Cgroup.from_state({}) is None
 
 
-def test_parent_cpu_weight_scales_with_servers():
-    assert cgroups.parent_cpu_weight("v1", 0) == ("cpu.shares", "1024")
-    assert cgroups.parent_cpu_weight("v1", 10) == ("cpu.shares", "10240")
+def test_parent_cpu_weight_is_two_processes_per_cpu():
+    assert cgroups.parent_cpu_weight("v1", 2) == ("cpu.shares", "4096")
     assert cgroups.parent_cpu_weight("v1", 10**6) == ("cpu.shares", "262144")
-    assert cgroups.parent_cpu_weight("v2", 3) == ("cpu.weight", "300")
+    assert cgroups.parent_cpu_weight("v2", 3) == ("cpu.weight", "600")
     assert cgroups.parent_cpu_weight("v2", 500) == ("cpu.weight", "10000")
 
 
-def test_create_and_remove_rebalance_the_parent(tmp_path):
+def test_create_weighs_the_parent_whatever_the_number_of_servers(tmp_path):
     _fake_v1(tmp_path)
-    a = cgroups.plan("required", "a", str(tmp_path), is_root=True).create(L)
-    b = cgroups.plan("required", "b", str(tmp_path), is_root=True).create(L)
+    cgroups.plan("required", "a", str(tmp_path), is_root=True).create(L)
     shares = tmp_path / "cpu" / "gemhub" / "cpu.shares"
-    assert shares.read_text() == "2048"
+    expected = cgroups.parent_cpu_weight("v1")[1]
+    assert shares.read_text() == expected
+    b = cgroups.plan("required", "b", str(tmp_path), is_root=True).create(L)
+    assert shares.read_text() == expected
     import shutil
 
     for d in b.paths:  # what rmdir does on a real cgroup filesystem
         shutil.rmtree(d)
     b.remove()
-    assert shares.read_text() == "1024"
+    assert shares.read_text() == expected

@@ -14,3 +14,13 @@ c.ServerApp.static_immutable_cache = [_prefix.rstrip("/") + "/lab/extensions/"] 
 # A plain dict, merged with what an earlier file set: jupyterhub-singleuser looks inside it.
 _settings = c.ServerApp.tornado_settings if "tornado_settings" in c.ServerApp else {}  # noqa: F821
 c.ServerApp.tornado_settings = {**_settings, "compress_response": True}  # noqa: F821
+
+# jupyter-lsp looks for node-based language servers in these folders; left to itself it
+# asks `npm prefix -g` at every server start, a node process costing more CPU than the
+# rest of its start-up (a burst of thirty new users pays it thirty times). The same
+# folders, with the global prefixes npm uses (Debian's /usr, npm's own /usr/local) written out.
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+c.LanguageServerManager.node_roots = [  # noqa: F821
+    str(_Path.cwd()), str(_Path(_sys.prefix) / "lib"), _sys.prefix, "/usr/local/lib", "/usr/local", "/usr/lib", "/usr"]
