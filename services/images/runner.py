@@ -5,6 +5,7 @@ thread of the service, or in the foreground of ``make run``)."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -80,16 +81,7 @@ class Job:
             reader = threading.Thread(target=self._pump, args=(proc, log, capture), daemon=True)
             reader.start()
             try:
-                while proc.poll() is None:
-                    if self.cancelled.is_set() or time.monotonic() > self.deadline:
-                        _kill_group(proc)
-                        proc.wait()
-                        reader.join(5)
-                        self.check()
-                    try:  # returns as soon as the step ends (a sleep would add up to 0.1 s a step)
-                        proc.wait(0.1)
-                    except subprocess.TimeoutExpired:
-                        pass
+                self._wait(proc, reader)
                 reader.join(30)
             finally:
                 self._proc = None
@@ -102,6 +94,25 @@ class Job:
             self.check()  # killed by cancel() or the deadline: say so, not "failed"
             raise StepFailed(f"{what or argv[0]} failed (exit status {proc.returncode}); see the build log")
         return out.decode("utf-8", "replace")
+
+    def _wait(self, proc: subprocess.Popen, reader: threading.Thread) -> None:
+        """Until the step exits, noticed the moment it does (Popen.wait with a timeout polls
+        with sleeps of up to 50 ms, late at the end of every step): its pidfd becomes
+        readable at exit, cancel() ends it by killing its group, the deadline by the wait's
+        own timeout."""
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            exited = select.poll()  # not select(): a busy service's descriptors pass FD_SETSIZE
+            exited.register(pidfd, select.POLLIN)
+            while proc.poll() is None:
+                if self.cancelled.is_set() or time.monotonic() > self.deadline:
+                    _kill_group(proc)
+                    proc.wait()
+                    reader.join(5)
+                    self.check()
+                exited.poll(max(0, int((self.deadline - time.monotonic()) * 1000)) + 10)
+        finally:
+            os.close(pidfd)
 
     def _pump(self, proc: subprocess.Popen, log, capture: bool) -> None:
         chunks = []
