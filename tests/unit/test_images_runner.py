@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -82,6 +83,19 @@ def test_cancel_before_a_step_starts_refuses_it(tmp_path):
     with pytest.raises(Cancelled):
         job.run(["true"])
     assert not (tmp_path / "1.log").exists()  # nothing ran
+
+
+def test_steps_running_at_once_keep_their_own_output_and_all_stop_on_cancel(tmp_path):
+    job = Job(tmp_path / "1.log", 600)
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda i: job.run(["sh", "-c", f"sleep 0.2; echo {i}"], capture=True), range(4)))
+    assert outs == ["0\n", "1\n", "2\n", "3\n"]
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(job.run, ["sleep", "300"]) for _ in range(2)]
+        threading.Timer(0.5, job.cancel).start()
+        for future in running:
+            with pytest.raises(Cancelled):
+                future.result()
 
 
 def test_many_short_steps_each_end_with_their_own_status(tmp_path):
