@@ -8,9 +8,10 @@ install`` of one wheel from the local cache (a small wheel made here, copied fro
 project's code folder: no network). Each run's RUN line carries a fresh nonce, so both
 sides really run pip and commit a layer, while the COPY layer and the base are warm in
 both. One warm-up per side, then ``--runs`` builds each, order alternated; the figures
-are medians. The service side is timed from the POST to the version's ``succeeded``
-(polled every 0.1 s over one keep-alive connection, as a page does), the baseline from the
-start to the exit of ``buildah bud``.
+are medians. The service side is timed from the POST until the client learns that the
+version ``succeeded``, following its log as the page does (each request waits for new text
+or the build's end, ``?wait=``; one keep-alive connection), the baseline from the start to
+the exit of ``buildah bud``.
 
     .venv/bin/python benchmarks/images.py            # 5 runs a side
     .venv/bin/python benchmarks/images.py --quick    # 2 runs a side
@@ -83,13 +84,16 @@ def service_build(client: httpx.Client, image_id: int, text: str, base_id: int) 
                     json={"dockerfile": text, "base": {"id": base_id}, "project": "default"})
     assert r.status_code == 202, r.text
     number = r.json()["number"]
-    while True:
-        v = client.get(f"{API}/images/{image_id}/versions/{number}").json()
-        if v["state"] not in ("preparing", "queued", "building"):
+    offset = 0
+    while True:  # the page's way: follow the log; each answer waits for news (a long poll)
+        log = client.get(f"{API}/images/{image_id}/versions/{number}/log",
+                         params={"offset": offset, "wait": 25}).json()
+        offset = log["offset"]
+        if log["done"]:
             break
-        time.sleep(0.1)
     elapsed = time.monotonic() - start
-    if v["state"] != "succeeded":
+    if log["state"] != "succeeded":
+        v = client.get(f"{API}/images/{image_id}/versions/{number}").json()
         raise RuntimeError(f"service build failed: {v['error']}")
     return elapsed
 
