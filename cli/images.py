@@ -20,6 +20,10 @@ import click
 from gemhub.cli.client import ApiError, HubApi, run_or_exit
 from gemhub.cli.main import Context, json_option, render
 
+# seconds a log request waits for news while following a build (the API allows up to 30;
+# the client's own timeout is 30)
+LOG_WAIT = 20
+
 IMAGE_COLUMNS = (("id", "ID"), ("name", "NAME"), ("kind", "KIND"), ("workspace", "WORKSPACE"),
                  ("visibility", "VISIBILITY"), ("latest_version", "LATEST"), ("size", "SIZE"), ("tags", "TAGS"))
 VERSION_COLUMNS = (("number", "VERSION"), ("state", "STATE"), ("size", "SIZE"), ("tags", "TAGS"),
@@ -60,8 +64,11 @@ class ImagesApi(HubApi):
     def build(self, image_id: int, body: dict) -> dict[str, Any]:
         return self._request("POST", f"images/{image_id}/versions", json=body)
 
-    def log(self, image_id: int, number: int, offset: int) -> dict[str, Any]:
-        return self._request("GET", f"images/{image_id}/versions/{number}/log", params={"offset": offset})
+    def log(self, image_id: int, number: int, offset: int, wait: int = 0) -> dict[str, Any]:
+        """The log from ``offset``; ``wait`` > 0: a running build's answer waits up to that many
+        seconds for new text or the build's end."""
+        return self._request("GET", f"images/{image_id}/versions/{number}/log",
+                             params={"offset": offset, "wait": wait})
 
     def cancel(self, image_id: int, number: int) -> dict[str, Any]:
         return self._request("POST", f"images/{image_id}/versions/{number}/cancel")
@@ -82,7 +89,7 @@ class ImagesApi(HubApi):
         """Print the build log as it grows until the build ends; returns its final state."""
         offset = 0
         while True:
-            chunk = self.log(image_id, number, offset)
+            chunk = self.log(image_id, number, offset, wait=LOG_WAIT)
             out.write(chunk["text"])
             out.flush()
             offset = chunk["offset"]

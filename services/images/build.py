@@ -9,6 +9,7 @@ Kubernetes.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,19 +78,30 @@ def bud(store: Store, job: Job, plan: BuildPlan) -> None:
 
 def finish(store: Store, job: Job, reference: str, rootfs: Path, version_id: int, max_bytes: int,
            push_to: str = "", tls_verify: bool = True, link_dest: Path | None = None) -> BuildResult:
-    """A built image's id, ENV and size (and size limit), its root filesystem, its push."""
-    result = BuildResult()
-    found = bootstrap.inspect(store, job, reference)
-    if found is None:
-        raise StepFailed(f"the build finished but {reference} is not in the image store")
-    result.image_id = found["id"]
-    result.env = list(found["config"].get("Env") or [])
-    if found["size"] is not None:
-        result.size_bytes = found["size"]
-        _check_size(job, result.size_bytes, max_bytes)
+    """A built image's id, ENV and size (and size limit), its root filesystem, its push.
+
+    With overlay storage the export is a mount, so ``buildah inspect`` runs beside it (two
+    short buildah processes at once instead of one after the other) and an image over the
+    size limit loses its root filesystem again; a copy (vfs) starts only once the size is
+    known to be within the limit."""
     root = rootfs_mod.VersionRoot(reference, rootfs, version_id)
-    job.say("[gemhub] exporting the root filesystem")
-    rootfs_mod.export(store, job, root, link_dest)
+    if store.driver == "overlay":
+        with ThreadPoolExecutor(1) as pool:
+            inspecting = pool.submit(bootstrap.inspect, store, job, reference)
+            job.say("[gemhub] exporting the root filesystem")
+            rootfs_mod.export(store, job, root, link_dest)  # removes what it made if it fails
+        try:
+            found = inspecting.result()
+            result = _inspected(job, reference, found, max_bytes)
+        except BaseException:
+            # a job of its own: a cancelled build's refuses every step
+            rootfs_mod.remove(store, Job(job.log_path, 120), root)
+            raise
+    else:
+        found = bootstrap.inspect(store, job, reference)
+        result = _inspected(job, reference, found, max_bytes)
+        job.say("[gemhub] exporting the root filesystem")
+        rootfs_mod.export(store, job, root, link_dest)
     if found["size"] is None:
         result.size_bytes = tree_bytes(rootfs)
         try:
@@ -99,6 +111,17 @@ def finish(store: Store, job: Job, reference: str, rootfs: Path, version_id: int
             raise
     if push_to:
         result.pushed, result.push_error = push(store, job, reference, push_to, tls_verify)
+    return result
+
+
+def _inspected(job: Job, reference: str, found: dict | None, max_bytes: int) -> BuildResult:
+    """The result as far as ``buildah inspect`` tells it (no size when the manifest gives none)."""
+    if found is None:
+        raise StepFailed(f"the build finished but {reference} is not in the image store")
+    result = BuildResult(image_id=found["id"], env=list(found["config"].get("Env") or []))
+    if found["size"] is not None:
+        result.size_bytes = found["size"]
+        _check_size(job, result.size_bytes, max_bytes)
     return result
 
 

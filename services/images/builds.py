@@ -24,6 +24,7 @@ from gemhub.services.common.audit import audit_event, utcnow
 
 from . import build, official, policy, rootfs
 from .catalog import OfficialImage
+from .changes import Changes
 from .models import Image, ImageVersion
 from .runner import BuildStopped, Cancelled, Job
 from .storage import Store, local_reference, registry_reference
@@ -51,6 +52,7 @@ class BuildQueue:
         self._jobs: dict[int, Job] = {}
         self._running: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
+        self.changes = Changes()  # wakes the clients that follow a build's log
 
     # -- called by handlers ---------------------------------------------------------
     def wake(self) -> None:
@@ -153,7 +155,8 @@ class BuildQueue:
             image = session.get(Image, v.image_id)
             v.state, v.started = "building", utcnow()
             session.commit()
-            job = Job(self.store.log(vid), self.settings.timeout)
+            self.changes.state_changed(vid)
+            job = Job(self.store.log(vid), self.settings.timeout, on_line=lambda _line: self.changes.log_grew(vid))
             job.say(f"[gemhub] build of {image.name} version {v.number} started")
             reference = local_reference(image.id, v.number)
             root_dir = self.store.rootfs(image.workspace_id, vid)
@@ -204,6 +207,7 @@ class BuildQueue:
             audit_event(session, "images-service", f"image.{v.state}", f"image:{v.image_id}",
                         version=v.number, size_bytes=v.size_bytes, error=v.error)
             session.commit()
+        self.changes.state_changed(vid)
 
 
 def _fail(message: str) -> build.BuildResult:

@@ -33,6 +33,7 @@ MEMBERSHIP_TTL = 5.0
 ADMIN_TTL = 10.0
 MAX_BODY = 256 * 1024
 MAX_LOG_CHUNK = 256 * 1024
+MAX_LOG_WAIT = 30  # seconds a log request may wait for news (?wait=)
 
 
 def whole(value: str, what: str) -> int:
@@ -328,16 +329,21 @@ class CancelAPI(ImagesAPIHandler):
         vid, state = await self.with_library(work)
         if state == "building":
             self.settings["queue"].cancel(vid)
+        else:
+            self.settings["queue"].changes.state_changed(vid)
         self.write_json({"number": n, "state": "cancelling" if state == "building" else "cancelled"})
 
 
 class LogAPI(ImagesAPIHandler):
-    """The build log from ``?offset=`` (bytes): {text, offset, state, done}. Clients poll
-    it while a build runs (the page does every second)."""
+    """The build log from ``?offset=`` (bytes): {text, offset, state, done}. With
+    ``?wait=<seconds>`` (at most MAX_LOG_WAIT) a running build's answer waits until there is
+    new text or the state changes (a long poll: the page and ``gemhub image logs --follow``
+    ask again at once, and see the end of a build as it happens)."""
 
     async def get(self, image_id, number):
         iid, n = whole(image_id, "image"), whole(number, "version")
         offset = params.optional(self.get_query_argument("offset", None), "offset") or 0
+        wait = params.whole(self.get_query_argument("wait", "0"), "wait", 0, MAX_LOG_WAIT)
 
         def work(lib: Library):
             v = lib.version(lib.get(iid), n)
@@ -354,7 +360,17 @@ class LogAPI(ImagesAPIHandler):
             except FileNotFoundError:
                 return b"", 0
 
-        data, size = await self.in_thread(read)
+        if wait and state in ACTIVE:
+            with self.settings["queue"].changes.watching(vid) as change:
+                # read again once watching: what changed in between wakes the wait below
+                vid, state = await self.with_library(work)
+                data, size = await self.in_thread(read)
+                if not data and state in ACTIVE:
+                    await change.wait(wait)
+                    vid, state = await self.with_library(work)
+                    data, size = await self.in_thread(read)
+        else:
+            data, size = await self.in_thread(read)
         end = offset + len(data)
         self.write_json({"text": data.decode("utf-8", "replace"), "offset": end, "state": state,
                          "done": state not in ACTIVE and end >= size})

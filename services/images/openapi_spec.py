@@ -59,8 +59,10 @@ def describe(r: OpenAPIRegistry) -> OpenAPIRegistry:
     r.add("delete", v, "Delete a version (refused while it runs, builds or is a base)", status=204,
           errors=(401, 403, 404, 409))
     r.add("post", f"{v}/cancel", "Cancel a queued or running build", errors=(401, 403, 404, 409))
-    r.add("get", f"{v}/log", "The build log from ?offset= (poll while building)", query={
-        "offset": {"type": "integer", "minimum": 0}}, response={"type": "object", "properties": {
+    r.add("get", f"{v}/log", "The build log from ?offset=; with ?wait= (seconds) a running build's answer"
+          " waits for new text or the end of the build", query={
+        "offset": {"type": "integer", "minimum": 0}, "wait": {"type": "integer", "minimum": 0, "maximum": 30}},
+          response={"type": "object", "properties": {
             "text": {"type": "string"}, "offset": {"type": "integer"}, "state": STATE, "done": {"type": "boolean"}}})
     r.add("post", f"{v}/push", "Push a built version to the registry again", response=VERSION,
           errors=(401, 403, 404, 409, 503))

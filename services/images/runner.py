@@ -5,6 +5,7 @@ thread of the service, or in the foreground of ``make run``)."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -44,8 +45,7 @@ class Job:
         self.timeout = timeout
         self.cancelled = threading.Event()
         self.on_line = on_line
-        self._proc: subprocess.Popen | None = None
-        self._captured = b""
+        self._procs: set[subprocess.Popen] = set()  # the steps running (a few at once at most)
 
     def say(self, text: str) -> None:
         """A line of the platform's own in the log (steps, sizes, pushes)."""
@@ -57,9 +57,9 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _kill_group(proc)
+        for proc in list(self._procs):
+            if proc.poll() is None:
+                _kill_group(proc)
 
     def check(self) -> None:
         if self.cancelled.is_set():
@@ -69,52 +69,62 @@ class Job:
 
     def run(self, argv: list[str], env: dict[str, str] | None = None, what: str = "",
             capture: bool = False, quiet: bool = False) -> str:
-        """Run one step; its output goes to the log (or is returned when ``capture``)."""
+        """Run one step; its output goes to the log (or is returned when ``capture``).
+        Steps of one job may run at once from several threads; cancel() stops them all."""
         self.check()
-        out = b""
+        captured: list[bytes] = []
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
                 argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT)
-            self._proc = proc
-            reader = threading.Thread(target=self._pump, args=(proc, log, capture), daemon=True)
+            self._procs.add(proc)
+            reader = threading.Thread(target=self._pump, args=(proc, log, captured if capture else None),
+                                      daemon=True)
             reader.start()
             try:
-                while proc.poll() is None:
-                    if self.cancelled.is_set() or time.monotonic() > self.deadline:
-                        _kill_group(proc)
-                        proc.wait()
-                        reader.join(5)
-                        self.check()
-                    try:  # returns as soon as the step ends (a sleep would add up to 0.1 s a step)
-                        proc.wait(0.1)
-                    except subprocess.TimeoutExpired:
-                        pass
+                self._wait(proc, reader)
                 reader.join(30)
             finally:
-                self._proc = None
+                self._procs.discard(proc)
             if capture:
-                out = self._captured
                 err = proc.stderr.read() if proc.stderr else b""
                 if err and not quiet:
                     log.write(err)
         if proc.returncode != 0:
             self.check()  # killed by cancel() or the deadline: say so, not "failed"
             raise StepFailed(f"{what or argv[0]} failed (exit status {proc.returncode}); see the build log")
-        return out.decode("utf-8", "replace")
+        return b"".join(captured).decode("utf-8", "replace")
 
-    def _pump(self, proc: subprocess.Popen, log, capture: bool) -> None:
-        chunks = []
+    def _wait(self, proc: subprocess.Popen, reader: threading.Thread) -> None:
+        """Until the step exits, noticed the moment it does (Popen.wait with a timeout polls
+        with sleeps of up to 50 ms, late at the end of every step): its pidfd becomes
+        readable at exit, cancel() ends it by killing its group, the deadline by the wait's
+        own timeout."""
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            exited = select.poll()  # not select(): a busy service's descriptors pass FD_SETSIZE
+            exited.register(pidfd, select.POLLIN)
+            while proc.poll() is None:
+                if self.cancelled.is_set() or time.monotonic() > self.deadline:
+                    _kill_group(proc)
+                    proc.wait()
+                    reader.join(5)
+                    self.check()
+                exited.poll(max(0, int((self.deadline - time.monotonic()) * 1000)) + 10)
+        finally:
+            os.close(pidfd)
+
+    def _pump(self, proc: subprocess.Popen, log, captured: list[bytes] | None) -> None:
+        """The step's output, line by line: into ``captured`` or the log (and on_line)."""
         assert proc.stdout is not None
         for line in iter(proc.stdout.readline, b""):
-            if capture:
-                chunks.append(line)
+            if captured is not None:
+                captured.append(line)
                 continue
             log.write(line)
             log.flush()
             if self.on_line is not None:
                 self.on_line(line.decode("utf-8", "replace"))
-        self._captured = b"".join(chunks)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -152,3 +152,22 @@ def test_a_version_whose_image_is_gone_stays_unmounted_and_says_why(store, tmp_p
     with pytest.raises(Cancelled):
         rootfs.export(store, cancelled, rootfs.VersionRoot(REFERENCE, target, 5))
     assert containers(store) == [] and not rootfs.mounted(target) and not target.exists()
+
+
+def test_a_finished_build_is_inspected_beside_its_export_and_an_oversized_one_leaves_nothing(store, tmp_path):
+    job = Job(tmp_path / "build.log", 120)
+    target = store.rootfs(6, 30)
+    result = build.finish(store, job, REFERENCE, target, 30, 10**9)
+    assert result.image_id and result.size_bytes > 0
+    assert rootfs.mounted(target) and (target / "etc" / "os-release").exists()
+    assert containers(store) == ["gemhub-rootfs-30"]
+    rootfs.remove(store, job, rootfs.VersionRoot(REFERENCE, target, 30))
+    assert containers(store) == [] and not target.exists()
+    # over the size limit: failed, and the root filesystem the export made meanwhile is gone
+    with pytest.raises(StepFailed, match="over the limit"):
+        build.finish(store, Job(tmp_path / "big.log", 120), REFERENCE, target, 31, 1)
+    assert containers(store) == [] and not rootfs.mounted(target) and not target.exists()
+    # not in the store: failed the same way, nothing left
+    with pytest.raises(StepFailed):
+        build.finish(store, Job(tmp_path / "gone.log", 120), "localhost/gemhub/img-9:v9", target, 32, 10**9)
+    assert containers(store) == [] and not target.exists()

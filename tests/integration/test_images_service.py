@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -194,6 +195,9 @@ def test_binary_garbage_and_bad_numbers(images_hub):
     assert call(hub, token, "GET", f"/images/{image['id']}/versions/1/log", params={"offset": "-1"}).status_code in (
         400, 404)
     assert call(hub, token, "GET", "/images", params={"limit": "x"}).status_code == 400
+    for wait in ("31", "-1", "x", "1.5"):
+        r = call(hub, token, "GET", f"/images/{image['id']}/versions/1/log", params={"wait": wait})
+        assert r.status_code == 400 and "wait" in r.json()["message"], (wait, r.text)
     r = call(hub, token, "POST", "/dockerfile/check", json={"dockerfile": "expose 80\n"})
     assert r.status_code == 200 and not r.json()["ok"] and r.json()["problems"][0]["line"] == 1
     assert versions_of(hub, token, image["id"]) == 0
@@ -246,16 +250,32 @@ def test_cancel_a_running_build_keeps_its_log(images_hub):
              json={"dockerfile": "RUN echo started-sleeping && sleep 600\n", "base": {"id": base["id"]}})
     assert r.status_code == 202
     number = r.json()["number"]
-    deadline = time.monotonic() + 300
-    while "started-sleeping" not in call(hub, token, "GET", f"/images/{image['id']}/versions/{number}/log"
-                                         ).json()["text"]:
+    path = f"/images/{image['id']}/versions/{number}/log"
+
+    def follow(offset: int) -> dict:
+        """As the page does: the answer waits (up to 30 s) for new text or a new state."""
+        return call(hub, token, "GET", path, params={"offset": offset, "wait": 30}).json()
+
+    text, offset, deadline = "", 0, time.monotonic() + 300
+    while "started-sleeping" not in text:
         assert time.monotonic() < deadline
-        time.sleep(0.5)
+        chunk = follow(offset)
+        text, offset = text + chunk["text"], chunk["offset"]
+        assert not chunk["done"], text
+    pool = ThreadPoolExecutor(1)
+    following = pool.submit(follow, offset)
     r = call(hub, token, "POST", f"/images/{image['id']}/versions/{number}/cancel")
     assert r.status_code == 200 and r.json()["state"] == "cancelling"
+    while True:  # the follower in flight is answered with the cancel's news
+        chunk = following.result()
+        text, offset = text + chunk["text"], chunk["offset"]
+        if chunk["done"]:
+            break
+        following = pool.submit(follow, offset)
+    assert chunk["state"] == "cancelled" and "cancelled" in text
     v = wait_built(hub, token, image["id"], number, timeout=120)
     assert v["state"] == "cancelled"
-    log = call(hub, token, "GET", f"/images/{image['id']}/versions/{number}/log").json()
+    log = call(hub, token, "GET", path).json()
     assert log["done"] and "started-sleeping" in log["text"] and "cancelled" in log["text"]
     assert call(hub, token, "POST", f"/images/{image['id']}/versions/{number}/cancel").status_code == 409
 

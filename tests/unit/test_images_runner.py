@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -56,6 +57,54 @@ def test_cancel_from_another_thread(tmp_path):
         job.run(["sleep", "300"])
     with pytest.raises(Cancelled):  # later steps do not start
         job.run(["true"])
+
+
+def test_cancel_stops_a_captured_step_and_its_children(tmp_path):
+    job = Job(tmp_path / "1.log", 600)
+    marker = tmp_path / "child.pid"
+    threading.Timer(0.5, job.cancel).start()
+    with pytest.raises(Cancelled):
+        job.run(["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"], capture=True)
+    pid = int(marker.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the step's child outlived the cancel")
+
+
+def test_cancel_before_a_step_starts_refuses_it(tmp_path):
+    job = Job(tmp_path / "1.log", 600)
+    job.cancel()
+    with pytest.raises(Cancelled):
+        job.run(["true"])
+    assert not (tmp_path / "1.log").exists()  # nothing ran
+
+
+def test_steps_running_at_once_keep_their_own_output_and_all_stop_on_cancel(tmp_path):
+    job = Job(tmp_path / "1.log", 600)
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda i: job.run(["sh", "-c", f"sleep 0.2; echo {i}"], capture=True), range(4)))
+    assert outs == ["0\n", "1\n", "2\n", "3\n"]
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(job.run, ["sleep", "300"]) for _ in range(2)]
+        threading.Timer(0.5, job.cancel).start()
+        for future in running:
+            with pytest.raises(Cancelled):
+                future.result()
+
+
+def test_many_short_steps_each_end_with_their_own_status(tmp_path):
+    """The wait returns at each step's exit, with that step's status (never a stale one)."""
+    job = Job(tmp_path / "1.log", 600)
+    for i in range(20):
+        assert job.run(["sh", "-c", f"echo {i}"], capture=True) == f"{i}\n"
+    with pytest.raises(StepFailed, match="exit status 7"):
+        job.run(["sh", "-c", "exit 7"])
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
