@@ -38,16 +38,18 @@ def test_the_time_limit_stops_the_step_and_its_children(tmp_path):
     with pytest.raises(TimedOut, match="time limit"):
         job.run(["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"])
     assert time.monotonic() - start < 30
-    pid = int(marker.read_text())
+    _wait_gone(int(marker.read_text()), "the step's child outlived the time limit")
+
+
+def _wait_gone(pid: int, failure: str) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.1)
-    else:
-        pytest.fail("the step's child outlived the time limit")
+    pytest.fail(failure)
 
 
 def test_cancel_from_another_thread(tmp_path):
@@ -65,16 +67,7 @@ def test_cancel_stops_a_captured_step_and_its_children(tmp_path):
     threading.Timer(0.5, job.cancel).start()
     with pytest.raises(Cancelled):
         job.run(["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"], capture=True)
-    pid = int(marker.read_text())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the step's child outlived the cancel")
+    _wait_gone(int(marker.read_text()), "the step's child outlived the cancel")
 
 
 def test_cancel_before_a_step_starts_refuses_it(tmp_path):
