@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import getpass
 import os
 import pwd
@@ -178,16 +177,20 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         self.log.info("starting %s as %s in %s (%s, preset %s, %s)", self._log_name,
                       self.unix_user or "the hub's user", plan.root, plan.mode, request.preset.name,
                       f"image {request.image.label}" if request.image else "the host's OS")
-        logfd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            # in a thread: Popen returns only once the child has exec'd, which on a busy
-            # machine is a wait for a CPU the event loop should not spend
-            self.proc = await loop.run_in_executor(None, functools.partial(
-                subprocess.Popen, plan.argv, env=plan.env, stdin=subprocess.DEVNULL, stdout=logfd,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True))
-        finally:
-            os.close(logfd)
-        self.pid = self.proc.pid
+
+        def start_process() -> None:
+            logfd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                proc = subprocess.Popen(plan.argv, env=plan.env, stdin=subprocess.DEVNULL, stdout=logfd,
+                                        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            finally:
+                os.close(logfd)
+            # set here, not after the await: a spawn cancelled meanwhile still stops it
+            self.proc, self.pid = proc, proc.pid
+
+        # in a thread: Popen returns only once the child has exec'd, which on a busy machine
+        # is a wait for a CPU the event loop should not spend
+        await loop.run_in_executor(None, start_process)
         try:
             self.pid_started = psutil.Process(self.pid).create_time()
         except psutil.NoSuchProcess:
