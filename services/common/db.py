@@ -132,10 +132,10 @@ def make_engine(url: str, workers: int = DB_WORKERS) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, _record):
-        cur = dbapi_conn.cursor()
+    def _sqlite_pragmas(dbapi_conn, record):
         if parsed.database and parsed.database != ":memory:":
-            cur.execute("PRAGMA journal_mode=WAL")
+            _sqlite_wal(dbapi_conn, record)
+        cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
