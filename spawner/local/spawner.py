@@ -333,16 +333,13 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
         record.remove_record(self.state_dir, self.user.name, self.name)
         cg = cgroups.Cgroup.from_state(self.cgroup_state)
         p = self._process()
+        loop = asyncio.get_running_loop()
         tree: list[psutil.Process] = []
         if p is not None:
-            try:
-                tree = [p] + p.children(recursive=True)
-            except psutil.NoSuchProcess:
-                tree = []
+            # the process tree and the sandbox's workloads each walk /proc: in a thread, as in launch()
+            tree, workloads = await loop.run_in_executor(None, self._stop_targets, p, not now)
             if not now:
-                # in a sandbox the server is bubblewrap's grandchild (bubblewrap does not pass
-                # signals on); in the fallback it is the process itself
-                for q in (self._workloads() if self.unix_user else []) or [p]:
+                for q in workloads:
                     try:
                         q.send_signal(signal.SIGTERM)
                     except psutil.NoSuchProcess:
@@ -350,9 +347,21 @@ class LocalGemSpawner(AcceleratorMixin, GemSpawnerMixin, Spawner):
                 deadline = time.monotonic() + self.term_timeout
                 while time.monotonic() < deadline and self._alive(p):
                     await asyncio.sleep(0.05)
-        await asyncio.get_running_loop().run_in_executor(None, self._kill_all, cg, tree)
+        await loop.run_in_executor(None, self._kill_all, cg, tree)
         self.proc = None
         self.clear_state()
+
+    def _stop_targets(self, p: psutil.Process, term: bool) -> tuple[list[psutil.Process], list[psutil.Process]]:
+        """(the server's whole process tree, what SIGTERM goes to when ``term``): in a sandbox
+        the server is bubblewrap's grandchild (bubblewrap does not pass signals on); in the
+        fallback it is the process itself."""
+        try:
+            tree = [p] + p.children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        if not term:
+            return tree, []
+        return tree, (self._workloads() if self.unix_user else []) or [p]
 
     def _kill_all(self, cg: "cgroups.Cgroup | None", tree: list[psutil.Process]) -> None:
         """Blocking part of stop() (runs in a thread, off the hub's event loop)."""
