@@ -125,10 +125,11 @@ class Accounts:
         return Account(name=name, uid=pw.pw_uid, gid=pw.pw_gid, home=str(home))
 
     async def _useradd(self, name: str, groups: tuple[str, ...]) -> None:
-        # No subordinate uid/gid ranges (SUB_*_COUNT=0): environments never need them, a range
-        # would let the account map other ids in a user namespace (newuidmap), and writing
-        # /etc/subuid and /etc/subgid costs 10 of useradd's 18 fsyncs, each a wait for the
-        # journal on a machine busy with a burst of starting servers.
+        # No subordinate uid/gid ranges (SUB_*_COUNT=0): environments never need them (under
+        # no_new_privs the setuid newuidmap could not use them anyway, and without a range it
+        # has nothing to grant), and writing /etc/subuid and /etc/subgid costs 10 of
+        # useradd's 18 fsyncs, each a wait for the journal on a machine busy with a burst of
+        # starting servers.
         argv = ["useradd", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0",
                 "--home-dir", sandbox_home(name), "--no-create-home", "--shell", "/bin/bash",
                 "--user-group", *(("--groups", ",".join(groups)) if groups else ()), name]

@@ -17,8 +17,9 @@ c.ServerApp.tornado_settings = {**_settings, "compress_response": True}  # noqa:
 
 # jupyter-lsp looks for node-based language servers in these folders; left to itself it
 # asks `npm prefix -g` at every server start, a node process costing more CPU than the
-# rest of its start-up (a burst of thirty new users pays it thirty times). The same
-# folders, with the global prefixes npm uses (Debian's /usr, npm's own /usr/local) written out.
+# rest of its start-up (a burst of thirty new users pays it thirty times). Its folders
+# written out, the global prefixes npm uses (Debian's /usr, npm's own /usr/local) in place
+# of asking, and JupyterLab's build staging folder left out (no language server lives there).
 import sys as _sys  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
 
