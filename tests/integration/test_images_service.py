@@ -217,6 +217,8 @@ def test_a_private_image_of_a_cannot_be_listed_used_as_a_base_or_started_by_b(im
     assert private["id"] not in listed and base["id"] in listed
     assert call(hub, b_token, "GET", f"/images/{private['id']}").status_code == 404
     assert call(hub, b_token, "GET", f"/images/{private['id']}/versions/1/log").status_code == 404
+    # following it (the long poll) is refused the same way, at once
+    assert call(hub, b_token, "GET", f"/images/{private['id']}/versions/1/log", params={"wait": 5}).status_code == 404
     mine = new_image(hub, b_token, b_ws)
     r = call(hub, b_token, "POST", f"/images/{mine['id']}/versions",
              json={"dockerfile": "RUN true\n", "base": {"id": private["id"]}})

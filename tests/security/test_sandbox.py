@@ -58,7 +58,9 @@ print(json.dumps({"results": results, "root": sorted(os.listdir("/")),
 def _targets(hub, victim) -> list[str]:
     state = hub.state_dir
     victim_unit = names.unit_name(names.unix_name(victim["name"]))
-    paths = [state / "db" / f for f in ("jupyterhub.sqlite", "quota.sqlite", "ssh.sqlite", "data.sqlite")]
+    # the -wal files hold the latest commits (the hub's runs in WAL mode too)
+    paths = [state / "db" / f for f in ("jupyterhub.sqlite", "jupyterhub.sqlite-wal", "quota.sqlite",
+                                         "ssh.sqlite", "data.sqlite")]
     paths += sorted((state / "secrets").iterdir())
     paths += [state / "logs" / "servers" / f"{victim_unit}.log",
               state / "users" / victim["name"] / "home" / "secret.txt",
@@ -243,3 +245,30 @@ def test_an_environment_without_accelerators_has_no_device_nodes(hub, attacker):
     name, token = attacker  # preset B1
     out = kernel_json(hub, name, token, "import json, os; print(json.dumps(sorted(os.listdir('/dev'))))")
     assert not [d for d in out if d.startswith(("nvidia", "davinci"))], out
+
+
+MAP_OTHER_IDS = r"""
+import json, subprocess, time
+target = subprocess.Popen(["unshare", "--user", "sleep", "30"])
+time.sleep(1)
+unshared = target.poll() is None
+tries = {}
+for tool in ("newuidmap", "newgidmap"):
+    r = subprocess.run([tool, str(target.pid), "0", "0", "1"], capture_output=True, text=True)
+    tries[tool] = [r.returncode, r.stderr.strip()[-200:]]
+maps = {f: open(f"/proc/{target.pid}/{f}").read() if unshared else "" for f in ("uid_map", "gid_map")}
+target.kill()
+print(json.dumps({"unshared": unshared, "tries": tries, "maps": maps}))
+"""
+
+
+def test_an_account_cannot_map_other_ids_in_a_user_namespace(hub, attacker):
+    """Environment accounts get no subordinate uid/gid ranges (and run under no_new_privs):
+    the setuid newuidmap/newgidmap grant a new user namespace nothing, root least of all."""
+    name, token = attacker
+    out = kernel_json(hub, name, token, MAP_OTHER_IDS)
+    assert all(rc != 0 for rc, _ in out["tries"].values()), out
+    assert out["maps"] == {"uid_map": "", "gid_map": ""}, out
+    unix = names.unix_name(name)
+    for table in ("/etc/subuid", "/etc/subgid"):
+        assert not [line for line in Path(table).read_text().splitlines() if line.split(":")[0] == unix]
