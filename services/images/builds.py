@@ -131,7 +131,6 @@ class BuildQueue:
             if work is None:
                 return
             job, run = work
-            self._jobs[vid] = job
             try:
                 result = await loop.run_in_executor(None, run)
                 error = None
@@ -153,10 +152,12 @@ class BuildQueue:
             if v is None or v.state != "queued":
                 return None
             image = session.get(Image, v.image_id)
+            job = Job(self.store.log(vid), self.settings.timeout, on_line=lambda _line: self.changes.log_grew(vid))
+            # cancellable before anyone can see "building": a cancel finds the job from then on
+            self._jobs[vid] = job
             v.state, v.started = "building", utcnow()
             session.commit()
             self.changes.state_changed(vid)
-            job = Job(self.store.log(vid), self.settings.timeout, on_line=lambda _line: self.changes.log_grew(vid))
             job.say(f"[gemhub] build of {image.name} version {v.number} started")
             reference = local_reference(image.id, v.number)
             root_dir = self.store.rootfs(image.workspace_id, vid)
