@@ -228,12 +228,16 @@ class VersionsAPI(ImagesAPIHandler):
                                      self.settings["context_limits"])
         except context.ContextError:
             await self.with_library(lambda lib: _drop_version(lib, created["id"]))
+            self.settings["queue"].changes.state_changed(created["id"])
             raise
-        if checked.sources:
-            await self.with_library(lambda lib: _queue_prepared(lib, created["id"]))
         Job(store.log(created["id"]), 1).say(f"[gemhub] queued by {self.acting_user()}"
                                              + (f" with {len(checked.sources)} source(s) from project"
                                                 f" {project['name']!r}" if project else ""))
+        if checked.sources:
+            await self.with_library(lambda lib: _queue_prepared(lib, created["id"]))
+            # whoever follows the log (another tab, the CLI) learns it is queued now, not
+            # only when a build slot takes it
+            self.settings["queue"].changes.state_changed(created["id"])
         return await self.with_library(lambda lib: version_json(lib.version(lib.get(iid), created["number"])))
 
     async def _project(self, workspace_id: int, ref: object) -> dict:
