@@ -7,10 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hubproc import ARTIFACTS, Hub, keep_log, unique_name, workdir  # noqa: E402
+
+# property tests run beside hubs and builds on a 2-core machine: a scheduling stall is not a
+# failure of the property (explicit @settings still choose their own example counts)
+settings.register_profile("gemhub", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gemhub")
 
 
 @pytest.fixture(scope="session")

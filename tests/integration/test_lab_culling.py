@@ -13,7 +13,8 @@ from hubproc import Hub, unique_name
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT, ACCEL_TIMEOUT, EVERY = 24, 8, 4
+# TIMEOUT leaves room for a slow second spawn before the default server may go
+TIMEOUT, ACCEL_TIMEOUT, EVERY = 32, 8, 4
 CONFIG = {
     "culling": {"enabled": True, "timeout": TIMEOUT, "accelerator_timeout": ACCEL_TIMEOUT, "every": EVERY},
     "accelerators": {"inventory": "simulated", "simulated": [{"node": "local", "model": "A100-80G", "count": 1}]},

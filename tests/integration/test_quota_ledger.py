@@ -279,7 +279,8 @@ def test_priority_preemption_through_the_registered_hook(ledger_hub, jobs):
     high = wait_state(url, token, high["id"], user, "admitted")
     assert high["placement"]["device_ids"] == ["n2/0"]
     preempts = [e for e in jobs.events() if e["event"] == "preempt"]
-    assert [e["admission"]["id"] for e in preempts] == [low["id"]]
+    # the reconciler sends a preemption again while the release is slow in coming
+    assert {e["admission"]["id"] for e in preempts} == {low["id"]}
     assert f"preempted by admission {high['id']}" in preempts[0]["reason"]
     low = get(url, token, f"admissions/{low['id']}", user=user).json()
     assert low["state"] == "released" and low["end_reason"] == "preempted: the job was stopped"

@@ -32,13 +32,23 @@ def test_a_failed_step_names_itself(tmp_path):
 
 
 def test_the_time_limit_stops_the_step_and_its_children(tmp_path):
-    job = Job(tmp_path / "1.log", 1)
+    job = Job(tmp_path / "1.log", 3)  # long enough for sh to start its child on a loaded machine
     marker = tmp_path / "child.pid"
     start = time.monotonic()
     with pytest.raises(TimedOut, match="time limit"):
         job.run(["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"])
     assert time.monotonic() - start < 30
     _wait_gone(int(marker.read_text()), "the step's child outlived the time limit")
+
+
+def _cancel_once_started(job: Job, marker) -> None:
+    """Cancel from another thread once the step's child exists (a fixed timer may fire first)."""
+    def cancel():
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.cancel()
+    threading.Thread(target=cancel, daemon=True).start()
 
 
 def _wait_gone(pid: int, failure: str) -> None:
@@ -64,7 +74,7 @@ def test_cancel_from_another_thread(tmp_path):
 def test_cancel_stops_a_captured_step_and_its_children(tmp_path):
     job = Job(tmp_path / "1.log", 600)
     marker = tmp_path / "child.pid"
-    threading.Timer(0.5, job.cancel).start()
+    _cancel_once_started(job, marker)
     with pytest.raises(Cancelled):
         job.run(["sh", "-c", f"sleep 300 & echo $! > {marker}; wait"], capture=True)
     _wait_gone(int(marker.read_text()), "the step's child outlived the cancel")
