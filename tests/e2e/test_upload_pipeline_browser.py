@@ -79,6 +79,7 @@ def test_browser_sends_the_next_chunk_before_the_one_before_is_answered(chunky_h
         chunks = sorted(puts.values(), key=lambda p: p["offset"])
         assert [c["offset"] for c in chunks] == [i * CHUNK for i in range(7)], chunks
         early = [c["offset"] for before, c in zip(chunks, chunks[1:]) if c["sent"] < before["answered"]]
+        print(f"chunks sent before the one before was answered (offsets): {early}")
         assert early, "every chunk waited for the answer to the one before"
 
         asset_id = int(page.url.rstrip("/").split("/")[-1].split("?")[0])
