@@ -75,11 +75,12 @@ env-tools:
 	  else echo "tmux/screen are missing: apt-get install tmux screen" >&2; fi; }
 
 # Image builds (the images service): buildah in chroot isolation inside bubblewrap, the Debian
-# root from debootstrap.
+# root from debootstrap. (The sandbox's seccomp filter needs libseccomp2, which apt itself
+# depends on.)
 image-tools:
 	@command -v buildah >/dev/null && command -v bwrap >/dev/null && command -v debootstrap >/dev/null && command -v rsync >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends buildah bubblewrap debootstrap rsync >/dev/null; \
+	    --no-install-recommends buildah bubblewrap debootstrap rsync libseccomp2 >/dev/null; \
 	  else echo "buildah/bwrap/debootstrap are missing: images cannot be built" >&2; fi; }
 
 run: install env-tools image-tools

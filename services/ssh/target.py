@@ -19,16 +19,20 @@ runtime record (gemhub.spawner.local.record):
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 import shutil
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from gemhub.spawner.local import nouserns
 from gemhub.spawner.local.record import RuntimeRecord
+from gemhub.spawner.local.runtime import LAUNCHER, UMASK
 
 SHELL = "/bin/bash"
 # Variables a client may send (OpenSSH sshd's default AcceptEnv, plus TERM from the pty);
@@ -105,6 +109,8 @@ class Tools:
     env: str
     setsid: str
     sh: str
+    # the launcher that loads the sandbox's seccomp filter (no new user namespaces) first
+    launcher: tuple[str, ...] = (sys.executable, "-I", "-S", LAUNCHER)
 
     @classmethod
     def find(cls) -> "Tools":
@@ -163,6 +169,10 @@ def command_argv(record: RuntimeRecord, argv: list[str], env: dict[str, str], to
         raise TargetError(f"unknown environment kind {record.namespace!r}")
     if tty:
         chain = [tools.setsid, "--ctty", *chain]
+    if record.namespace == "sandbox":
+        # the session runs under the same seccomp filter as the server's processes
+        spec = {"mode": "exec", "umask": UMASK, "seccomp": nouserns.program_hex(), "argv": chain}
+        chain = [*tools.launcher, json.dumps(spec)]
     return chain, cwd, spawn_env
 
 

@@ -13,7 +13,7 @@ import importlib
 import os
 import shutil
 
-from gemhub.spawner.local import sandbox
+from gemhub.spawner.local import nouserns, sandbox
 from gemhub.spawner.local.runtime import HostSystem
 
 GEMHUB_PACKAGES = ("hub_config", "spawner", "services", "lab", "cli")
@@ -50,6 +50,10 @@ def host_system(python: str) -> HostSystem:
         raise SandboxUnavailable("bubblewrap is not installed (apt-get install bubblewrap)")
     if shutil.which("setpriv", path="/usr/bin:/bin") != "/usr/bin/setpriv":
         raise SandboxUnavailable("setpriv is missing (apt-get install util-linux)")
+    try:
+        nouserns.program_hex()
+    except nouserns.FilterUnavailable as e:
+        raise SandboxUnavailable(str(e)) from None
     links = {e.name: os.readlink(e.path) for e in os.scandir("/") if e.is_symlink()}
     return HostSystem(root_entries=sandbox.host_root_entries(links), python=python_paths(python),
                       root="/", bwrap=bwrap)

@@ -8,14 +8,22 @@ process that follows is counted and can be killed together), sets the umask, the
 account with setpriv (the whole command line comes from :mod:`.runtime`/:mod:`.sandbox`);
 
 ``fallback`` (hub not root): same user; the root is a plain directory with code/output
-symlinked to the project directories and empty read-only slots (mode 555).
+symlinked to the project directories and empty read-only slots (mode 555);
+
+``exec`` (the SSH gateway's way into a running sandbox): just the steps below, then the command.
+
+With ``seccomp`` (hex of a compiled BPF program, :mod:`.nouserns`) the program is loaded last,
+so that the sandbox's builder and everything it starts run under it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
+
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
 class LaunchError(RuntimeError):
@@ -55,6 +63,22 @@ def setup_fallback(root: str, mounts: list[dict], empty: str) -> None:
         os.symlink(m["source"], target)
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_seccomp(program: bytes) -> None:
+    """Load a seccomp filter on this process (inherited by everything it execs and forks).
+    Root needs no no_new_privs for it; the account's setpriv sets that later anyway."""
+    if not program or len(program) % 8:
+        raise LaunchError("the seccomp program is not a whole number of BPF instructions")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise LaunchError(f"loading the seccomp filter failed: {os.strerror(ctypes.get_errno())}")
+
+
 def run(spec: dict) -> None:
     """Prepare the workload's process from ``spec`` and exec its command (never returns)."""
     if spec.get("cgroup_procs"):
@@ -65,8 +89,10 @@ def run(spec: dict) -> None:
     elif spec["mode"] == "fallback":
         setup_fallback(spec["root"], spec["mounts"], spec.get("empty", ""))
         os.chdir(spec["cwd"])
-    else:
+    elif spec["mode"] != "exec":
         raise LaunchError(f"unknown mode {spec['mode']!r}")
+    if spec.get("seccomp"):
+        load_seccomp(bytes.fromhex(spec["seccomp"]))
     argv = spec["argv"]
     os.execv(argv[0], argv)
 

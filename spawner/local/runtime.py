@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from gemhub.spawner import layout
-from gemhub.spawner.local import sandbox
+from gemhub.spawner.local import nouserns, sandbox
 from gemhub.spawner.request import WorkloadRequest
 
 LAUNCHER = str(Path(__file__).resolve().with_name("launch.py"))
@@ -136,7 +136,8 @@ def plan_launch(
         env.update(HOME=identity.sandbox_home, USER=identity.name, LOGNAME=identity.name, GEMHUB_ROOT=root)
         launch = {"mode": "sandbox", "cgroup_procs": list(cgroup_procs), "umask": UMASK,
                   "groups": list(identity.groups),
-                  "cwd": spec.cwd, "argv": sandbox.bwrap_argv(spec, argv, host.bwrap)}
+                  "cwd": spec.cwd, "argv": sandbox.bwrap_argv(spec, argv, host.bwrap),
+                  "seccomp": nouserns.program_hex()}
         mode = "sandbox"
     else:
         root = str(layout.user_gemini_root(state_dir, request.user))

@@ -173,6 +173,15 @@ def test_read_only_dataset_slot_stays_read_only(alice):
     assert "nope.txt" not in alice.ssh("ls -a /gemini/data-1").stdout
 
 
+def test_an_ssh_session_cannot_make_a_user_namespace(alice):
+    """The session runs under the sandbox's seccomp filter, like the server's processes."""
+    r = alice.ssh("unshare --user --map-root-user id -u; echo rc=$?")
+    assert "Operation not permitted" in r.stderr and "rc=1" in r.stdout, r.stdout + r.stderr
+    r = alice.ssh("python3 -c 'import threading, subprocess; t = threading.Thread(target=print); t.start();"
+                  " t.join(); subprocess.run([\"true\"], check=True)' && echo fine")
+    assert r.returncode == 0 and r.stdout.strip().endswith("fine"), r.stdout + r.stderr
+
+
 def test_local_port_forward_reaches_a_port_in_the_environment(ssh_hub, alice):
     inner, outer = free_port(), free_port()
     r = alice.ssh(f"nohup python3 -m http.server {inner} --bind 127.0.0.1 >/dev/null 2>&1 &"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import time
 from pathlib import Path
@@ -247,6 +248,48 @@ def test_an_environment_without_accelerators_has_no_device_nodes(hub, attacker):
     assert not [d for d in out if d.startswith(("nvidia", "davinci"))], out
 
 
+NEW_USER_NAMESPACE = r"""
+import ctypes, errno, json, os, subprocess, threading
+CLONE_NEWUSER, SIGCHLD = 0x10000000, 17
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+for name, argv in {"unshare": ["unshare", "--user", "id", "-u"],
+                   "map-root": ["unshare", "--user", "--map-root-user", "id", "-u"]}.items():
+    r = subprocess.run(argv, capture_output=True, text=True)
+    out[name] = [r.returncode, r.stdout.strip(), r.stderr.strip()[-200:]]
+out["unshare(2)"] = [libc.unshare(CLONE_NEWUSER), errno.errorcode.get(ctypes.get_errno())]
+# raw clone(2) with CLONE_NEWUSER in a throwaway child (if it were allowed, its copy exits at once)
+probe = ("import ctypes, errno, os\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\n"
+         f"r = libc.syscall(56, {CLONE_NEWUSER | SIGCHLD}, 0, 0, 0, 0)\n"
+         "os._exit(0) if r == 0 else print(r, errno.errorcode.get(ctypes.get_errno()))")
+out["clone(2)"] = subprocess.run(["python3", "-c", probe], capture_output=True, text=True).stdout.split()
+out["clone3(2)"] = [libc.syscall(435, None, 0), errno.errorcode.get(ctypes.get_errno())]
+# ordinary work is untouched: threads (clone3 falls back to clone), subprocesses
+t = threading.Thread(target=lambda: None); t.start(); t.join()
+out["subprocess"] = subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip()
+print(json.dumps(out))
+"""
+
+
+def test_no_user_namespace_from_a_kernel_or_a_terminal(hub, attacker):
+    """The sandbox's seccomp filter: unshare/clone with CLONE_NEWUSER are EPERM, clone3 is
+    ENOSYS (libraries fall back to clone), everything else runs as before."""
+    name, token = attacker
+    out = kernel_json(hub, name, token, NEW_USER_NAMESPACE)
+    uid = str(pwd.getpwnam(names.unix_name(name)).pw_uid)
+    for tool in ("unshare", "map-root"):
+        rc, stdout, stderr = out[tool]
+        assert rc != 0 and stdout == "" and "Operation not permitted" in stderr, out
+    assert out["unshare(2)"] == [-1, "EPERM"], out
+    assert out["clone(2)"] == ["-1", "EPERM"], out
+    assert out["clone3(2)"] == [-1, "ENOSYS"], out
+    assert out["subprocess"] == uid and uid != "0", out
+    term = new_terminal(hub, name, token)
+    text = type_in_terminal(hub, name, token, term, "unshare -U -r id -u; echo END-$?", settle=4)
+    assert "Operation not permitted" in text and "END-1" in text, text
+
+
 MAP_OTHER_IDS = r"""
 import json, subprocess, time
 target = subprocess.Popen(["unshare", "--user", "sleep", "30"])
@@ -267,6 +310,7 @@ def test_an_account_cannot_map_other_ids_in_a_user_namespace(hub, attacker):
     the setuid newuidmap/newgidmap grant a new user namespace nothing, root least of all."""
     name, token = attacker
     out = kernel_json(hub, name, token, MAP_OTHER_IDS)
+    assert not out["unshared"], out  # the filter above already refuses the namespace
     assert all(rc != 0 for rc, _ in out["tries"].values()), out
     assert out["maps"] == {"uid_map": "", "gid_map": ""}, out
     unix = names.unix_name(name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import sys
 
 import pytest
 
@@ -11,6 +13,8 @@ from gemhub.services.ssh.connection import connection_details
 from gemhub.services.ssh.target import (TargetError, Tools, command_argv, process_alive, session_env,
                                         split_login)
 from gemhub.spawner.layout import LayoutError
+from gemhub.spawner.local import nouserns
+from gemhub.spawner.local.runtime import LAUNCHER
 from gemhub.spawner.local.record import RuntimeRecord, read_record, record_path, remove_record, write_record
 
 TOOLS = Tools(nsenter="/usr/bin/nsenter", setpriv="/usr/bin/setpriv", env="/usr/bin/env",
@@ -33,11 +37,19 @@ def test_split_login():
             split_login(bad)
 
 
+def confined(argv: list[str]) -> list[str]:
+    """The chain inside the launcher, which loads the no-user-namespaces filter first."""
+    assert argv[:4] == [sys.executable, "-I", "-S", LAUNCHER]
+    spec = json.loads(argv[4])
+    assert spec["mode"] == "exec" and spec["umask"] == 0o002 and spec["seccomp"] == nouserns.program_hex()
+    return spec["argv"]
+
+
 def test_sandbox_command_enters_through_init_drops_privileges_then_sets_the_environment():
     env = {"LANGUAGE": "../../../tmp/evil", "HOME": "/home/gem-alice"}
     argv, cwd, spawn_env = command_argv(record(), ["/bin/bash", "-c", "pwd"], env, TOOLS, as_root=True, tty=False)
     assert cwd == "/"
-    assert argv == ["/usr/bin/nsenter", "--target=4243", "--mount", "--pid", "--ipc", "--",
+    assert confined(argv) == ["/usr/bin/nsenter", "--target=4243", "--mount", "--pid", "--ipc", "--",
                     "/usr/bin/setpriv", "--reuid=1001", "--regid=1001", "--groups=1001,2001",
                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
                     "/usr/bin/env", "-i", "--chdir=/gemini/code", "--", "HOME=/home/gem-alice",
@@ -49,6 +61,7 @@ def test_sandbox_command_enters_through_init_drops_privileges_then_sets_the_envi
 def test_tty_sessions_get_a_controlling_terminal_and_cgroups_are_joined_first():
     rec = record(cgroup_procs=["/sys/fs/cgroup/memory/gemhub/x/cgroup.procs"])
     argv, _, _ = command_argv(rec, ["/bin/bash", "-l"], {}, TOOLS, as_root=True, tty=True)
+    argv = confined(argv)
     assert argv[:2] == ["/usr/bin/setsid", "--ctty"]
     assert argv[2:4] == ["/bin/sh", "-c"]
     assert argv[5:8] == ["gemhub-ssh", "/sys/fs/cgroup/memory/gemhub/x/cgroup.procs", "--"]
