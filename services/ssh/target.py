@@ -4,8 +4,10 @@
 inside the server's own sandbox (gemhub.spawner.local.sandbox), found through the server's
 runtime record (gemhub.spawner.local.record):
 
-- namespace ``sandbox`` (hub as root): the process first joins the server's cgroups (so SSH
-  work counts against the same CPU/memory/device limits as the notebook), then
+- namespace ``sandbox`` (hub as root): the process starts as the server's launcher
+  (gemhub.spawner.local.launch), which joins the server's cgroups (so SSH work counts
+  against the same CPU/memory/device limits as the notebook) and loads the sandbox's
+  seccomp filter (no new user namespaces), then
   ``nsenter --target INIT --mount --pid --ipc`` enters the sandbox through its root-owned
   init process (the account cannot touch it, so it cannot redirect root into namespaces of
   its own making), ``setpriv`` drops to the server's uid/gid/groups without capabilities,
@@ -108,14 +110,13 @@ class Tools:
     setpriv: str
     env: str
     setsid: str
-    sh: str
     # the launcher that loads the sandbox's seccomp filter (no new user namespaces) first
     launcher: tuple[str, ...] = (sys.executable, "-I", "-S", LAUNCHER)
 
     @classmethod
     def find(cls) -> "Tools":
         found = {}
-        for name in ("nsenter", "setpriv", "env", "setsid", "sh"):
+        for name in ("nsenter", "setpriv", "env", "setsid"):
             # from the system's own folders only: these run as root
             path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
             if path is None:
@@ -158,10 +159,6 @@ def command_argv(record: RuntimeRecord, argv: list[str], env: dict[str, str], to
                  # env's assignments come after "--" and before the command
                  tools.env, "-i", f"--chdir={record.cwd}", "--",
                  *(f"{k}={v}" for k, v in sorted(env.items()) if k and "=" not in k), *argv]
-        if record.cgroup_procs:
-            # `sh` writes its own pid (kept through every exec that follows) into the cgroups.
-            join = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; shift; done; shift; exec "$@"'
-            chain = [tools.sh, "-c", join, "gemhub-ssh", *record.cgroup_procs, "--", *chain]
         cwd, spawn_env = "/", dict(ROOT_ENV)
     elif record.namespace == "none":
         chain, cwd, spawn_env = list(argv), record.cwd, dict(env)
@@ -170,8 +167,10 @@ def command_argv(record: RuntimeRecord, argv: list[str], env: dict[str, str], to
     if tty:
         chain = [tools.setsid, "--ctty", *chain]
     if record.namespace == "sandbox":
-        # the session runs under the same seccomp filter as the server's processes
-        spec = {"mode": "exec", "umask": UMASK, "seccomp": nouserns.program_hex(), "argv": chain}
+        # the server's launcher first: it joins the server's cgroups (its pid is kept through
+        # every exec that follows) and loads the sandbox's seccomp filter, as for the server
+        spec = {"mode": "exec", "cgroup_procs": list(record.cgroup_procs), "umask": UMASK,
+                "seccomp": nouserns.program_hex(), "argv": chain}
         chain = [*tools.launcher, json.dumps(spec)]
     return chain, cwd, spawn_env
 

@@ -76,6 +76,13 @@ def server_environ(hub: Hub, user: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
+def server_cgroups(hub: Hub, user: str) -> set[str]:
+    """The /proc/<pid>/cgroup lines of the server's own cgroups (those GemHub made for it)."""
+    record = json.loads((hub.state_dir / "users" / user / "servers" / "@default.json").read_text())
+    lines = Path(f"/proc/{record['pid']}/cgroup").read_text().splitlines()
+    return {line for line in lines if "/gemhub/" in line.split(":", 2)[2] + "/"}
+
+
 def test_key_login_lands_in_the_environment(ssh_hub, alice):
     r = alice.ssh('echo "$CUDA_VISIBLE_DEVICES"; pwd; id -un')
     assert r.returncode == 0, r.stderr
@@ -84,10 +91,13 @@ def test_key_login_lands_in_the_environment(ssh_hub, alice):
     assert cwd == "/gemini/code"
     assert unix_user == f"gem-{alice.user}"
     assert alice.ssh("exit 7").returncode == 7
-    # a pseudo-terminal when asked for one
-    r = alice.ssh("-tt", "tty; stty size", stdin=subprocess.DEVNULL)
+    # a pseudo-terminal when asked for one, and both kinds of session in the server's cgroups
+    r = alice.ssh("-tt", "tty; stty size; cat /proc/self/cgroup", stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("/dev/pts/")
+    servers = server_cgroups(ssh_hub, alice.user)
+    assert servers and servers <= set(r.stdout.replace("\r", "").splitlines()), (servers, r.stdout)
+    assert servers <= set(alice.ssh("cat /proc/self/cgroup").stdout.splitlines())
 
 
 async def test_interactive_shell_follows_window_resizes(ssh_hub, alice):

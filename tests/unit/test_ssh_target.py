@@ -18,7 +18,7 @@ from gemhub.spawner.local.runtime import LAUNCHER
 from gemhub.spawner.local.record import RuntimeRecord, read_record, record_path, remove_record, write_record
 
 TOOLS = Tools(nsenter="/usr/bin/nsenter", setpriv="/usr/bin/setpriv", env="/usr/bin/env",
-              setsid="/usr/bin/setsid", sh="/bin/sh")
+              setsid="/usr/bin/setsid")
 
 
 def record(**kw) -> RuntimeRecord:
@@ -37,19 +37,21 @@ def test_split_login():
             split_login(bad)
 
 
-def confined(argv: list[str]) -> list[str]:
-    """The chain inside the launcher, which loads the no-user-namespaces filter first."""
-    assert argv[:4] == [sys.executable, "-I", "-S", LAUNCHER]
+def launched(argv: list[str]) -> dict:
+    """The launcher's spec: it joins the cgroups and loads the no-user-namespaces filter first."""
+    assert len(argv) == 5 and argv[:4] == [sys.executable, "-I", "-S", LAUNCHER]
     spec = json.loads(argv[4])
     assert spec["mode"] == "exec" and spec["umask"] == 0o002 and spec["seccomp"] == nouserns.program_hex()
-    return spec["argv"]
+    return spec
 
 
 def test_sandbox_command_enters_through_init_drops_privileges_then_sets_the_environment():
     env = {"LANGUAGE": "../../../tmp/evil", "HOME": "/home/gem-alice"}
     argv, cwd, spawn_env = command_argv(record(), ["/bin/bash", "-c", "pwd"], env, TOOLS, as_root=True, tty=False)
     assert cwd == "/"
-    assert confined(argv) == ["/usr/bin/nsenter", "--target=4243", "--mount", "--pid", "--ipc", "--",
+    spec = launched(argv)
+    assert spec["cgroup_procs"] == []
+    assert spec["argv"] == ["/usr/bin/nsenter", "--target=4243", "--mount", "--pid", "--ipc", "--",
                     "/usr/bin/setpriv", "--reuid=1001", "--regid=1001", "--groups=1001,2001",
                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
                     "/usr/bin/env", "-i", "--chdir=/gemini/code", "--", "HOME=/home/gem-alice",
@@ -61,11 +63,11 @@ def test_sandbox_command_enters_through_init_drops_privileges_then_sets_the_envi
 def test_tty_sessions_get_a_controlling_terminal_and_cgroups_are_joined_first():
     rec = record(cgroup_procs=["/sys/fs/cgroup/memory/gemhub/x/cgroup.procs"])
     argv, _, _ = command_argv(rec, ["/bin/bash", "-l"], {}, TOOLS, as_root=True, tty=True)
-    argv = confined(argv)
+    spec = launched(argv)
+    assert spec["cgroup_procs"] == ["/sys/fs/cgroup/memory/gemhub/x/cgroup.procs"]
+    argv = spec["argv"]
     assert argv[:2] == ["/usr/bin/setsid", "--ctty"]
-    assert argv[2:4] == ["/bin/sh", "-c"]
-    assert argv[5:8] == ["gemhub-ssh", "/sys/fs/cgroup/memory/gemhub/x/cgroup.procs", "--"]
-    assert argv[8] == "/usr/bin/nsenter" and argv[-2:] == ["/bin/bash", "-l"]
+    assert argv[2] == "/usr/bin/nsenter" and argv[-2:] == ["/bin/bash", "-l"]
 
 
 def test_fallback_runs_directly_in_the_fallback_root_and_root_is_needed_for_namespaces():
