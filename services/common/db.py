@@ -86,8 +86,9 @@ def wait_for_database(engine: Engine, wait: float = CONNECT_WAIT) -> None:
 
 class ResiliencePlugin(CreateEnginePlugin):
     """``create_engine(url, plugins=["gemhub_db"])`` (entry point ``sqlalchemy.plugins``):
-    connections wait for a restarting server. The hub uses it through
-    ``JupyterHub.db_kwargs``, since JupyterHub creates its engine itself."""
+    connections wait for a restarting server; a SQLite file is put in WAL mode. The services
+    use it through :func:`make_engine`, the hub through ``JupyterHub.db_kwargs``, since
+    JupyterHub creates its engine itself."""
 
     def update_url(self, url):
         return url  # the plugin takes nothing out of the URL
@@ -121,20 +122,18 @@ DB_OVERFLOW = 8
 def make_engine(url: str, workers: int = DB_WORKERS) -> Engine:
     parsed = make_url(url)
     pool = {"pool_size": workers, "max_overflow": DB_OVERFLOW}
+    # ResiliencePlugin, as for the hub: a restarting server is waited for, a SQLite file is in WAL mode
+    plugins = ["gemhub_db"]
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(url, pool_pre_ping=True, **pool)
-        wait_for_database(engine)
-        return engine
+        return create_engine(url, pool_pre_ping=True, plugins=plugins, **pool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **pool)
+        engine = create_engine(url, connect_args={"timeout": 30}, plugins=plugins, **pool)
     else:
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, plugins=plugins)
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, record):
-        if parsed.database and parsed.database != ":memory:":
-            _sqlite_wal(dbapi_conn, record)
+    def _sqlite_pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
