@@ -45,7 +45,8 @@ def _cancel_once_started(job: Job, marker) -> None:
     """Cancel from another thread once the step's child exists (a fixed timer may fire first)."""
     def cancel():
         deadline = time.monotonic() + 30
-        while not marker.exists() and time.monotonic() < deadline:
+        # written, not only created: the shell opens the file before it writes the pid
+        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         job.cancel()
     threading.Thread(target=cancel, daemon=True).start()
