@@ -192,6 +192,16 @@ def test_an_ssh_session_cannot_make_a_user_namespace(alice):
     assert r.returncode == 0 and r.stdout.strip().endswith("fine"), r.stdout + r.stderr
 
 
+def test_an_ssh_session_cannot_leave_the_servers_cgroups(ssh_hub, alice):
+    """Joined by root before the drop to the account: moving itself to the root cgroups (or
+    anywhere else) fails and the session stays counted against the server's limits."""
+    r = alice.ssh("for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do"
+                  " echo $$ 2>/dev/null > $f && echo MOVED $f; done; cat /proc/self/cgroup")
+    assert "MOVED" not in r.stdout, r.stdout
+    servers = server_cgroups(ssh_hub, alice.user)
+    assert servers and servers <= set(r.stdout.splitlines()), (servers, r.stdout)
+
+
 def test_local_port_forward_reaches_a_port_in_the_environment(ssh_hub, alice):
     inner, outer = free_port(), free_port()
     r = alice.ssh(f"nohup python3 -m http.server {inner} --bind 127.0.0.1 >/dev/null 2>&1 &"
